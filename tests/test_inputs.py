@@ -1,0 +1,100 @@
+"""Every bad input raises an error that names the argument and the fix."""
+
+import numpy as np
+import pytest
+
+import fusex
+from fusex import FusionParams
+from fusex.datasets import phantom
+
+SAMPLE = phantom((16, 16), seed=0)
+OK = {"haadf": SAMPLE.haadf, "maps": SAMPLE.maps, "elements": SAMPLE.elements}
+
+
+def _fuse(**changes):
+    kwargs = {**OK, "params": FusionParams(n_iter=2), **changes}
+    return fusex.fuse(kwargs.pop("haadf"), kwargs.pop("maps"), **kwargs)
+
+
+def _with(array, index, value):
+    out = array.copy()
+    out[index] = value
+    return out
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "match"),
+    [
+        ({"haadf": SAMPLE.haadf[:15]}, ValueError, r"`haadf` has shape \(15, 16\) but each map .* \(16, 16\)"),
+        ({"haadf": SAMPLE.maps}, ValueError, r"`haadf` must be one image of shape \(H, W\)"),
+        ({"maps": SAMPLE.maps[0]}, ValueError, r"`maps` must have shape \(element, H, W\)"),
+        ({"maps": SAMPLE.maps[:0]}, ValueError, "too small"),
+        ({"elements": ["Sr", "Ti"]}, ValueError, "`elements` has 2 symbols but `maps` has 3 maps"),
+        ({"elements": "SrTiO"}, TypeError, "`elements` must be a list of symbols"),
+        ({"elements": ["Sr", "Tx", "O"]}, ValueError, "unknown element symbol 'Tx'"),
+        ({"elements": None, "z": [38, 22]}, ValueError, "`z` has 2 atomic numbers but `maps` has 3"),
+        ({"elements": None, "z": [38, 22, 200]}, ValueError, "between 1 and 118"),
+        ({"elements": None, "z": [38, 22, 8.5]}, TypeError, "integer atomic numbers"),
+        ({"elements": None}, ValueError, "needs atomic numbers: pass `elements=`"),
+        ({"haadf": _with(SAMPLE.haadf, (3, 4), np.nan)}, ValueError, "`haadf` contains 1 NaN or infinite"),
+        ({"maps": _with(SAMPLE.maps, (1, 2, 2), np.inf)}, ValueError, "`maps` contains 1 NaN or infinite"),
+        ({"maps": _with(SAMPLE.maps, (0, 0, 0), -1.0)}, ValueError, r"`maps` contains negative values \(minimum -1\)"),
+        ({"maps": _with(SAMPLE.maps, 1, 2.0)}, ValueError, r"map 'Ti' of `maps` is constant .*normalize='none'"),
+        ({"haadf": np.ones((16, 16))}, ValueError, r"`haadf` is constant"),
+        ({"maps": SAMPLE.maps.astype(bool)}, TypeError, "`maps` has dtype bool"),
+        ({"haadf": SAMPLE.haadf.astype(np.complex64)}, TypeError, "`haadf` has dtype complex64"),
+        ({"haadf": SAMPLE.haadf.tolist()}, TypeError, "`haadf` is a list, not an array"),
+        ({"maps": {}}, ValueError, "`maps` is an empty mapping"),
+        ({"maps": [SAMPLE.maps[0], SAMPLE.maps[1][:8]]}, ValueError, "different shapes"),
+        ({"params": {"lambda_tv": 1}}, TypeError, "`params` must be a FusionParams"),
+        ({"backend": "jax"}, ValueError, "unknown `backend` 'jax'"),
+        ({"device": "cuda"}, ValueError, "runs on the CPU only"),
+    ],
+)
+def test_bad_input_is_named(changes, error, match):
+    with pytest.raises(error, match=match):
+        _fuse(**changes)
+
+
+def test_constant_maps_are_fine_without_normalization():
+    maps = _with(SAMPLE.maps, 1, 2.0)
+    res = _fuse(maps=maps, params=FusionParams(n_iter=2, normalize="none"))
+    assert np.all(np.isfinite(res.maps))
+
+
+def test_mixed_namespaces_are_refused():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match=r"`haadf` is a numpy array but `maps` is a torch array.*backend="):
+        _fuse(maps=torch.asarray(SAMPLE.maps))
+
+
+def test_mixed_devices_are_refused():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    with pytest.raises(ValueError, match="`haadf` is on device cpu but `maps` is on device cuda"):
+        _fuse(haadf=torch.asarray(SAMPLE.haadf), maps=torch.asarray(SAMPLE.maps, device="cuda"))
+
+
+def test_cuda_without_gpu_says_what_to_do():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(fusex.BackendUnavailableError, match="torch sees no CUDA GPU"):
+        _fuse(backend="torch", device="cuda")
+
+
+def test_missing_backend_names_the_extra(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_cupy(name, *args, **kwargs):
+        if name == "cupy":
+            raise ImportError("no cupy")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_cupy)
+    monkeypatch.delitem(__import__("sys").modules, "cupy", raising=False)
+    with pytest.raises(fusex.BackendUnavailableError, match=r'pip install "fusex\[cupy\]"'):
+        _fuse(backend="cupy")
