@@ -55,7 +55,7 @@ def _make(name: str) -> Backend:
 
         if name == "torch-cuda" and not torch.cuda.is_available():
             pytest.skip("torch-cuda: no CUDA GPU on this machine")
-        return Backend(name, xp, torch.device("cuda" if name == "torch-cuda" else "cpu"), "torch")
+        return Backend(name, xp, torch.device("cuda", 0) if name == "torch-cuda" else torch.device("cpu"), "torch")
     cupy = pytest.importorskip("cupy")
     try:
         cupy.cuda.runtime.getDeviceCount()

@@ -11,6 +11,7 @@ def test_published_defaults():
     assert (p.gamma, p.n_iter, p.lambda_haadf, p.lambda_chem, p.lambda_tv) == (1.6, 50, None, 0.005, 0.1)
     assert (p.n_tv, p.tv_method, p.eps, p.haadf_weights, p.normalize, p.step) == (14, "gp", 0.1, "none", "minmax", 1.0)
     assert p.tol == 0.0 and not p.backtracking
+    assert FusionParams().backtracking
     assert FusionParams.published(n_iter=5).n_iter == 5
 
 

@@ -57,7 +57,7 @@ def test_step_schedules(sample, schedule, expected):
 
 def test_too_large_step_raises_diverged_error_naming_the_step(sample):
     with pytest.raises(FusionDivergedError, match=r"step size 100\b.*smaller step") as info:
-        _fuse(sample, n_iter=60, step=100.0)
+        _fuse(sample, n_iter=60, step=100.0, backtracking=False)
     assert info.value.step == 100.0
     assert info.value.iteration <= 60 and len(info.value.history) == info.value.iteration + 1
 

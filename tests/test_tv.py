@@ -95,7 +95,7 @@ def test_backends_agree_and_keep_namespace_and_device(xp):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"weight": -1.0}, "`weight` must be a number >= 0"),
+        ({"weight": -1.0}, "`weight` must be a finite number >= 0"),
         ({"weight": 0.1, "n_iter": -2}, "`n_iter` must be an integer"),
         ({"weight": 0.1, "method": "chambolle"}, "`method` must be 'fgp' or 'gp'"),
     ],

@@ -19,6 +19,7 @@ __all__ = ["BACKENDS", "BackendUnavailableError", "convert", "namespace_of", "re
 #: Array libraries fusex can run on, with the extra that installs each.
 BACKENDS: dict[str, str] = {
     "numpy": "numpy",
+    "numba": "numba",
     "array_api_strict": "test",
     "torch": "torch",
     "cupy": "cupy",
@@ -35,12 +36,12 @@ def _import_namespace(name: str) -> ModuleType:
             f"unknown `backend` {name!r}; choose one of {sorted(BACKENDS)} or None (use the inputs' library)"
         )
     try:
-        module = importlib.import_module(name)
+        module = importlib.import_module("numpy" if name == "numba" else name)
     except ImportError as exc:
         raise BackendUnavailableError(
             f'backend {name!r} is not installed: pip install "fusex[{BACKENDS[name]}]"'
         ) from exc
-    return array_api_compat.array_namespace(module.asarray(0.0)) if name != "numpy" else array_api_compat.numpy
+    return array_api_compat.array_namespace(module.asarray(0.0))
 
 
 def namespace_of(**arrays: Any) -> tuple[ModuleType, Any]:
@@ -118,6 +119,8 @@ def _parse_device(xp: ModuleType, device: Any) -> Any:
                 f"device {device!r} was asked for but torch sees no CUDA GPU here; use device='cpu', "
                 "or install a CUDA build of torch (see backends/README.md)"
             )
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())  # the device arrays will report
         return dev
     if array_api_compat.is_cupy_namespace(xp):
         import cupy

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._xp import convert, namespace_of, resolve_backend
+from .backends import select_engine
 from .inputs import as_float, check_finite, prepare
 from .params import FusionParams
 from .result import FusionResult
 from .solver import IterationState, solve
-from .tv import tv_prox
 
 __all__ = ["fuse", "tv_denoise"]
 
@@ -55,9 +58,11 @@ def fuse(
     params : FusionParams, optional
         Solver parameters; `FusionParams()` by default, and
         `FusionParams.published` for the published method's settings.
-    backend : {"numpy", "torch", "cupy", "array_api_strict"}, optional
-        Library to compute with; ``None`` uses the inputs' library.  Results
-        come back in the inputs' library and on their device either way.
+    backend : {"numpy", "numba", "torch", "cupy", "array_api_strict"}, optional
+        Library to compute with.  ``None`` uses the inputs' library, with the
+        compiled numba kernels for NumPy input when numba is installed;
+        ``"numpy"`` forces the generic NumPy code.  Results come back in the
+        inputs' library and on their device either way.
     device : str or device, optional
         Device to compute on (``"cpu"``, ``"cuda"``, ``"cuda:1"``); ``None``
         keeps the inputs' device.
@@ -92,7 +97,8 @@ def fuse(
     if not isinstance(params, FusionParams):
         raise TypeError(f"`params` must be a FusionParams (or None), got {type(params).__name__}")
     problem = prepare(haadf, maps, elements=elements, z=z, normalize=params.normalize, backend=backend, device=device)
-    return solve(problem, params, callback=callback, progress=progress)
+    engine = select_engine(backend, problem.xp, problem.device)
+    return solve(problem, params, engine, callback=callback, progress=progress)
 
 
 def tv_denoise(
@@ -138,9 +144,13 @@ def tv_denoise(
         The denoised maps, shaped like ``x``, a new array.
 
     """
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
-        raise ValueError(f"`weight` must be a number >= 0, got {weight!r}")
-    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0 <= weight < math.inf:
+        raise ValueError(f"`weight` must be a finite number >= 0, got {weight!r}")
+    try:
+        n_iter = operator.index(n_iter)
+    except TypeError:
+        n_iter = -1
+    if isinstance(n_iter, bool) or n_iter < 0:
         raise ValueError(f"`n_iter` must be an integer >= 0, got {n_iter!r}")
     if method not in ("fgp", "gp"):
         raise ValueError(f"`method` must be 'fgp' or 'gp', got {method!r}")
@@ -150,5 +160,9 @@ def tv_denoise(
     xp, dev = resolve_backend(backend, device, input_xp, input_device)
     f = as_float(convert(x, xp, dev), "x", xp)
     check_finite(f, "x", xp)
-    out = tv_prox(f, float(weight), n_iter, method=method, nonneg=nonneg, xp=xp)
-    return convert(out, input_xp, input_device)
+    prox = select_engine(backend, xp, dev).tv_prox
+    out = prox(f, float(weight), n_iter, method=method, nonneg=nonneg, xp=xp)
+    result = convert(out, input_xp, input_device)
+    if input_xp.isdtype(x.dtype, "real floating") and result.dtype != x.dtype:
+        result = input_xp.astype(result, x.dtype)  # half precision was computed in float32
+    return result

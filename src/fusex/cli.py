@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["main"]
 
@@ -13,6 +14,10 @@ def _demo(args: argparse.Namespace) -> int:
     from . import fuse
     from .datasets import nrmse, phantom
 
+    if args.size < 16:
+        raise ValueError(f"--size must be at least 16 pixels (two unit cells), got {args.size}")
+    if not args.dose > 0:
+        raise ValueError(f"--dose must be a positive number of counts, got {args.dose}")
     sample = phantom((args.size, args.size), dose=args.dose, seed=args.seed)
     result = fuse(sample.haadf, sample.maps, elements=sample.elements, backend=args.backend, progress=True)
     raw = nrmse(sample.maps, sample.truth)
@@ -37,7 +42,8 @@ def _demo(args: argparse.Namespace) -> int:
     fig.savefig(args.output, dpi=110)
     conv = convergence(result)
     conv.tight_layout()
-    conv_path = args.output.rsplit(".", 1)[0] + "-convergence.png"
+    output = Path(args.output)
+    conv_path = output.with_name(output.stem + "-convergence.png")
     conv.savefig(conv_path, dpi=110)
     plt.close("all")
     print(f"wrote {args.output} and {conv_path}")

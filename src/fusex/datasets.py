@@ -115,14 +115,15 @@ def phantom(
     names = tuple(cells)
     z = atomic_numbers(names)
     rng = np.random.default_rng(seed)
-    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64)
     truth = np.zeros((len(names), *shape))
+    radius = int(np.ceil(4 * sigma))
+    offsets = np.arange(-radius, radius + 1)
     for e, positions in enumerate(cells.values()):
         for fy, fx in positions:
             for cy in np.arange((fy - 1.0) * cell, shape[0] + cell, cell):
                 for cx in np.arange((fx - 1.0) * cell, shape[1] + cell, cell):
                     occ = rng.uniform(*occupancy)
-                    truth[e] += occ * np.exp(-((rows - cy) ** 2 + (cols - cx) ** 2) / (2 * sigma**2))
+                    _add_column(truth[e], cy, cx, occ, sigma, offsets)
     truth = np.minimum(truth, 1.0)
     clean = np.sum((np.asarray(z, dtype=np.float64)[:, None, None] * truth) ** gamma, axis=0)
     clean /= clean.max()
@@ -136,6 +137,18 @@ def phantom(
         z=z,
         dose=float(dose),
     )
+
+
+def _add_column(image: np.ndarray, cy: float, cx: float, height: float, sigma: float, offsets: np.ndarray) -> None:
+    """Add a Gaussian column, cut off at 4 sigma, to ``image`` in place."""
+    rows = np.round(cy).astype(int) + offsets
+    cols = np.round(cx).astype(int) + offsets
+    rows = rows[(rows >= 0) & (rows < image.shape[0])]
+    cols = cols[(cols >= 0) & (cols < image.shape[1])]
+    if rows.size and cols.size:
+        profile_y = np.exp(-((rows - cy) ** 2) / (2 * sigma**2))
+        profile_x = np.exp(-((cols - cx) ** 2) / (2 * sigma**2))
+        image[np.ix_(rows, cols)] += height * np.outer(profile_y, profile_x)
 
 
 def nrmse(estimate: np.ndarray, truth: np.ndarray) -> np.ndarray:

@@ -72,8 +72,11 @@ def _stack_maps(maps: Any) -> tuple[Any, tuple[str, ...] | None]:
 
 
 def as_float(x: Any, name: str, xp: ModuleType) -> Any:
-    if xp.isdtype(x.dtype, "real floating"):
+    """Return ``x`` as float32 or float64 (integers and half precision become float32)."""
+    if x.dtype in (xp.float32, xp.float64):
         return x
+    if xp.isdtype(x.dtype, "real floating"):
+        return xp.astype(x, xp.float32)
     if xp.isdtype(x.dtype, "integral"):
         return xp.astype(x, xp.float32)
     raise TypeError(f"`{name}` has dtype {x.dtype}; pass real numbers (integer counts or floats)")

@@ -21,7 +21,7 @@ from typing import Any
 
 from .operators import gradient, haadf_model
 
-__all__ = ["Evaluation", "evaluate", "smooth_gradient", "tv_value"]
+__all__ = ["Evaluation", "evaluate", "gradient_step", "smooth_gradient", "tv_value"]
 
 
 @dataclass(frozen=True)
@@ -95,3 +95,21 @@ def smooth_gradient(
     r"""Gradient of :math:`\lambda_H\Psi_1 + \lambda_C\Psi_2` at ``x``, reusing ``ev``."""
     g_haadf = (-gamma * lam_h) * weights * ev.x_pow_m1 * xp.expand_dims(ev.residual, axis=-3)
     return g_haadf + lam_c * (1.0 - counts / (x + eps))
+
+
+def gradient_step(
+    x: Any,
+    counts: Any,
+    weights: Any,
+    ev: Evaluation,
+    *,
+    gamma: float,
+    eps: float,
+    lam_h: float,
+    lam_c: float,
+    eta: float,
+    xp: ModuleType,
+) -> Any:
+    r"""Projected gradient step :math:`\max(x - \eta \nabla(\lambda_H\Psi_1 + \lambda_C\Psi_2), 0)`."""
+    grad = smooth_gradient(x, counts, weights, ev, gamma=gamma, eps=eps, lam_h=lam_h, lam_c=lam_c, xp=xp)
+    return xp.clip(x - eta * grad, min=0.0)

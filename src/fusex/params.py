@@ -112,7 +112,10 @@ class FusionParams:
         (``k`` counts from 0).  Default 1.0.
     backtracking : bool
         Shrink the step by ``backtrack_factor`` and retry whenever an iteration
-        raises the objective.  The shrink persists for later iterations.  Default False.
+        raises the objective.  The shrink persists for later iterations.
+        Default True: it costs nothing while the objective falls (the usual
+        case), and rescues a step too large for the data, e.g. a single map,
+        where the HAADF term's curvature reaches :math:`\lambda_H \gamma^2 > 2`.
     backtrack_factor : float
         Factor in (0, 1) applied to the step on each backtrack.  Default 0.5.
     max_backtracks : int
@@ -147,7 +150,7 @@ class FusionParams:
     haadf_weights: str | Sequence[float] = "zgamma_sum"
     normalize: Literal["minmax", "none"] = "minmax"
     step: StepSchedule = 1.0
-    backtracking: bool = False
+    backtracking: bool = True
     backtrack_factor: float = 0.5
     max_backtracks: int = 20
     tol: float = 1e-7
@@ -162,8 +165,8 @@ class FusionParams:
 
         gamma 1.6, 50 iterations, ``lambda_haadf = 1/E``, ``lambda_chem`` 0.005,
         ``lambda_tv`` 0.1, TV prox without momentum (``"gp"``), ``eps`` 0.1,
-        unweighted HAADF model, min-max normalization, unit step, no early
-        stopping.  With these, `fuse` reproduces the reference's maps to float
+        unweighted HAADF model, min-max normalization, unit step without
+        backtracking, no early stopping.  With these, `fuse` reproduces the reference's maps to float
         precision.  Keyword arguments override single fields.
 
         Notes
@@ -187,6 +190,7 @@ class FusionParams:
             haadf_weights="none",
             normalize="minmax",
             step=1.0,
+            backtracking=False,
             tol=0.0,
         )
         return replace(base, **overrides)

@@ -81,6 +81,7 @@ class FusionResult:
     z: tuple[int, ...] | None
     weights: tuple[float, ...]
     scale: dict[str, Any] = field(repr=False)
+    engine: str = "generic"
 
     def to_input_units(self) -> Any:
         """Return the fused maps mapped back to the units of the input maps.
@@ -97,7 +98,8 @@ class FusionResult:
         first, last = self.history.iloc[0], self.history.iloc[-1]
         lines = [
             f"fused {len(self.elements)} maps ({', '.join(self.elements)}) of {tuple(self.maps.shape[-2:])} pixels",
-            f"{self.n_iter} iterations, stopped by {self.stop_reason}" + (" (converged)" if self.converged else ""),
+            f"{self.n_iter} iterations on the {self.engine} engine, stopped by {self.stop_reason}"
+            + (" (converged)" if self.converged else ""),
             f"objective {first['total']:.6g} -> {last['total']:.6g}",
         ]
         return "\n".join(lines)

@@ -18,12 +18,12 @@ from typing import Any
 import pandas as pd
 
 from ._xp import convert
+from .backends import Engine
 from .inputs import FusionProblem
-from .objectives import Evaluation, evaluate, smooth_gradient
+from .objectives import Evaluation
 from .operators import haadf_model, haadf_weights
 from .params import FusionParams, step_schedule
 from .result import FusionDivergedError, FusionResult
-from .tv import tv_prox
 
 __all__ = ["IterationState", "solve"]
 
@@ -59,6 +59,7 @@ class IterationState:
 def solve(
     problem: FusionProblem,
     params: FusionParams,
+    engine: Engine,
     *,
     callback: Callable[[int, IterationState], Any] | None = None,
     progress: bool = False,
@@ -79,12 +80,11 @@ def solve(
     terms = dict(gamma=float(params.gamma), eps=float(params.eps))
 
     def objective(x: Any) -> Evaluation:
-        return evaluate(x, problem.haadf, problem.counts, weights, lambdas=lambdas, xp=xp, **terms)
+        return engine.evaluate(x, problem.haadf, problem.counts, weights, lambdas=lambdas, xp=xp, **terms)
 
     def step_from(x: Any, ev: Evaluation, eta: float) -> Any:
-        grad = smooth_gradient(x, problem.counts, weights, ev, lam_h=lam_h, lam_c=lambdas[1], xp=xp, **terms)
-        y = xp.clip(x - eta * grad, min=0.0)
-        return tv_prox(y, eta * lambdas[2], params.n_tv, method=params.tv_method, nonneg=True, xp=xp)
+        y = engine.gradient_step(x, problem.counts, weights, ev, lam_h=lam_h, lam_c=lambdas[1], eta=eta, xp=xp, **terms)
+        return engine.tv_prox(y, eta * lambdas[2], params.n_tv, method=params.tv_method, nonneg=True, xp=xp)
 
     schedule = step_schedule(params.step)
     x = problem.counts
@@ -140,6 +140,7 @@ def solve(
         z=problem.z,
         weights=weights_tuple,
         scale=problem.scale,
+        engine=engine.name,
     )
 
 

@@ -1,0 +1,157 @@
+"""The ``fusex`` command line, run in-process through `fusex.cli.main` and once as a real subprocess."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+from fusex.cli import main
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path: Path) -> None:
+    assert path.is_file(), f"{path} was not written"
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE, f"{path} is not a PNG file"
+    assert len(data) > 1000, f"{path} is suspiciously small ({len(data)} bytes)"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty current directory, so a figure written to the default path would be noticed."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    return cwd
+
+
+def test_demo_prints_summary_and_writes_both_figures(
+    tmp_path: Path, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("matplotlib")
+    figure = tmp_path / "demo.png"
+    assert main(["demo", "--size", "48", "--seed", "1", "-o", str(figure)]) == 0
+
+    out = capsys.readouterr().out
+    assert "48x48 px" in out
+    assert "(Sr, Ti, O)" in out  # the summary names the maps
+    assert "NRMSE" in out
+    for element in ("Sr", "Ti", "O"):
+        line = re.search(rf"^\s*{element}: raw ([0-9.]+) -> fused ([0-9.]+)", out, re.MULTILINE)
+        assert line is not None, f"no NRMSE line for {element} in:\n{out}"
+        raw, fused = map(float, line.groups())
+        assert 0 < fused < raw  # the demo's point: fused maps are closer to the truth than the raw counts
+    assert_png(figure)
+    assert_png(tmp_path / "demo-convergence.png")
+    assert f"wrote {figure}" in out
+    assert list(workdir.iterdir()) == []  # nothing written to the default path
+
+
+def test_help_exits_zero_and_lists_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    assert "demo" in capsys.readouterr().out
+
+
+def test_demo_help_lists_its_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--size", "--dose", "--seed", "--backend", "--output"):
+        assert option in out
+
+
+@pytest.mark.parametrize(
+    "argv, mentions",
+    [
+        (["demo", "--size", "-3"], "--size"),
+        (["demo", "--size", "0"], "--size"),
+        (["demo", "--size", "1"], "--size"),
+        (["demo", "--dose", "-1"], "--dose"),
+        (["demo", "--size", "16", "--backend", "nosuch"], "nosuch"),
+    ],
+    ids=["negative-size", "zero-size", "one-pixel", "negative-dose", "unknown-backend"],
+)
+def test_bad_demo_argument_gives_one_line_error_and_code_2(
+    argv: list[str], mentions: str, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("fusex: error: ")
+    assert mentions in lines[0]
+    assert "Traceback" not in captured.err + captured.out
+    assert list(workdir.iterdir()) == []
+
+
+@pytest.mark.parametrize("size", ["-3", "0"])
+def test_bad_size_error_names_the_option(size: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--size", size]) == 2
+    assert "--size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["demo", "--size", "abc"], "invalid int value"),
+        (["demo", "--dose", "lots"], "invalid float value"),
+        (["demo", "--colour", "red"], "unrecognized arguments"),
+        (["nosuch"], "invalid choice"),
+        ([], "required"),
+    ],
+    ids=["size-not-int", "dose-not-float", "unknown-option", "unknown-command", "no-command"],
+)
+def test_unparsable_arguments_exit_2_with_usage(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: fusex" in err
+    assert "error:" in err
+    assert message in err
+
+
+def test_convergence_figure_lands_next_to_an_output_without_extension(tmp_path: Path, workdir: Path) -> None:
+    pytest.importorskip("matplotlib")
+    outdir = tmp_path / "run.1"
+    outdir.mkdir()
+    assert main(["demo", "--size", "32", "-o", str(outdir / "demo")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "run.1"]  # nothing beside run.1
+    assert any("convergence" in p.name for p in outdir.iterdir())
+
+
+def test_console_script_points_at_main() -> None:
+    scripts = entry_points(group="console_scripts", name="fusex")
+    if not scripts:
+        pytest.skip("fusex is not installed as a distribution here (imported from the source tree)")
+    (script,) = scripts
+    assert script.value == "fusex.cli:main"
+    assert script.load() is main
+
+
+def test_module_runs_as_a_script(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    figure = tmp_path / "sub.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "fusex.cli", "demo", "--size", "32", "-o", str(figure)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "NRMSE" in proc.stdout
+    assert_png(figure)
+    assert_png(tmp_path / "sub-convergence.png")
