@@ -155,3 +155,63 @@ def test_module_runs_as_a_script(tmp_path: Path) -> None:
     assert "NRMSE" in proc.stdout
     assert_png(figure)
     assert_png(tmp_path / "sub-convergence.png")
+
+
+@pytest.fixture
+def scan(tmp_path: Path) -> Path:
+    import numpy as np
+
+    from fusex.datasets import phantom
+
+    sample = phantom((24, 24), seed=4)
+    path = tmp_path / "scan.npz"
+    np.savez(path, HAADF=sample.haadf, **dict(zip(sample.elements, sample.maps)))
+    return path
+
+
+def test_fuse_file_to_netcdf(scan: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fusex import io
+
+    out = tmp_path / "fused.nc"
+    argv = ["fuse", str(scan), "-o", str(out), "--param", "lambda_tv=0.01", "--param", "n_iter=7", "-q"]
+    assert main(argv) == 0
+    assert "fused 3 maps (Sr, Ti, O)" in capsys.readouterr().out
+    result = io.load(out)
+    assert result.attrs["lambda_tv"] == 0.01 and result.attrs["iterations_run"] <= 7
+
+
+def test_fuse_file_with_published_preset_and_element_subset(scan: Path, tmp_path: Path) -> None:
+    from fusex import io
+
+    out = tmp_path / "fused.zarr"
+    assert main(["fuse", str(scan), "-o", str(out), "--preset", "published", "--elements", "Sr", "O", "-q"]) == 0
+    result = io.load(out)
+    assert list(result.element.values) == ["Sr", "O"] and result.attrs["tv_method"] == "gp"
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "mentions"),
+    [
+        (["--param", "lambda_tvv=1"], 2, "unknown parameter"),
+        (["--param", "lambda_tv"], 2, "NAME=VALUE"),
+        (["--param", "gamma=0.5"], 2, "FusionParams.gamma"),
+        (["--elements", "Sr", "Xx"], 3, "Xx"),
+        (["--param", "step=1e6", "--param", "backtracking=false"], 4, "diverged"),
+    ],
+)
+def test_fuse_file_errors(
+    scan: Path, tmp_path: Path, extra: list[str], code: int, mentions: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "fused.nc"
+    assert main(["fuse", str(scan), "-o", str(out), "-q", *extra]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("fusex: error:") and mentions in err[-1]
+    assert not out.exists()
+
+
+def test_fuse_unreadable_input_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not an archive")
+    assert main(["fuse", str(bad), "-o", str(tmp_path / "o.nc")]) == 3
+    assert main(["fuse", str(tmp_path / "missing.npz"), "-o", str(tmp_path / "o.nc")]) == 3
+    assert "cannot read" in capsys.readouterr().err

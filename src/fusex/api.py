@@ -14,13 +14,14 @@ from .inputs import as_float, check_finite, prepare
 from .params import FusionParams
 from .result import FusionResult
 from .solver import IterationState, solve
+from .xarray import is_labeled, result_to_dataset, unwrap
 
 __all__ = ["fuse", "tv_denoise"]
 
 
 def fuse(
     haadf: Any,
-    maps: Any,
+    maps: Any = None,
     *,
     elements: Sequence[str] | None = None,
     z: Sequence[int] | None = None,
@@ -44,11 +45,14 @@ def fuse(
 
     Parameters
     ----------
-    haadf : array, shape (H, W)
-        The HAADF image (NumPy, CuPy or torch; integers are converted to float32).
-    maps : array (E, H, W), sequence of (H, W) arrays, or mapping symbol -> (H, W) array
+    haadf : array (H, W), xarray.DataArray or xarray.Dataset
+        The HAADF image (NumPy, CuPy or torch; integers are converted to
+        float32), or one Dataset holding ``haadf`` and ``maps`` (or one
+        variable per element).
+    maps : array (E, H, W), sequence of (H, W) arrays, mapping symbol -> (H, W) array, or DataArray
         The elemental maps (counts, >= 0), in the same library and on the same
-        device as ``haadf``.  A mapping's keys serve as ``elements``.
+        device as ``haadf``.  A mapping's keys, or a DataArray's ``element``
+        coordinate, serve as ``elements``.
     elements : sequence of str, optional
         Element symbols, one per map (``"Fe"`` or ``"Fe_Ka"``); atomic numbers
         are looked up from them.
@@ -74,8 +78,10 @@ def fuse(
 
     Returns
     -------
-    FusionResult
-        Fused maps, HAADF model, per-iteration history and provenance.
+    FusionResult or xarray.Dataset
+        Fused maps, HAADF model, per-iteration history and provenance; for
+        xarray input, a Dataset with the inputs' coordinates (see
+        `fusex.xarray`).
 
     Raises
     ------
@@ -93,6 +99,22 @@ def fuse(
     (3, 64, 64)
 
     """
+    if is_labeled(haadf, maps):
+        labeled_haadf, labeled_maps, symbols = unwrap(haadf, maps, elements)
+        result = fuse(
+            labeled_haadf.data,
+            labeled_maps.data,
+            elements=symbols,
+            z=z,
+            params=params,
+            backend=backend,
+            device=device,
+            callback=callback,
+            progress=progress,
+        )
+        return result_to_dataset(result, labeled_haadf, labeled_maps)
+    if maps is None:
+        raise TypeError("`maps` is missing: pass the elemental maps, or one xarray.Dataset holding HAADF and maps")
     params = FusionParams() if params is None else params
     if not isinstance(params, FusionParams):
         raise TypeError(f"`params` must be a FusionParams (or None), got {type(params).__name__}")

@@ -1,0 +1,207 @@
+r"""The xarray boundary: labeled inputs in, a labeled `xarray.Dataset` out.
+
+`fuse` hands DataArray/Dataset inputs here.  The data (NumPy or CuPy) are
+unwrapped, fused by the array code, and wrapped again with the inputs'
+coordinates, names and attrs.  xarray cannot hold torch tensors, so with
+``backend="torch"`` the computation runs in torch and the results come back
+NumPy-backed.
+
+The result Dataset holds
+
+* ``maps`` (element, y, x): the fused maps, with the input maps' attrs;
+* ``raw`` (element, y, x): the maps as given; ``haadf`` (y, x): the HAADF image as given;
+* ``haadf_model`` (y, x): :math:`\\sum_e w_e x_e^\\gamma`;
+* ``history_haadf``, ``history_poisson``, ``history_tv``, ``history_total``,
+  ``history_step``, ``history_backtracks`` along ``iteration``;
+* coordinates ``element``, ``z`` and ``weight`` (per element) and the spatial
+  coordinates of the inputs;
+* attrs: every `FusionParams` field (``lambda_haadf`` resolved), ``engine``,
+  ``n_iter``, ``converged``, ``stop_reason``, ``fusex_version`` and the
+  normalization applied.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ._xp import to_numpy
+from .result import FusionResult
+
+__all__ = ["ELEMENT_DIM", "is_labeled", "label", "result_to_dataset", "unwrap"]
+
+#: Name of the element dimension of labeled maps.
+ELEMENT_DIM = "element"
+_HAADF_NAMES = ("haadf", "HAADF")
+
+
+def is_labeled(*objects: Any) -> bool:
+    """Return True if any of ``objects`` is an xarray DataArray or Dataset."""
+    return any(isinstance(o, (xr.DataArray, xr.Dataset)) for o in objects)
+
+
+def label(
+    haadf: Any,
+    maps: Any,
+    elements: Sequence[str],
+    *,
+    pixel_size: float | None = None,
+    unit: str = "px",
+    dims: tuple[str, str] = ("y", "x"),
+) -> xr.Dataset:
+    """Wrap plain arrays as a Dataset that `fuse` accepts (``haadf`` and ``maps`` variables).
+
+    Parameters
+    ----------
+    haadf : array (H, W)
+        The HAADF image.
+    maps : array (E, H, W)
+        The elemental maps.
+    elements : sequence of str
+        Symbols, one per map; they become the ``element`` coordinate.
+    pixel_size : float, optional
+        Pixel spacing; the spatial coordinates are ``index * pixel_size`` in
+        ``unit`` (pixel indices in ``"px"`` when not given).
+    unit : str
+        Unit of ``pixel_size`` (``"nm"``, ``"Å"``, ...).
+    dims : (str, str)
+        Names of the row and column dimensions.
+
+    """
+    height, width = haadf.shape[-2:]
+    step = 1.0 if pixel_size is None else float(pixel_size)
+    coords = {
+        dims[0]: (dims[0], np.arange(height) * step, {"units": unit}),
+        dims[1]: (dims[1], np.arange(width) * step, {"units": unit}),
+    }
+    return xr.Dataset(
+        {
+            "haadf": (dims, haadf),
+            "maps": ((ELEMENT_DIM, *dims), maps),
+        },
+        coords={**coords, ELEMENT_DIM: [str(e) for e in elements]},
+    )
+
+
+def _from_dataset(ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
+    haadf_names = [n for n in _HAADF_NAMES if n in ds.data_vars]
+    if not haadf_names:
+        raise ValueError(
+            f"the Dataset has no HAADF variable: name it 'haadf' (variables found: {sorted(map(str, ds.data_vars))})"
+        )
+    haadf = ds[haadf_names[0]]
+    if "maps" in ds.data_vars:
+        return haadf, ds["maps"]
+    others = [n for n in ds.data_vars if n not in _HAADF_NAMES and ds[n].dims == haadf.dims]
+    if not others:
+        raise ValueError(
+            "the Dataset has no chemical maps: give a 'maps' variable with an 'element' dimension, "
+            "or one variable per element named by its symbol, on the HAADF image's dimensions"
+        )
+    maps = xr.concat([ds[n] for n in others], dim=xr.DataArray([str(n) for n in others], dims=ELEMENT_DIM))
+    return haadf, maps.rename(None)
+
+
+def unwrap(
+    haadf: Any, maps: Any, elements: Sequence[str] | None
+) -> tuple[xr.DataArray, xr.DataArray, tuple[str, ...] | None]:
+    """Check and align labeled inputs; return HAADF (y, x), maps (element, y, x) and the symbols.
+
+    Raises
+    ------
+    ValueError
+        For a missing dimension, misaligned coordinates, or extra dimensions.
+
+    """
+    if isinstance(haadf, xr.Dataset):
+        if maps is not None:
+            raise TypeError("pass either one Dataset, or `haadf` and `maps`, not a Dataset and `maps`")
+        haadf, maps = _from_dataset(haadf)
+    if not isinstance(haadf, xr.DataArray) or not isinstance(maps, xr.DataArray):
+        raise TypeError(
+            "with xarray input give both `haadf` and `maps` as DataArrays (or one Dataset); got "
+            f"{type(haadf).__name__} and {type(maps).__name__}"
+        )
+    if haadf.ndim != 2:
+        raise ValueError(f"`haadf` must have two (spatial) dimensions, got {haadf.dims}")
+    if ELEMENT_DIM not in maps.dims:
+        raise ValueError(
+            f"`maps` has dimensions {maps.dims} but no '{ELEMENT_DIM}' dimension; "
+            f"name the dimension that runs over elements '{ELEMENT_DIM}' (maps.rename({{'...': '{ELEMENT_DIM}'}}))"
+        )
+    missing = [d for d in haadf.dims if d not in maps.dims]
+    extra = [d for d in maps.dims if d not in (*haadf.dims, ELEMENT_DIM)]
+    if missing:
+        raise ValueError(f"`maps` lacks the HAADF image's dimension(s) {missing}: both must span the same pixels")
+    if extra:
+        raise ValueError(
+            f"`maps` has dimension(s) {extra} that `haadf` lacks; give one HAADF image per map set "
+            "(batch dimensions must appear on both)"
+        )
+    maps = maps.transpose(ELEMENT_DIM, *haadf.dims)
+    try:
+        haadf, maps = xr.align(haadf, maps, join="exact")
+    except ValueError as exc:
+        raise ValueError(
+            f"the coordinates of `haadf` and `maps` do not match ({exc}); they must label the same pixels. "
+            "Use xr.align or .interp to bring them onto one grid first"
+        ) from None
+    if elements is None and ELEMENT_DIM in maps.coords:
+        elements = tuple(str(v) for v in maps.coords[ELEMENT_DIM].values)
+    return haadf, maps, elements
+
+
+def _host_or_device(x: Any) -> Any:
+    """NumPy or CuPy data for xarray (torch tensors come back to the host)."""
+    import array_api_compat
+
+    return x if array_api_compat.is_cupy_array(x) else np.asarray(to_numpy(x))
+
+
+def _attr_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if value is None:
+        return "None"
+    if isinstance(value, (list, tuple)):
+        return np.asarray(value, dtype=float)
+    return value
+
+
+def result_to_dataset(result: FusionResult, haadf: xr.DataArray, maps: xr.DataArray) -> xr.Dataset:
+    """Build the labeled result of a fusion of ``haadf`` and ``maps`` (see the module docstring)."""
+    y, x = haadf.dims
+    fused = xr.DataArray(_host_or_device(result.maps), coords=maps.coords, dims=maps.dims, attrs=dict(maps.attrs))
+    z = list(result.z) if result.z else [0] * len(result.elements)
+    fused = fused.assign_coords({ELEMENT_DIM: list(result.elements), "z": (ELEMENT_DIM, z)})
+    fused = fused.assign_coords(weight=(ELEMENT_DIM, list(result.weights)))
+    model = xr.DataArray(_host_or_device(result.haadf_model), coords=haadf.coords, dims=(y, x))
+    history = {
+        f"history_{column}": ("iteration", result.history[column].to_numpy()) for column in result.history.columns
+    }
+    raw = maps.assign_coords({ELEMENT_DIM: fused[ELEMENT_DIM]})
+    ds = xr.Dataset(
+        {"maps": fused, "raw": raw, "haadf": haadf, "haadf_model": model},
+        coords={"iteration": result.history.index.to_numpy()},
+    ).assign(history)
+    params = result.params.to_dict()
+    from . import __version__
+
+    ds.attrs = {
+        **{key: _attr_value(value) for key, value in params.items()},
+        "fusex_params": json.dumps(params),
+        "fusex_version": __version__,
+        "engine": result.engine,
+        "iterations_run": result.n_iter,
+        "converged": int(result.converged),
+        "stop_reason": result.stop_reason,
+        "haadf_offset_range": np.asarray(result.scale["haadf"], dtype=float),
+        "maps_offset_range": np.asarray(result.scale["maps"], dtype=float).ravel(),
+    }
+    ds["maps"].attrs.setdefault("long_name", "fused elemental maps")
+    ds["haadf_model"].attrs["long_name"] = "HAADF model sum_e w_e x_e^gamma"
+    return ds
