@@ -11,6 +11,7 @@ import numpy as np
 import xarray as xr
 
 from ..xarray import label
+from .signals import RSCIIO_READERS, read_rsciio
 
 __all__ = ["load", "read", "read_npz", "save"]
 
@@ -74,7 +75,10 @@ def read(path: str | os.PathLike, *, elements: list[str] | None = None) -> xr.Da
         if elements is not None:
             ds = ds.sel(element=list(elements))
         return ds
-    raise ValueError(f"{path}: unknown file type {suffix!r}; fusex reads .npz, .nc and .zarr")
+    if suffix in RSCIIO_READERS:
+        return read_rsciio(path, elements=elements)
+    known = ", ".join([".npz", ".nc", ".zarr", *RSCIIO_READERS])
+    raise ValueError(f"{path}: unknown file type {suffix!r}; fusex reads {known}")
 
 
 def _engine_for_netcdf() -> str | None:
