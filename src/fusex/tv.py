@@ -16,12 +16,31 @@ with FISTA momentum on :math:`p` (``"fgp"``) or without it (``"gp"``).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
 from .operators import divergence, gradient
 
-__all__ = ["tv_prox"]
+__all__ = ["dual_momentum", "tv_prox"]
+
+
+def dual_momentum(n_iter: int, method: str) -> Iterator[float]:
+    r"""Yield the momentum weight of each dual iteration :math:`k = 0 .. n-1`.
+
+    The extrapolated dual point is :math:`r_k = p_k + \beta_k (p_k - p_{k-1})`.
+
+    FISTA's sequence for ``"fgp"`` (:math:`t_0 = 1`,
+    :math:`t_{k+1} = (1 + \sqrt{1 + 4 t_k^2}) / 2`, :math:`\beta_{k+1} = (t_k - 1)/t_{k+1}`,
+    so :math:`\beta_0 = \beta_1 = 0`); all zeros for ``"gp"``.
+    """
+    t, beta = 1.0, 0.0
+    for _ in range(n_iter):
+        yield beta
+        if method == "fgp":
+            t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+            beta = (t - 1.0) / t_next
+            t = t_next
 
 
 def tv_prox(f: Any, weight: float, n_iter: int, *, method: str = "fgp", nonneg: bool = True, xp: ModuleType) -> Any:
@@ -33,23 +52,14 @@ def tv_prox(f: Any, weight: float, n_iter: int, *, method: str = "fgp", nonneg: 
     if weight <= 0 or n_iter == 0:
         return clip(f)
     step = 1.0 / (8.0 * weight)
-    py = xp.zeros_like(f)
-    px = xp.zeros_like(f)
-    ry, rx = py, px
-    t = 1.0
-    for _ in range(n_iter):
+    py_prev = py = xp.zeros_like(f)
+    px_prev = px = xp.zeros_like(f)
+    for beta in dual_momentum(n_iter, method):
+        ry, rx = py + beta * (py - py_prev), px + beta * (px - px_prev)
         u = clip(f + weight * divergence(ry, rx, xp))
         gy, gx = gradient(u, xp)
         qy = ry + step * gy
         qx = rx + step * gx
         scale = xp.clip(xp.sqrt(qy * qy + qx * qx), min=1.0)
-        qy, qx = qy / scale, qx / scale
-        if method == "fgp":
-            t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
-            beta = (t - 1.0) / t_next
-            ry, rx = qy + beta * (qy - py), qx + beta * (qx - px)
-            t = t_next
-        else:
-            ry, rx = qy, qx
-        py, px = qy, qx
+        py_prev, px_prev, py, px = py, px, qy / scale, qx / scale
     return clip(f + weight * divergence(py, px, xp))

@@ -9,7 +9,6 @@ iteration moves three numbers to the host.
 
 from __future__ import annotations
 
-import math
 from functools import cache
 from types import ModuleType
 from typing import Any
@@ -19,6 +18,7 @@ import cupy
 import numpy
 
 from ..objectives import Evaluation
+from ..tv import dual_momentum
 from ._cuda_source import GRADIENT_STEP, TV_KERNELS
 
 __all__ = ["CupyEngine"]
@@ -180,8 +180,7 @@ class CupyEngine:
             w, step = dtype(weight), dtype(1.0 / (8.0 * weight))
             buffers = [self._buffer(f"dual{b}", (2, *maps.shape), f_.dtype) for b in range(3)]
             prev, cur, nxt = buffers
-            t, beta = 1.0, 0.0
-            for k in range(n_iter):
+            for k, beta in enumerate(dual_momentum(n_iter, method)):
                 before = cur if beta == 0.0 else prev
                 dual_step(
                     grid,
@@ -204,10 +203,6 @@ class CupyEngine:
                     ),
                 )
                 prev, cur, nxt = cur, nxt, prev
-                if method == "fgp":
-                    t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
-                    beta = (t - 1.0) / t_next
-                    t = t_next
             out = cupy.empty_like(maps)
             module.get_function(f"primal_{_CTYPES[f_.dtype]}")(
                 grid, _BLOCK, (maps, w, _bool(nonneg), cur[0], cur[1], out, _int(height), _int(width))

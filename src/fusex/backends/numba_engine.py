@@ -10,7 +10,6 @@ inner loops do not pay for fresh memory every iteration.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -20,6 +19,7 @@ import numba
 import numpy as np
 
 from ..objectives import Evaluation
+from ..tv import dual_momentum
 from . import _numba_kernels as kernels
 
 __all__ = ["PARALLEL_MIN_PIXELS", "NumbaEngine"]
@@ -177,8 +177,7 @@ class NumbaEngine:
     ) -> None:
         dtype = image.dtype.type
         prev, cur, nxt = buffers
-        t, beta = 1.0, 0.0
-        for k in range(n_iter):
+        for k, beta in enumerate(dual_momentum(n_iter, method)):
             # Without momentum p_prev is not needed: passing p_cur keeps stale memory out of the sum.
             before = cur if beta == 0.0 else prev
             kernels.dual_step(
@@ -197,8 +196,4 @@ class NumbaEngine:
                 blocks,
             )
             prev, cur, nxt = cur, nxt, prev
-            if method == "fgp":
-                t_next = (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
-                beta = (t - 1.0) / t_next
-                t = t_next
         kernels.primal(image, w, nonneg, cur[0], cur[1], out)
