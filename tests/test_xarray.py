@@ -92,3 +92,16 @@ def test_bad_labeled_input_is_named(dataset, mutate, match):
 def test_maps_are_required_for_plain_arrays(sample):
     with pytest.raises(TypeError, match="`maps` is missing"):
         fusex.fuse(sample.haadf)
+
+
+def test_cupy_backed_dataarrays_stay_on_the_gpu(sample):
+    cupy = pytest.importorskip("cupy")
+    try:
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception:  # CuPy raises its own runtime error class without a driver or GPU
+        pytest.skip("no CUDA GPU")
+    ds = label(cupy.asarray(sample.haadf), cupy.asarray(sample.maps), sample.elements)
+    res = fusex.fuse(ds, params=PARAMS)
+    assert isinstance(res.maps.data, cupy.ndarray) and isinstance(res.haadf_model.data, cupy.ndarray)
+    host = fusex.fuse(label(sample.haadf, sample.maps, sample.elements), params=PARAMS)
+    np.testing.assert_allclose(res.maps.data.get(), host.maps.values, atol=2e-4)
