@@ -1,20 +1,32 @@
 """Figures for fused maps (needs the optional matplotlib: ``pip install "fusex[plot]"``).
 
-Every function returns the matplotlib Figure, draws on given axes when asked,
-and never calls ``plt.show``.
+Every function takes a `FusionResult` or the labeled result `xarray.Dataset` of
+`fusex.fuse`, returns the Figure, draws on given axes when asked (never making a
+new figure then), never calls ``plt.show`` and never modifies its inputs.  Maps are
+shown in the units of the maps given to `fuse` (normalization undone), images of a
+Dataset in its spatial coordinates, those of a `FusionResult` in pixels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+import array_api_compat
 import numpy as np
+import xarray as xr
 
 from ._xp import to_numpy
 from .result import FusionResult
 
-__all__ = ["compare_maps", "convergence"]
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["compare_maps", "convergence", "line_profile", "rgb_overlay"]
+
+Result = FusionResult | xr.Dataset
 
 
 def _pyplot() -> Any:
@@ -25,69 +37,404 @@ def _pyplot() -> Any:
     return plt
 
 
+def _host(a: Any) -> np.ndarray:
+    """Return a host NumPy array with the data of ``a`` (DataArray, NumPy, CuPy, torch, dask or a list)."""
+    if isinstance(a, xr.DataArray):
+        a = a.data
+    if hasattr(a, "compute") and not isinstance(a, np.ndarray):
+        a = a.compute()
+    return np.asarray(to_numpy(a) if array_api_compat.is_array_api_obj(a) else a, dtype=float)
+
+
+@dataclass(frozen=True)
+class _Maps:
+    """The maps of a result on the host, in the input maps' units, and their pixel grid."""
+
+    elements: tuple[str, ...]
+    fused: np.ndarray  # (E, H, W)
+    raw: np.ndarray | None
+    origin: np.ndarray  # (y, x) coordinates of pixel (0, 0): 0 without coordinates
+    step: np.ndarray  # (y, x) pixel spacing: 1 without coordinates
+    unit: str  # "px" without coordinates, "" for coordinates without `units`
+
+    @property
+    def extent(self) -> tuple[float, float, float, float]:
+        """``imshow`` extent putting pixel centres at their coordinates."""
+        (y0, x0), (dy, dx), (h, w) = self.origin, self.step, self.fused.shape[-2:]
+        return (x0 - dx / 2, x0 + (w - 0.5) * dx, y0 + (h - 0.5) * dy, y0 - dy / 2)
+
+    def index(self, elements: Sequence[str] | None, limit: int | None = None) -> list[int]:
+        """Positions of ``elements`` (all, or the first ``limit``, when None)."""
+        if elements is None:
+            return list(range(len(self.elements)))[:limit]
+        names = [elements] if isinstance(elements, str) else [str(e) for e in elements]
+        unknown = [e for e in names if e not in self.elements]
+        if unknown:
+            raise ValueError(f"unknown element(s) {unknown}; the result has {list(self.elements)}")
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"`elements` must name distinct elements, got {names}")
+        if limit is not None and len(names) > limit:
+            raise ValueError(f"at most {limit} elements fit in an RGB image, got {len(names)}: {names}")
+        return [self.elements.index(e) for e in names]
+
+
+def _grid(coord: Any) -> tuple[float, float] | None:
+    """Return (first value, spacing) of regularly spaced numeric coordinates, else None."""
+    v = np.asarray([] if coord is None else coord.values)
+    if v.ndim != 1 or len(v) < 2 or not np.issubdtype(v.dtype, np.number):
+        return None
+    d = np.diff(v.astype(float))
+    return (float(v[0]), float(d[0])) if d[0] != 0 and np.allclose(d, d[0], rtol=1e-6, atol=0) else None
+
+
+def _maps(result: Result, raw: Any = None) -> _Maps:
+    """Collect maps, raw maps and pixel grid of a FusionResult or a result Dataset."""
+    origin, step, unit = np.zeros(2), np.ones(2), "px"
+    if isinstance(result, xr.Dataset):
+        elements = tuple(str(e) for e in result["element"].values)
+        scale = np.asarray(result.attrs.get("maps_offset_range", [0.0, 1.0] * len(elements)), float).reshape(-1, 2)
+        fused = _host(result["maps"]) * scale[:, 1, None, None] + scale[:, 0, None, None]
+        raw = result.get("raw") if raw is None else raw
+        grid = [_grid(result.coords.get(d)) for d in result["maps"].dims[1:]]
+        if None not in grid:
+            (origin, step), unit = np.array(grid).T, str(result[result["maps"].dims[2]].attrs.get("units", ""))
+    elif isinstance(result, FusionResult):
+        elements, fused = tuple(result.elements), _host(result.to_input_units())
+    else:
+        raise TypeError(f"`result` must be a FusionResult or the Dataset from fusex.fuse, got {type(result).__name__}")
+    if isinstance(raw, xr.DataArray) and "element" in raw.dims:
+        raw = raw.transpose("element", ...).sel(element=list(elements))
+    raw = None if raw is None else _host(raw).reshape(-1, *np.shape(raw)[-2:])
+    if raw is not None and raw.shape != fused.shape:
+        raise ValueError(f"`raw` has shape {raw.shape} but the fused maps have shape {fused.shape}")
+    return _Maps(elements, fused, raw, origin, step, unit)
+
+
+def _figure(plt: Any, ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
+    """Return ``ax`` and its figure, or a new figure (tight layout) and its axes."""
+    return plt.subplots(figsize=size, layout="tight") if ax is None else (ax.figure.figure, ax)
+
+
+def _scale_bar(ax: Axes, data: _Maps) -> Any:
+    """Draw a scale bar about a fifth of the image wide, labeled in the coordinate units."""
+    from matplotlib.font_manager import FontProperties
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    x0, x1, y0, y1 = data.extent
+    fifth = abs(x1 - x0) / 5
+    power = 10.0 ** np.floor(np.log10(fifth))
+    length = next(m * power for m in (5, 2, 1) if m * power <= fifth * (1 + 1e-9))  # 1, 2 or 5 times 10**k
+    bar = AnchoredSizeBar(
+        ax.transData, length, f"{length:g} {data.unit}".strip(), "lower right", pad=0.3, sep=2, color="white",
+        size_vertical=abs(y1 - y0) / 60, fontproperties=FontProperties(size=7), frameon=True, borderpad=0.4,
+    )  # fmt: skip
+    bar.patch.set(facecolor="black", alpha=0.45, edgecolor="none")
+    bar.set_gid("fusex-scalebar")
+    return ax.add_artist(bar)
+
+
 def compare_maps(
-    result: FusionResult,
-    raw_maps: Any,
+    result: Result,
+    raw: Any = None,
     *,
     truth: Any = None,
-    axes: Sequence[Sequence[Any]] | None = None,
+    axes: Any = None,
     cmap: str = "magma",
-) -> Any:
+    scalebar: bool = True,
+    colorbar: bool = True,
+    robust: bool = True,
+) -> Figure:
     """Raw maps above fused maps (and the truth, if given), one column per element.
+
+    All rows of one element share one colour scale (in the units of the maps given
+    to `fuse`), so raw and fused maps compare directly.
 
     Parameters
     ----------
-    result : FusionResult
-        The fusion to show.
-    raw_maps : array (E, H, W)
-        The maps that were fused, in any array library.
+    result : FusionResult or xarray.Dataset
+        A fusion: the `FusionResult` of `fusex.fuse`, or its labeled result Dataset.
+    raw : array (E, H, W), optional
+        The maps that were fused (any array library, or a DataArray with an ``element``
+        dimension): required for a `FusionResult`, ``result.raw`` by default for a Dataset.
     truth : array (E, H, W), optional
-        Ground truth, e.g. from `fusex.datasets.phantom`.
-    axes : 2-D sequence of Axes, optional
-        Rows x E axes to draw on; a new figure is made otherwise.
+        Ground truth, e.g. ``phantom(...).truth``, drawn after the least-squares affine
+        map onto ``raw`` (a phantom's truth is an occupancy in [0, 1], its maps counts).
+    axes : 2-D array of Axes, optional
+        (rows, E) axes to draw on, rows raw, fused and truth; a new figure otherwise.
     cmap : str
         Matplotlib colormap name.
+    scalebar : bool
+        Draw a scale bar in the bottom row (coordinate units; pixels for a FusionResult).
+    colorbar : bool
+        Draw a horizontal colour bar under each column.
+    robust : bool
+        Scale from the 0.5th to the 99.5th percentile of the rows pooled, else min to max.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        If ``raw`` is missing, or ``raw``, ``truth`` or ``axes`` do not match the result.
 
     """
     plt = _pyplot()
-    panels = [("raw", to_numpy(raw_maps)), ("fused", to_numpy(result.maps))]
-    if truth is not None:
-        panels.append(("truth", to_numpy(truth)))
-    n = len(result.elements)
+    data = _maps(result, raw)
+    if data.raw is None:
+        raise ValueError("`raw` is required: pass the maps given to fusex.fuse (a FusionResult does not keep them)")
+    panels = [("raw", data.raw), ("fused", data.fused)]
+    t = None if truth is None else _host(truth)
+    if t is not None and t.size != data.fused.size:
+        raise ValueError(f"`truth` has shape {t.shape} but the fused maps have shape {data.fused.shape}")
+    if t is not None:
+        panels.append(("truth", np.stack([_fit(ti, ri) for ti, ri in zip(t.reshape(data.fused.shape), data.raw)])))
+    n = len(data.elements)
     if axes is None:
-        fig, axes = plt.subplots(len(panels), n, figsize=(2.6 * n, 2.6 * len(panels)), squeeze=False)
+        fig, axes = plt.subplots(
+            len(panels), n, figsize=(2.3 * n, 2.3 * len(panels) + 0.4 * colorbar), squeeze=False, layout="tight"
+        )
     else:
-        fig = np.asarray(axes).flat[0].figure
-    for row, (label, data) in zip(axes, panels):
-        for e, ax in enumerate(row):
-            ax.imshow(data[e], cmap=cmap)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(f"{result.elements[e]} {label}", fontsize=9)
+        axes = np.asarray(axes, dtype=object)
+        if axes.shape != (len(panels), n):
+            raise ValueError(f"`axes` must have shape {(len(panels), n)} (rows x elements), got {axes.shape}")
+        fig = axes.flat[0].figure.figure
+    lo_hi = (0.5, 99.5) if robust else (0.0, 100.0)
+    for e, name in enumerate(data.elements):
+        vmin, vmax = np.percentile(np.concatenate([p[e].ravel() for _, p in panels]), lo_hi)
+        vmax = vmax if vmax > vmin else vmin + 1.0
+        for r, (label, values) in enumerate(panels):
+            ax = axes[r][e]
+            im = ax.imshow(values[e], cmap=cmap, vmin=vmin, vmax=vmax, extent=data.extent, interpolation="nearest")
+            ax.set(xticks=[], yticks=[], title=name if r == 0 else "", ylabel=label if e == 0 else "")
+        if scalebar:
+            _scale_bar(axes[-1][e], data)
+        if colorbar:
+            cax = axes[-1][e].inset_axes([0.05, -0.1, 0.9, 0.05])
+            fig.colorbar(im, cax=cax, orientation="horizontal").ax.tick_params(labelsize=7)
     return fig
 
 
-def convergence(result: FusionResult, *, ax: Any = None) -> Any:
-    """Every cost term (weighted, log scale) and the step size against iteration."""
+def _fit(truth: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """Return ``a * truth + b`` closest to ``raw`` in least squares (``truth`` itself when it is constant)."""
+    if np.ptp(truth) == 0:
+        return truth
+    a, b = np.polyfit(truth.ravel(), raw.ravel(), 1)
+    return a * truth + b
+
+
+def _history(result: Result) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, float]]:
+    """Return the iterations, history columns and lambdas of a FusionResult or a result Dataset."""
+    names = ("haadf", "poisson", "tv", "total", "step", "backtracks")
+    if isinstance(result, xr.Dataset):
+        hist = {k: _host(result[f"history_{k}"]) for k in names}
+        lam = {k: float(result.attrs[k]) for k in ("lambda_haadf", "lambda_chem", "lambda_tv")}
+        return _host(result["iteration"]), hist, lam
+    if not isinstance(result, FusionResult):
+        raise TypeError(f"`result` must be a FusionResult or the Dataset from fusex.fuse, got {type(result).__name__}")
+    hist = {k: result.history[k].to_numpy(dtype=float) for k in names}
+    lam = {k: float(getattr(result.params, k)) for k in ("lambda_haadf", "lambda_chem", "lambda_tv")}
+    return result.history.index.to_numpy(dtype=float), hist, lam
+
+
+def convergence(result: Result, *, ax: Axes | None = None) -> Figure:
+    r"""Every cost term weighted by its lambda (log scale) and the step size against iteration.
+
+    The terms and their sum (the objective, dashed) share a log axis; the step size
+    (dotted, a marker where it was backtracked) has a twin axis on the right.
+
+    The Poisson term :math:`\sum x - b\log(x+\epsilon)` is positive for min-max
+    normalized maps (the default) but may be negative with ``normalize="none"``.
+    A series not positive at every iteration (Poisson or total) is shown shifted,
+    as its excess over its minimum in the run, :math:`\lambda(\Psi_k - \min_j \Psi_j)`,
+    and its legend entry says "shifted"; the iteration where it is 0 is left out.
+
+    Parameters
+    ----------
+    result : FusionResult or xarray.Dataset
+        A fusion: the `FusionResult` of `fusex.fuse`, or its labeled result Dataset.
+    ax : Axes, optional
+        Axes to draw on (the step axis is its twin); a new figure otherwise.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    """
     plt = _pyplot()
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-    else:
-        fig = ax.figure
-    h = result.history
-    p = result.params
-    weighted = {
-        r"$\lambda_H\Psi_1$ (HAADF)": p.lambda_haadf * h["haadf"],
-        r"$\lambda_C\Psi_2$ (Poisson)": p.lambda_chem * (h["poisson"] - h["poisson"].min()),
-        r"$\lambda_{TV}$ TV": p.lambda_tv * h["tv"],
-    }
-    for label, values in weighted.items():
-        ax.semilogy(h.index, np.maximum(values, np.finfo(float).tiny), label=label)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("cost")
-    step_ax = ax.twinx()
-    step_ax.plot(h.index, h["step"], "k:", label="step")
-    step_ax.set_ylabel("step size")
-    ax.legend(fontsize=8, loc="upper right")
-    ax.set_title("convergence (Poisson term shifted to min 0)", fontsize=9)
+    it, h, lam = _history(result)
+    fig, ax = _figure(plt, ax, (6, 3.8))
+    series = [
+        (r"$\lambda_H\,$HAADF", lam["lambda_haadf"] * h["haadf"], {}),
+        (r"$\lambda_C\,$Poisson", lam["lambda_chem"] * h["poisson"], {}),
+        (r"$\lambda_{TV}\,$TV", lam["lambda_tv"] * h["tv"], {}),
+        ("total", h["total"], {"color": "black", "ls": (0, (4, 2)), "lw": 1.5}),
+    ]
+    for label, values, style in series:
+        if not np.all(values[np.isfinite(values)] > 0):
+            values = values - np.nanmin(values)
+            values[values <= 0] = np.nan
+            label += r" $-$ min (shifted)"
+        ax.plot(it, values, label=label, **style)
+    ax.set(yscale="log", xlabel="iteration", ylabel="weighted cost")
+    step_ax, step = ax.twinx(), h["step"]
+    step_ax.plot(it, step, ":", color="0.45", drawstyle="steps-mid", label=r"step size $\eta$")
+    backtracked = h["backtracks"] > 0
+    if backtracked.any():
+        step_ax.plot(it[backtracked], step[backtracked], "v", color="0.45", ms=4, label="backtracked")
+    positive = step[np.isfinite(step) & (step > 0)]
+    if positive.size and positive.max() > 10 * positive.min():
+        step_ax.set_yscale("log")
+    step_ax.set_ylabel("step size", color="0.35")
+    handles = [h for a in (ax, step_ax) for h in a.get_legend_handles_labels()[0]]
+    ax.legend(handles=handles, fontsize=8, ncols=3, loc="lower left", bbox_to_anchor=(0, 1.01), frameon=False)
+    return fig
+
+
+def _robust(channel: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
+    lo, hi = np.percentile(channel, percentiles)
+    lo, hi = (lo, hi) if hi > lo else (channel.min(), channel.max())
+    return np.clip((channel - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(channel)
+
+
+def rgb_overlay(
+    result: Result,
+    elements: Sequence[str] | None = None,
+    *,
+    ax: Axes | None = None,
+    percentiles: tuple[float, float] = (1.0, 99.0),
+    scalebar: bool = True,
+) -> Figure:
+    """Show up to three fused maps as one RGB image: red, green, blue in the order given.
+
+    Each channel maps its own ``percentiles`` (robust min, max) onto [0, 1], clipped;
+    unused channels stay 0.  A legend names the element in each colour.
+
+    Parameters
+    ----------
+    result : FusionResult or xarray.Dataset
+        A fusion: the `FusionResult` of `fusex.fuse`, or its labeled result Dataset.
+    elements : sequence of str, optional
+        One to three element symbols; the first three elements by default.
+    ax : Axes, optional
+        Axes to draw on; a new figure otherwise.
+    percentiles : (float, float)
+        Percentiles taken as each channel's minimum and maximum.
+    scalebar : bool
+        Draw a scale bar (coordinate units; pixels for a FusionResult).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        For more than three, repeated or unknown elements.
+
+    """
+    plt = _pyplot()
+    from matplotlib.patches import Patch
+
+    data = _maps(result)
+    index = data.index(elements, limit=3)
+    rgb = np.zeros((*data.fused.shape[-2:], 3))
+    for channel, e in enumerate(index):
+        rgb[..., channel] = _robust(data.fused[e], percentiles)
+    fig, ax = _figure(plt, ax, (4.6, 3.6))
+    ax.imshow(rgb, extent=data.extent, interpolation="nearest")
+    ax.set(xticks=[], yticks=[])
+    colours = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+    handles = [Patch(color=colours[c], label=data.elements[e]) for c, e in enumerate(index)]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=9, frameon=False)
+    ax.set_title(f"{' / '.join(data.elements[e] for e in index)} = {' / '.join('RGB'[: len(index)])}", fontsize=9)
+    if scalebar:
+        _scale_bar(ax, data)
+    return fig
+
+
+def line_profile(
+    result: Result,
+    start: Sequence[float],
+    end: Sequence[float],
+    *,
+    raw: Any = None,
+    elements: Sequence[str] | None = None,
+    width: int = 1,
+    ax: Axes | None = None,
+    image_ax: Axes | Sequence[Axes] | None = None,
+) -> Figure:
+    """Fused maps (solid) and raw maps (dashed, when available) along a straight line.
+
+    Samples at most a pixel apart, interpolated bilinearly (`scipy.ndimage.map_coordinates`)
+    and averaged over ``width`` parallel lines a pixel apart, in the input maps' units.
+
+    Parameters
+    ----------
+    result : FusionResult or xarray.Dataset
+        A fusion: the `FusionResult` of `fusex.fuse`, or its labeled result Dataset.
+    start, end : (float, float)
+        Ends of the line as (row, column): in coordinate units (y, x) for a Dataset
+        with regularly spaced coordinates, in pixels for a `FusionResult`.
+    raw : array (E, H, W), optional
+        The maps that were fused, drawn dashed; ``result.raw`` for a Dataset.
+    elements : sequence of str, optional
+        Elements to show; all by default.
+    width : int
+        Number of parallel lines (one pixel apart, centred on the line) averaged.
+    ax : Axes, optional
+        Axes for the profiles; a new figure otherwise.
+    image_ax : Axes or sequence of Axes, optional
+        Image axes of the same result (`compare_maps`, `rgb_overlay`) to draw the line on.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        With the distance along the line, in the coordinate units (or px), as x.
+
+    Raises
+    ------
+    ValueError
+        For equal or outside ends, a bad ``width`` or an unknown element.
+
+    """
+    from scipy.ndimage import map_coordinates
+
+    plt = _pyplot()
+    data = _maps(result, raw)
+    index = data.index(elements)
+    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1:
+        raise ValueError(f"`width` must be a positive integer number of pixels, got {width!r}")
+    ends = [np.asarray(p, dtype=float).reshape(2) for p in (start, end)]
+    p0, p1 = ((q - data.origin) / data.step for q in ends)  # in pixels
+    height, width_px = data.fused.shape[-2:]
+    for name, p in (("start", p0), ("end", p1)):
+        if not (-0.5 <= p[0] <= height - 0.5 and -0.5 <= p[1] <= width_px - 0.5):
+            raise ValueError(f"`{name}` lies outside the {height}x{width_px} image, at pixel ({p[0]:.3g}, {p[1]:.3g})")
+    length_px = float(np.hypot(*(p1 - p0)))
+    if length_px == 0:
+        raise ValueError("`start` and `end` are the same point; give two distinct points")
+    t = np.linspace(0.0, 1.0, int(np.ceil(length_px - 1e-9)) + 1)
+    normal = np.array([-(p1 - p0)[1], (p1 - p0)[0]]) / length_px
+    offsets = np.arange(width) - (width - 1) / 2
+    points = p0[:, None, None] + np.outer(p1 - p0, t)[:, None, :] + normal[:, None, None] * offsets[None, :, None]
+
+    def sample(image: np.ndarray) -> np.ndarray:
+        return map_coordinates(image, points, order=1, mode="nearest").mean(axis=0)
+
+    distance = t * float(np.hypot(*(ends[1] - ends[0])))
+    fig, ax = _figure(plt, ax, (5.5, 3.4))
+    for e in index:
+        (line,) = ax.plot(distance, sample(data.fused[e]), label=f"{data.elements[e]} fused")
+        if data.raw is not None:
+            ax.plot(distance, sample(data.raw[e]), "--", color=line.get_color(), lw=1, label=f"{data.elements[e]} raw")
+    ax.set(xlabel=f"distance ({data.unit})" if data.unit else "distance", ylabel="signal (input map units)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    (a, b) = ends  # in the frame the images are drawn in
+    for iax in np.asarray([] if image_ax is None else image_ax, dtype=object).ravel():
+        limits = iax.get_xlim(), iax.get_ylim()
+        iax.plot([a[1], b[1]], [a[0], b[0]], color="cyan", lw=max(1.0, 0.8 * width))
+        iax.plot([a[1]], [a[0]], "o", color="cyan", ms=4)
+        iax.set(xlim=limits[0], ylim=limits[1])
     return fig
