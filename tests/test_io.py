@@ -85,3 +85,10 @@ def test_failed_write_leaves_the_old_file_alone(tmp_path, npz, suffix, monkeypat
 def test_save_refuses_unknown_suffix(tmp_path, npz):
     with pytest.raises(ValueError, match=r"\.nc \(netCDF\) or \.zarr"):
         io.save(io.read(npz), tmp_path / "out.h5")
+
+
+def test_reading_a_result_gives_back_its_inputs(tmp_path, npz, sample):
+    path = io.save(fusex.fuse(io.read(npz), params=FusionParams(n_iter=2)), tmp_path / "r.nc")
+    again = io.read(path)
+    assert set(again.data_vars) == {"haadf", "maps"}
+    np.testing.assert_array_equal(again.maps.values, sample.maps)

@@ -105,3 +105,9 @@ def test_cupy_backed_dataarrays_stay_on_the_gpu(sample):
     assert isinstance(res.maps.data, cupy.ndarray) and isinstance(res.haadf_model.data, cupy.ndarray)
     host = fusex.fuse(label(sample.haadf, sample.maps, sample.elements), params=PARAMS)
     np.testing.assert_allclose(res.maps.data.get(), host.maps.values, atol=2e-4)
+
+
+def test_dask_backed_input_is_refused_with_advice(dataset):
+    pytest.importorskip("dask")
+    with pytest.raises(TypeError, match=r"dask array.*\.load\(\)"):
+        fusex.fuse(dataset.chunk(), params=PARAMS)

@@ -16,7 +16,6 @@ import numpy as np
 
 __all__ = ["BACKENDS", "BackendUnavailableError", "convert", "namespace_of", "resolve_backend"]
 
-#: Array libraries fusex can run on, with the extra that installs each.
 BACKENDS: dict[str, str] = {
     "numpy": "numpy",
     "numba": "numba",
@@ -24,6 +23,7 @@ BACKENDS: dict[str, str] = {
     "torch": "torch",
     "cupy": "cupy",
 }
+"""Array libraries fusex can run on, with the extra that installs each."""
 
 
 class BackendUnavailableError(ImportError):
@@ -62,6 +62,11 @@ def namespace_of(**arrays: Any) -> tuple[ModuleType, Any]:
     """
     spaces = {}
     for name, value in arrays.items():
+        if array_api_compat.is_dask_array(value):
+            raise TypeError(
+                f"`{name}` is a dask array; fusex computes in memory: call .compute() (or .load() on xarray "
+                "objects) first"
+            )
         try:
             spaces[name] = array_api_compat.array_namespace(value)
         except TypeError:

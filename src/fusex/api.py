@@ -62,8 +62,10 @@ def fuse(
     params : FusionParams, optional
         Solver parameters; `FusionParams()` by default, and
         `FusionParams.published` for the published method's settings.
-    backend : {"numpy", "numba", "torch", "cupy", "array_api_strict"}, optional
-        Library to compute with.  ``None`` uses the inputs' library, with the
+    backend : str or None
+        One of ``"numpy"``, ``"numba"``, ``"torch"``, ``"cupy"``,
+        ``"array_api_strict"``; default None.
+        ``None`` uses the inputs' library, with the
         compiled numba kernels for NumPy input when numba is installed;
         ``"numpy"`` forces the generic NumPy code.  Results come back in the
         inputs' library and on their device either way.

@@ -133,7 +133,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=128, help="image size in pixels (default: %(default)s)")
     demo.add_argument("--dose", type=float, default=3.0, help="counts at a column centre (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    demo.add_argument("--backend", default=None, help="numpy, torch, cupy (default: numpy)")
+    demo.add_argument(
+        "--backend", default=None, help="numpy, numba, torch, cupy (default: numba if installed, else numpy)"
+    )
     demo.set_defaults(run=_demo)
 
     run = sub.add_parser(

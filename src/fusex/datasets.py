@@ -4,7 +4,7 @@ A phantom is a projected crystal: each element occupies atomic columns at
 fixed fractional positions of a square unit cell, each column with its own
 random occupancy.  From the true maps :math:`t_e` it simulates
 
-* a HAADF image :math:`\\propto \\sum_e (Z_e t_e)^\\gamma` plus Gaussian noise, and
+* a HAADF image :math:`\propto \sum_e (Z_e t_e)^\gamma` plus Gaussian noise, and
 * chemical maps of Poisson counts with mean ``dose * t_e + background``.
 """
 
@@ -19,7 +19,6 @@ from .elements import atomic_numbers
 
 __all__ = ["LATTICES", "Phantom", "nrmse", "phantom"]
 
-#: Projected unit cells: element -> fractional (row, column) positions of its columns.
 LATTICES: dict[str, dict[str, tuple[tuple[float, float], ...]]] = {
     # ABO3 perovskite along [001]: A columns at the corners, B-O columns at the
     # centre, pure O columns on the edges.
@@ -34,6 +33,7 @@ LATTICES: dict[str, dict[str, tuple[tuple[float, float], ...]]] = {
         "O": ((0.5, 0.0), (0.0, 0.5)),
     },
 }
+"""Projected unit cells: element -> fractional (row, column) positions of its columns."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,9 @@ class Phantom:
     truth : ndarray (E, H, W)
         True column occupancy maps in [0, 1].
     elements : tuple of str
+        Element symbols, one per map.
     z : tuple of int
+        Their atomic numbers.
     dose : float
         Expected counts at the centre of a fully occupied column.
 

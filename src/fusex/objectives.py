@@ -31,13 +31,13 @@ class Evaluation:
     Attributes
     ----------
     haadf, poisson, tv : float
-        :math:`\\Psi_1`, :math:`\\Psi_2` and :math:`TV` (unweighted).
+        :math:`\Psi_1`, :math:`\Psi_2` and :math:`TV` (unweighted).
     total : float
-        :math:`\\lambda_H\\Psi_1 + \\lambda_C\\Psi_2 + \\lambda_{TV} TV`.
+        :math:`\lambda_H\Psi_1 + \lambda_C\Psi_2 + \lambda_{TV} TV`.
     x_pow_m1 : array
-        :math:`x^{\\gamma-1}`.
+        :math:`x^{\gamma-1}`.
     residual : array
-        :math:`r = b_H - \\sum_e w_e x_e^\\gamma`.
+        :math:`r = b_H - \sum_e w_e x_e^\gamma`.
 
     """
 

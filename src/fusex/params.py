@@ -16,8 +16,8 @@ __all__ = [
     "StepSchedule",
 ]
 
-#: Named HAADF weighting schemes: ``w_e`` as a function of ``Z`` and ``gamma``.
 HAADF_WEIGHTINGS = ("none", "z_mean", "z_sum", "zgamma_mean", "zgamma_sum")
+"""Named HAADF weighting schemes: ``w_e`` as a function of ``Z`` and ``gamma``."""
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ class FusionResult:
         The fused maps, in the normalized units the solver worked in, in the
         caller's array library and on the caller's device.
     haadf_model : array, shape (H, W)
-        The HAADF image the fused maps predict, :math:`\\sum_e w_e x_e^\\gamma`.
+        The HAADF image the fused maps predict, :math:`\sum_e w_e x_e^\gamma`.
     history : pandas.DataFrame
         One row per iteration (row 0 is the starting point) with columns
         ``haadf``, ``poisson``, ``tv`` (the unweighted terms), ``total`` (the
@@ -67,7 +67,9 @@ class FusionResult:
     scale : dict
         The normalization applied: ``(offset, range)`` for ``"haadf"`` and for
         each of ``"maps"``; see `to_input_units`.
-
+    engine : str
+        The compute engine that ran: ``"generic"``, ``"numba"``, ``"cupy"`` or
+        ``"cupy-kernels-on-torch"``.
     """
 
     maps: Any

@@ -10,13 +10,13 @@ The result Dataset holds
 
 * ``maps`` (element, y, x): the fused maps, with the input maps' attrs;
 * ``raw`` (element, y, x): the maps as given; ``haadf`` (y, x): the HAADF image as given;
-* ``haadf_model`` (y, x): :math:`\\sum_e w_e x_e^\\gamma`;
+* ``haadf_model`` (y, x): :math:`\sum_e w_e x_e^\gamma`;
 * ``history_haadf``, ``history_poisson``, ``history_tv``, ``history_total``,
   ``history_step``, ``history_backtracks`` along ``iteration``;
 * coordinates ``element``, ``z`` and ``weight`` (per element) and the spatial
   coordinates of the inputs;
-* attrs: every `FusionParams` field (``lambda_haadf`` resolved), ``engine``,
-  ``n_iter``, ``converged``, ``stop_reason``, ``fusex_version`` and the
+* attrs: every `FusionParams` field (``lambda_haadf`` resolved; ``n_iter`` is
+  the cap), ``engine``, ``iterations_run``, ``converged``, ``stop_reason``, ``fusex_version`` and the
   normalization applied.
 """
 
@@ -34,8 +34,8 @@ from .result import FusionResult
 
 __all__ = ["ELEMENT_DIM", "is_labeled", "label", "result_to_dataset", "unwrap"]
 
-#: Name of the element dimension of labeled maps.
 ELEMENT_DIM = "element"
+"""Name of the element dimension of labeled maps."""
 _HAADF_NAMES = ("haadf", "HAADF")
 
 

@@ -24,9 +24,9 @@ from . import _numba_kernels as kernels
 
 __all__ = ["PARALLEL_MIN_PIXELS", "NumbaEngine"]
 
-#: Maps with fewer pixels run on one thread: below this, waking the other threads costs about
-#: what they save, and far more when other processes keep the cores busy.
 PARALLEL_MIN_PIXELS = 256 * 256
+"""Maps with fewer pixels run on one thread: below this, waking the other threads costs about
+what they save, and far more when other processes keep the cores busy."""
 
 
 @contextmanager

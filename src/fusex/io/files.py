@@ -23,7 +23,7 @@ def read_npz(path: str | os.PathLike, *, elements: list[str] | None = None) -> x
 
     Parameters
     ----------
-    path : path-like
+    path : str or os.PathLike
         The ``.npz`` file.
     elements : list of str, optional
         Keys to use as maps, in this order (default: every key but the HAADF one).
@@ -54,7 +54,10 @@ def read_npz(path: str | os.PathLike, *, elements: list[str] | None = None) -> x
 
 
 def read(path: str | os.PathLike, *, elements: list[str] | None = None) -> xr.Dataset:
-    """Open an acquisition for `fusex.fuse` by its suffix (``.npz``, ``.nc``, ``.zarr``).
+    """Open an acquisition for `fusex.fuse` by its suffix (``.npz``, ``.nc``, ``.zarr``, RosettaSciIO formats).
+
+    A saved fusion result opens as its inputs (``haadf`` and the ``raw`` maps),
+    so it can be fused again with other parameters.
 
     Raises
     ------
@@ -72,6 +75,9 @@ def read(path: str | os.PathLike, *, elements: list[str] | None = None) -> xr.Da
         return read_npz(path, elements=elements)
     if suffix in (".nc", ".zarr"):
         ds = load(path)
+        if "raw" in ds and "fusex_version" in ds.attrs:
+            # A saved fusion result: its inputs are the raw maps and the HAADF image, not the fused maps.
+            ds = xr.Dataset({"haadf": ds["haadf"], "maps": ds["raw"]})
         if elements is not None:
             ds = ds.sel(element=list(elements))
         return ds

@@ -19,7 +19,6 @@ from ..xarray import ELEMENT_DIM
 
 __all__ = ["RSCIIO_READERS", "from_hyperspy", "from_rsciio", "read_rsciio", "to_hyperspy"]
 
-#: File suffixes read through RosettaSciIO, and the plugin module of each.
 RSCIIO_READERS = {
     ".emd": "rsciio.emd",
     ".bcf": "rsciio.bruker",
@@ -27,6 +26,7 @@ RSCIIO_READERS = {
     ".dm4": "rsciio.digitalmicrograph",
     ".hspy": "rsciio.hspy",
 }
+"""File suffixes read through RosettaSciIO, and the plugin module of each."""
 
 
 def _optional(module: str, package: str) -> Any:
