@@ -1,0 +1,36 @@
+"""`fusex.tv_denoise` on one map, over backends and image sizes."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import fusex
+
+from .common import BACKENDS, SIZES, BackendBenchmark, sample
+
+
+class TVDenoise(BackendBenchmark):
+    """TV proximal operator of one (size, size) map in [0, 1]: 15 FGP iterations, as in one fusion step."""
+
+    params: ClassVar[list[list[Any]]] = [BACKENDS, SIZES]
+    param_names: ClassVar[list[str]] = ["backend", "size"]
+    weight: ClassVar[float] = 0.1
+    iterations: ClassVar[int] = 15
+
+    def prepare(self, size: int) -> None:
+        """Skip sizes above the backend's limit; put one normalized map on the device."""
+        self.check_size(size)
+        image = sample(size).maps[0]
+        self.x = self.target.asarray(image / image.max())
+
+    def run(self) -> Any:
+        """Denoise the map."""
+        return fusex.tv_denoise(self.x, self.weight, self.iterations, backend=self.target.backend)
+
+    def time_tv_denoise(self, backend: str, size: int) -> None:
+        """Time one call, GPU work included."""
+        self.call()
+
+    def peakmem_tv_denoise(self, backend: str, size: int) -> None:
+        """Measure the peak resident host memory of the process (asv's ``peakmem_``)."""
+        self.call()
