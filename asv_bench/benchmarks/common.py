@@ -369,3 +369,30 @@ class BackendBenchmark(abc.ABC):
             case for case in itertools.product(*cls.params) if case[0] not in GPU_BACKENDS
         ]
         cls.track_gpu_peak_memory = track_gpu_peak_memory  # type: ignore[attr-defined]
+
+
+class FuseInputs:
+    """Mixin for the `fusex.fuse` benchmarks: a phantom on the device, one call, its objective.
+
+    Put it before `BackendBenchmark` in the bases; ``fusion`` holds the parameters
+    (None: fusex's defaults).
+    """
+
+    fusion: ClassVar[fusex.FusionParams | None] = None
+    target: Target
+
+    def load(self, size: int, n_elements: int) -> None:
+        """Put the HAADF image and ``n_elements`` maps of a ``size`` x ``size`` phantom on the device."""
+        data = sample(size, n_elements)
+        self.elements = data.elements
+        self.haadf, self.maps = self.target.asarray(data.haadf), self.target.asarray(data.maps)
+
+    def run(self) -> fusex.FusionResult:
+        """Fuse with ``fusion`` on the benchmarked backend."""
+        return fusex.fuse(
+            self.haadf, self.maps, elements=self.elements, params=self.fusion, backend=self.target.backend
+        )
+
+    def summarize(self, result: fusex.FusionResult) -> Any:
+        """Return the final objective."""
+        return float(result.history["total"].iloc[-1])

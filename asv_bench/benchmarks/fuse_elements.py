@@ -6,10 +6,10 @@ from typing import Any, ClassVar
 
 import fusex
 
-from .common import BACKENDS, BackendBenchmark, sample
+from .common import BACKENDS, BackendBenchmark, FuseInputs
 
 
-class FuseElements(BackendBenchmark):
+class FuseElements(FuseInputs, BackendBenchmark):
     """`fusex.fuse` with ``FusionParams(n_iter=1, tol=0.0)`` on 512 x 512 phantoms of 2 to 5 elements.
 
     The phantoms come from `fusex.datasets.phantom` with a custom unit cell
@@ -23,18 +23,7 @@ class FuseElements(BackendBenchmark):
 
     def prepare(self, elements: int) -> None:
         """Put the HAADF image and the ``elements`` maps on the device."""
-        data = sample(self.size, elements)
-        self.elements = data.elements
-        self.haadf, self.maps = self.target.asarray(data.haadf), self.target.asarray(data.maps)
-
-    def run(self) -> fusex.FusionResult:
-        """Fuse for one iteration."""
-        backend = self.target.backend
-        return fusex.fuse(self.haadf, self.maps, elements=self.elements, params=self.fusion, backend=backend)
-
-    def summarize(self, result: fusex.FusionResult) -> float:
-        """Return the objective after the iteration."""
-        return float(result.history["total"].iloc[-1])
+        self.load(self.size, elements)
 
     def time_fuse_elements(self, backend: str, elements: int) -> None:
         """Time the call, GPU work included."""

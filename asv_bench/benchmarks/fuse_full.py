@@ -7,10 +7,10 @@ from typing import Any, ClassVar
 
 import fusex
 
-from .common import BACKENDS, SIZES, BackendBenchmark, sample
+from .common import BACKENDS, SIZES, BackendBenchmark, FuseInputs
 
 
-class FuseFull(BackendBenchmark):
+class FuseFull(FuseInputs, BackendBenchmark):
     """`fusex.fuse` with ``FusionParams()`` (up to 150 iterations) on a 3-element phantom.
 
     Slow: the generic CPU code (numpy, torch-cpu) runs only at 256 x 256 and
@@ -35,13 +35,7 @@ class FuseFull(BackendBenchmark):
     def prepare(self, size: int) -> None:
         """Skip sizes above the backend's limit; put the HAADF image and maps on the device."""
         self.check_size(size)
-        data = sample(size, 3)
-        self.elements = data.elements
-        self.haadf, self.maps = self.target.asarray(data.haadf), self.target.asarray(data.maps)
-
-    def run(self) -> fusex.FusionResult:
-        """Fuse with the default parameters."""
-        return fusex.fuse(self.haadf, self.maps, elements=self.elements, backend=self.target.backend)
+        self.load(size, 3)
 
     def summarize(self, result: fusex.FusionResult) -> dict[str, float]:
         """Return the final objective and the number of iterations run."""

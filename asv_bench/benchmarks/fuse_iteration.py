@@ -6,10 +6,10 @@ from typing import Any, ClassVar
 
 import fusex
 
-from .common import BACKENDS, SIZES, BackendBenchmark, sample
+from .common import BACKENDS, SIZES, BackendBenchmark, FuseInputs
 
 
-class FuseIteration(BackendBenchmark):
+class FuseIteration(FuseInputs, BackendBenchmark):
     """`fusex.fuse` with ``FusionParams(n_iter=1, tol=0.0)`` on a 3-element phantom.
 
     The time includes what every call does besides iterating: input checks,
@@ -24,18 +24,7 @@ class FuseIteration(BackendBenchmark):
     def prepare(self, size: int) -> None:
         """Skip sizes above the backend's limit; put the HAADF image and maps on the device."""
         self.check_size(size)
-        data = sample(size, 3)
-        self.elements = data.elements
-        self.haadf, self.maps = self.target.asarray(data.haadf), self.target.asarray(data.maps)
-
-    def run(self) -> fusex.FusionResult:
-        """Fuse for one iteration."""
-        backend = self.target.backend
-        return fusex.fuse(self.haadf, self.maps, elements=self.elements, params=self.fusion, backend=backend)
-
-    def summarize(self, result: fusex.FusionResult) -> float:
-        """Return the objective after the iteration."""
-        return float(result.history["total"].iloc[-1])
+        self.load(size, 3)
 
     def time_fuse_iteration(self, backend: str, size: int) -> None:
         """Time the call, GPU work included."""
