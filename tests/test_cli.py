@@ -215,3 +215,10 @@ def test_fuse_unreadable_input_exits_3(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["fuse", str(bad), "-o", str(tmp_path / "o.nc")]) == 3
     assert main(["fuse", str(tmp_path / "missing.npz"), "-o", str(tmp_path / "o.nc")]) == 3
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_unwritable_output_exits_3(scan: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["fuse", str(scan), "-o", str(blocker / "out.nc"), "-q"]) == 3
+    assert "cannot write" in capsys.readouterr().err

@@ -64,7 +64,7 @@ def test_constant_maps_are_fine_without_normalization():
 
 def test_mixed_namespaces_are_refused():
     torch = pytest.importorskip("torch")
-    with pytest.raises(TypeError, match=r"`haadf` is a numpy array but `maps` is a torch array.*backend="):
+    with pytest.raises(TypeError, match=r"`haadf` is a numpy array but `maps` is a torch array.*one library"):
         _fuse(maps=torch.asarray(SAMPLE.maps))
 
 
@@ -98,3 +98,23 @@ def test_missing_backend_names_the_extra(monkeypatch):
     monkeypatch.delitem(__import__("sys").modules, "cupy", raising=False)
     with pytest.raises(fusex.BackendUnavailableError, match=r'pip install "fusex\[cupy\]"'):
         _fuse(backend="cupy")
+
+
+def test_big_endian_float64_stays_float64():
+    res = _fuse(haadf=SAMPLE.haadf.astype(">f8"), maps=SAMPLE.maps.astype(">f8"))
+    assert res.maps.dtype == np.float64
+
+
+def test_labels_that_are_not_symbols_work_without_z_weights():
+    maps = {"map_a": SAMPLE.maps[0], "map_b": SAMPLE.maps[1]}
+    res = fusex.fuse(SAMPLE.haadf, maps, params=FusionParams(n_iter=2, haadf_weights="none"))
+    assert res.elements == ("map_a", "map_b") and res.z is None
+    with pytest.raises(ValueError, match="needs atomic numbers"):
+        fusex.fuse(SAMPLE.haadf, maps, params=FusionParams(n_iter=2))
+
+
+def test_torch_results_carry_no_autograd_graph():
+    torch = pytest.importorskip("torch")
+    haadf = torch.tensor(SAMPLE.haadf, requires_grad=True)
+    res = fusex.fuse(haadf, torch.tensor(SAMPLE.maps), elements=SAMPLE.elements, params=FusionParams(n_iter=2))
+    assert not res.maps.requires_grad and res.maps.grad_fn is None

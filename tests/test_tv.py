@@ -112,3 +112,8 @@ def test_bad_images_are_named():
         fusex.tv_denoise(np.array([[1.0, np.nan], [0.0, 1.0]]), 0.1)
     with pytest.raises(TypeError, match="`x` is a list"):
         fusex.tv_denoise([[1.0, 2.0], [3.0, 4.0]], 0.1)
+
+
+def test_bool_iteration_count_is_refused():
+    with pytest.raises(ValueError, match="`n_iter` must be an integer"):
+        fusex.tv_denoise(np.ones((4, 4)), 0.1, n_iter=True)

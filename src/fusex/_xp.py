@@ -80,14 +80,14 @@ def namespace_of(**arrays: Any) -> tuple[ModuleType, Any]:
         if spaces[other] is not spaces[first]:
             raise TypeError(
                 f"`{first}` is a {_library(arrays[first])} array but `{other}` is a {_library(arrays[other])} array; "
-                "convert both to one library first, or pass `backend=` to let fusex convert them"
+                "convert both to one library first"
             )
     devices = {name: array_api_compat.device(value) for name, value in arrays.items()}
     for other in names[1:]:
         if devices[other] != devices[first]:
             raise ValueError(
                 f"`{first}` is on device {devices[first]} but `{other}` is on device {devices[other]}; "
-                "move both to one device first, or pass `device=` to let fusex move them"
+                "move both to one device first"
             )
     return spaces[first], devices[first]
 
@@ -147,6 +147,8 @@ def convert(x: Any, xp: ModuleType, device: Any) -> Any:
 
     Host-device moves happen here and nowhere else in fusex.
     """
+    if array_api_compat.is_torch_array(x):
+        x = x.detach()  # results never carry the caller's autograd graph
     source = array_api_compat.array_namespace(x)
     if source is xp:
         if array_api_compat.device(x) == device:

@@ -171,10 +171,10 @@ def tv_denoise(
     if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not 0 <= weight < math.inf:
         raise ValueError(f"`weight` must be a finite number >= 0, got {weight!r}")
     try:
-        n_iter = operator.index(n_iter)
+        n_iter = -1 if isinstance(n_iter, bool) else operator.index(n_iter)
     except TypeError:
         n_iter = -1
-    if isinstance(n_iter, bool) or n_iter < 0:
+    if n_iter < 0:
         raise ValueError(f"`n_iter` must be an integer >= 0, got {n_iter!r}")
     if method not in ("fgp", "gp"):
         raise ValueError(f"`method` must be 'fgp' or 'gp', got {method!r}")

@@ -1,7 +1,8 @@
 """Command line: ``fusex demo`` and ``fusex fuse``.
 
 Exit codes: 0 success; 2 bad arguments or parameters; 3 an input file that
-cannot be read or lacks the elements asked for; 4 the solver diverged.
+cannot be read or lacks the elements asked for, or an output that cannot be
+written; 4 the solver diverged.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def _parse_param(text: str) -> tuple[str, object]:
 
 
 class _FileError(Exception):
-    """An input file that cannot be read (exit code 3)."""
+    """An input file that cannot be read, or an output that cannot be written (exit code 3)."""
 
 
 def _fuse_file(args: argparse.Namespace) -> int:
@@ -96,7 +97,10 @@ def _fuse_file(args: argparse.Namespace) -> int:
     except (OSError, KeyError, ValueError) as exc:
         raise _FileError(f"cannot read {args.input}: {exc}") from exc
     result = fuse(data, params=params, backend=args.backend, device=args.device, progress=not args.quiet)
-    output = io.save(result, args.output)
+    try:
+        output = io.save(result, args.output)
+    except OSError as exc:
+        raise _FileError(f"cannot write {args.output}: {exc}") from exc
     print(
         f"fused {result.sizes['element']} maps ({', '.join(map(str, result.element.values))}) of "
         f"{result.sizes[result.haadf.dims[0]]}x{result.sizes[result.haadf.dims[1]]} px in "
@@ -151,8 +155,8 @@ def _parser() -> argparse.ArgumentParser:
         "  fusex fuse scan.npz -o fused.nc\n"
         "  fusex fuse scan.npz --elements Co S O --param lambda_tv=0.01 --param gamma=1.6 -o fused.zarr\n"
         "  fusex fuse scan.npz --preset published -o reference-settings.nc --figure fused.png\n\n"
-        "exit codes: 0 done, 2 bad arguments or parameters, 3 unreadable input (or elements not in it),\n"
-        "4 the solver diverged",
+        "exit codes: 0 done, 2 bad arguments or parameters, 3 unreadable input (or elements not in it)\n"
+        "or unwritable output, 4 the solver diverged",
     )
     run.add_argument("input", help="input file (.npz, .nc, .zarr)")
     run.add_argument("-o", "--output", required=True, help="result file (.nc or .zarr)")

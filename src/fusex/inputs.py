@@ -72,11 +72,10 @@ def _stack_maps(maps: Any) -> tuple[Any, tuple[str, ...] | None]:
 
 
 def as_float(x: Any, name: str, xp: ModuleType) -> Any:
-    """Return ``x`` as float32 or float64 (integers and half precision become float32)."""
-    if x.dtype in (xp.float32, xp.float64):
-        return x
+    """Return ``x`` as native float32 or float64 (integers and half precision become float32)."""
     if xp.isdtype(x.dtype, "real floating"):
-        return xp.astype(x, xp.float32)
+        target = xp.float64 if xp.finfo(x.dtype).bits >= 64 else xp.float32
+        return x if x.dtype == target else xp.astype(x, target)
     if xp.isdtype(x.dtype, "integral"):
         return xp.astype(x, xp.float32)
     raise TypeError(f"`{name}` has dtype {x.dtype}; pass real numbers (integer counts or floats)")
@@ -107,7 +106,13 @@ def _resolve_z(
         if not all(1 <= v <= 118 for v in z):
             raise ValueError(f"`z` must hold atomic numbers between 1 and 118, got {z!r}")
     elif elements is not None:
-        z = atomic_numbers(elements)
+        try:
+            z = atomic_numbers(elements)
+        except ValueError:
+            if elements is not names:
+                raise
+            z = None  # labels from dict keys or coordinates need not be symbols; weights that need Z say so
+
     labels = tuple(elements) if elements is not None else tuple(f"map{i}" for i in range(n))
     return labels, z
 
