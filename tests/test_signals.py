@@ -105,3 +105,14 @@ def test_to_hyperspy_keeps_axes(sample):
     x_axis = model.axes_manager.signal_axes[0]
     assert (x_axis.name, x_axis.units) == ("x", "nm") and x_axis.scale == pytest.approx(0.05)
     assert model.metadata.fusex.engine == res.attrs["engine"]
+
+
+def test_repeated_titles_and_axis_names_are_handled(sample):
+    def image(title, names=("y", "x")):
+        axes = [{"name": n, "size": s} for n, s in zip(names, sample.haadf.shape)]
+        return {"data": sample.haadf, "axes": axes, "metadata": {"General": {"title": title}}}
+
+    with pytest.raises(ValueError, match=r"several signals are titled \['Sr'\]"):
+        io.from_rsciio([image("HAADF"), image("Sr"), image("Sr")])
+    ds = io.from_rsciio([image("HAADF", ("x", None)), image("Sr", ("x", None))])
+    assert ds.haadf.dims == ("x", "x_1")

@@ -53,7 +53,8 @@ def _signal_dataarray(signal: Mapping[str, Any]) -> xr.DataArray:
     dims, coords = [], {}
     for default, axis in zip(("y", "x"), axes):
         name = str(axis.get("name") or default)
-        name = default if name in ("<undefined>", "None", ELEMENT_DIM) or name in dims else name
+        if name in ("<undefined>", "None", ELEMENT_DIM) or name in dims:
+            name = default if default not in dims else f"{default}_{len(dims)}"
         dims.append(name)
         coords[name] = _axis_coord(
             name, int(axis["size"]), float(axis.get("offset", 0.0)), float(axis.get("scale", 1.0)), axis.get("units")
@@ -116,7 +117,11 @@ def from_rsciio(
 
     """
     signals = [signals] if isinstance(signals, Mapping) else list(signals)
-    titled = {_element_name(_title(s)) or f"signal{i}": s for i, s in enumerate(signals)}
+    titles = [_element_name(_title(s)) or f"signal{i}" for i, s in enumerate(signals)]
+    repeated = sorted({t for t in titles if titles.count(t) > 1})
+    if repeated:
+        raise ValueError(f"several signals are titled {repeated}; give each map its own title")
+    titled = dict(zip(titles, signals))
     if haadf is None:
         found = [t for t in titled if "haadf" in t.lower()]
         if len(found) != 1:
