@@ -6,7 +6,6 @@ not installed, and CUDA backends without a GPU, are skipped.
 
 from __future__ import annotations
 
-import importlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -81,11 +80,3 @@ def _selected() -> list[str]:
 def xp(request: pytest.FixtureRequest) -> Backend:
     """The backend under test (``xp.xp`` is the namespace, ``xp.device`` the device)."""
     return _make(request.param)
-
-
-def has_module(name: str) -> bool:
-    try:
-        importlib.import_module(name)
-    except ImportError:
-        return False
-    return True

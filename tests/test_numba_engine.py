@@ -63,7 +63,7 @@ def test_scratch_memory_never_leaks_into_results():
     engine = NumbaEngine()
     f = np.random.default_rng(2).random((2, 16, 16)).astype(np.float32)
     first = engine.tv_prox(f, 0.1, 5, xp=npx)
-    for buffer in engine._scratch.values():
+    for buffer in engine._scratch.arrays.values():
         buffer.fill(np.nan)
     np.testing.assert_array_equal(engine.tv_prox(f, 0.1, 5, xp=npx), first)
 

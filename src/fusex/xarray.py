@@ -26,6 +26,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import array_api_compat
 import numpy as np
 import xarray as xr
 
@@ -157,8 +158,6 @@ def unwrap(
 
 def _host_or_device(x: Any) -> Any:
     """NumPy or CuPy data for xarray (torch tensors come back to the host)."""
-    import array_api_compat
-
     return x if array_api_compat.is_cupy_array(x) else np.asarray(to_numpy(x))
 
 

@@ -20,6 +20,7 @@ import numpy
 from ..objectives import Evaluation
 from ..tv import dual_momentum
 from ._cuda_source import GRADIENT_STEP, TV_KERNELS
+from ._scratch import Scratch
 
 __all__ = ["CupyEngine"]
 
@@ -60,7 +61,7 @@ class CupyEngine:
 
     def __init__(self, torch_arrays: bool = False) -> None:
         self._torch = torch_arrays
-        self._scratch: dict[tuple, cupy.ndarray] = {}
+        self._scratch = Scratch(cupy.empty)
         if torch_arrays:
             self.name = "cupy-kernels-on-torch"
 
@@ -89,12 +90,6 @@ class CupyEngine:
         if hasattr(cupy.cuda.Stream, "from_external"):
             return cupy.cuda.Stream.from_external(stream)
         return cupy.cuda.ExternalStream(stream.cuda_stream)
-
-    def _buffer(self, role: str, shape: tuple[int, ...], dtype: Any) -> cupy.ndarray:
-        key = (role, shape, cupy.dtype(dtype))
-        if key not in self._scratch:
-            self._scratch[key] = cupy.empty(shape, dtype=dtype)
-        return self._scratch[key]
 
     # -- the three hot functions ----------------------------------------------------------------
     def evaluate(
@@ -178,7 +173,7 @@ class CupyEngine:
             module = _module(f_.dtype)
             dual_step = module.get_function(f"dual_step_{_CTYPES[f_.dtype]}")
             w, step = dtype(weight), dtype(1.0 / (8.0 * weight))
-            buffers = [self._buffer(f"dual{b}", (2, *maps.shape), f_.dtype) for b in range(3)]
+            buffers = [self._scratch.get(f"dual{b}", (2, *maps.shape), f_.dtype) for b in range(3)]
             prev, cur, nxt = buffers
             for k, beta in enumerate(dual_momentum(n_iter, method)):
                 before = cur if beta == 0.0 else prev

@@ -21,6 +21,7 @@ import numpy as np
 from ..objectives import Evaluation
 from ..tv import dual_momentum
 from . import _numba_kernels as kernels
+from ._scratch import Scratch
 
 __all__ = ["PARALLEL_MIN_PIXELS", "NumbaEngine"]
 
@@ -58,13 +59,7 @@ class NumbaEngine:
     name = "numba"
 
     def __init__(self) -> None:
-        self._scratch: dict[tuple, np.ndarray] = {}
-
-    def _buffer(self, role: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        key = (role, shape, np.dtype(dtype))
-        if key not in self._scratch:
-            self._scratch[key] = np.empty(shape, dtype=dtype)
-        return self._scratch[key]
+        self._scratch = Scratch(np.empty)
 
     def evaluate(
         self,
@@ -90,10 +85,10 @@ class NumbaEngine:
             with np.errstate(divide="ignore"):  # log 0 = -inf, and exp(-inf) = 0 = 0**(gamma-1)
                 np.log(x, out=x_pow_m1)
             np.exp(np.multiply(x_pow_m1, dtype(gamma - 1.0), out=x_pow_m1), out=x_pow_m1)
-        logs = self._buffer("log", x.shape, x.dtype)
+        logs = self._scratch.get("log", x.shape, x.dtype)
         np.log(np.add(x, dtype(eps), out=logs), out=logs)
         residual = np.empty(x.shape[1:], dtype=x.dtype)
-        partials = self._buffer("partials", (x.shape[1], 3), np.float64)
+        partials = self._scratch.get("partials", (x.shape[1], 3), np.float64)
         with _threads_for(x[0].size):
             kernels.evaluate(
                 x,
@@ -157,7 +152,7 @@ class NumbaEngine:
         blocks = max(1, min(height, 4 * numba.get_num_threads()))
         w, step = dtype(weight), dtype(1.0 / (8.0 * weight))
         # Three rotating dual buffers: previous, current and next iterate.
-        buffers = [self._buffer(f"dual{b}", (2, height, width), f.dtype) for b in range(3)]
+        buffers = [self._scratch.get(f"dual{b}", (2, height, width), f.dtype) for b in range(3)]
         with _threads_for(height * width):
             for m, image in enumerate(maps):
                 self._prox_one(image, w, step, n_iter, method, nonneg, buffers, blocks, out[m])
