@@ -12,11 +12,10 @@ except Exception:  # CuPy raises its own runtime error class without a driver or
 import array_api_compat.cupy as cpx  # noqa: E402
 
 import fusex  # noqa: E402
+from _engine_cases import SHAPES, item_terms, problem  # noqa: E402
 from fusex import objectives, tv  # noqa: E402
 from fusex.backends.cupy_engine import CupyEngine  # noqa: E402
 from fusex.datasets import phantom  # noqa: E402
-
-SHAPES = [(3, 17, 23), (1, 2, 2), (2, 31, 2), (3, 64, 48)]
 
 
 def _tol(dtype):
@@ -25,24 +24,35 @@ def _tol(dtype):
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_evaluate_and_gradient_step_match_generic(shape, dtype):
-    rng = np.random.default_rng(0)
-    x, counts = (cupy.asarray(a.astype(dtype)) for a in (rng.random(shape), rng.poisson(2.0, shape)))
-    haadf = cupy.asarray(rng.random(shape[1:]).astype(dtype))
-    weights = cupy.asarray(rng.random(shape[0]).astype(dtype).reshape(-1, 1, 1))
-    kw = {"gamma": 1.7, "eps": 0.1, "lambdas": (0.3, 0.02, 0.01), "xp": cpx}
-    ours = CupyEngine().evaluate(x, haadf, counts, weights, **kw)
-    ref = objectives.evaluate(x, haadf, counts, weights, **kw)
-    for term in ("haadf", "poisson", "tv", "total"):
-        assert getattr(ours, term) == pytest.approx(getattr(ref, term), rel=1e-5 if dtype == np.float32 else 1e-11)
+@pytest.mark.parametrize("per_item", [False, True], ids=["shared", "per-item"])
+def test_evaluate_and_gradient_step_match_generic(shape, dtype, per_item):
+    x, counts, haadf, weights = (cupy.asarray(a) for a in problem(shape, dtype))
+    terms, coefs = item_terms(shape[0], per_item)
+    ours = CupyEngine().evaluate(x, haadf, counts, weights, xp=cpx, **terms)
+    ref = objectives.evaluate(x, haadf, counts, weights, xp=cpx, **terms)
+    for term in ("haadf", "poisson", "tv"):
+        assert getattr(ours, term).shape == (shape[0],)
+        np.testing.assert_allclose(getattr(ours, term), getattr(ref, term), rtol=1e-5 if dtype == np.float32 else 1e-11)
     np.testing.assert_allclose(ours.x_pow_m1.get(), ref.x_pow_m1.get(), **_tol(dtype))
     np.testing.assert_allclose(ours.residual.get(), ref.residual.get(), **_tol(dtype))
-    step = {"gamma": 1.7, "eps": 0.1, "lam_h": 0.3, "lam_c": 0.02, "eta": 0.7, "xp": cpx}
+    step = {"eps": terms["eps"], **coefs, "xp": cpx}
     y = CupyEngine().gradient_step(x, counts, weights, ours, **step)
+    assert y.dtype == dtype
     np.testing.assert_allclose(y.get(), objectives.gradient_step(x, counts, weights, ref, **step).get(), **_tol(dtype))
 
 
-@pytest.mark.parametrize("shape", [*SHAPES, (2, 3, 12, 10)])
+def test_tv_prox_takes_one_weight_per_item():
+    f = cupy.asarray(np.random.default_rng(4).random((3, 2, 12, 10)) - 0.3)
+    weights = [0.0, 0.05, 0.3]
+    ours = CupyEngine().tv_prox(f, weights, 7, xp=cpx)
+    ref = tv.tv_prox(f, weights, 7, xp=cpx)
+    np.testing.assert_allclose(ours.get(), ref.get(), rtol=1e-12, atol=1e-12)
+    for n, w in enumerate(weights):
+        alone = CupyEngine().tv_prox(f[n], w, 7, xp=cpx)
+        np.testing.assert_allclose(ours[n].get(), alone.get(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(3, 17, 23), (1, 2, 2), (2, 2, 9), (2, 31, 2), (2, 3, 12, 10), (70, 9, 8)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("method", ["fgp", "gp"])
 @pytest.mark.parametrize("nonneg", [True, False])

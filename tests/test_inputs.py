@@ -26,7 +26,7 @@ def _with(array, index, value):
     ("changes", "error", "match"),
     [
         ({"haadf": SAMPLE.haadf[:15]}, ValueError, r"`haadf` has shape \(15, 16\) but each map .* \(16, 16\)"),
-        ({"haadf": SAMPLE.maps}, ValueError, r"`haadf` must be one image of shape \(H, W\)"),
+        ({"haadf": SAMPLE.maps}, ValueError, r"`haadf` has batch shape \(3,\).*one HAADF image per set of maps"),
         ({"maps": SAMPLE.maps[0]}, ValueError, r"`maps` must have shape \(element, H, W\)"),
         ({"maps": SAMPLE.maps[:0]}, ValueError, "too small"),
         ({"elements": ["Sr", "Ti"]}, ValueError, "`elements` has 2 symbols but `maps` has 3 maps"),

@@ -6,12 +6,16 @@ from fusex.objectives import evaluate, smooth_gradient, tv_value
 GAMMA, EPS = 1.7, 0.1
 
 
-def _problem(rng, shape=(3, 6, 7)):
+def _problem(rng, shape=(1, 3, 6, 7)):
     x = rng.uniform(0.2, 1.0, shape)
     counts = rng.poisson(3.0, shape).astype(float)
-    haadf = rng.uniform(0.0, 1.0, shape[1:])
-    weights = np.array([0.2, 0.5, 0.3]).reshape(-1, 1, 1)
+    haadf = rng.uniform(0.0, 1.0, (shape[0], *shape[2:]))
+    weights = np.array([0.2, 0.5, 0.3]).reshape(1, -1, 1, 1)
     return x, counts, haadf, weights
+
+
+def _total(ev, lambdas):
+    return float(lambdas[0] * ev.haadf[0] + lambdas[1] * ev.poisson[0] + lambdas[2] * ev.tv[0])
 
 
 @pytest.mark.parametrize(("lam_h", "lam_c"), [(1.0, 0.0), (0.0, 1.0), (0.4, 0.3)], ids=["haadf", "poisson", "both"])
@@ -22,8 +26,8 @@ def test_gradient_matches_finite_differences(xp, lam_h, lam_c):
     h = xp.asarray(haadf)
 
     def f(v):
-        ev = evaluate(xp.asarray(v), h, *args, gamma=GAMMA, eps=EPS, lambdas=(lam_h, lam_c, 0.0), xp=xp.xp)
-        return ev.total, ev
+        ev = evaluate(xp.asarray(v), h, *args, gamma=GAMMA, eps=EPS, xp=xp.xp)
+        return _total(ev, (lam_h, lam_c, 0.0)), ev
 
     _, ev = f(x)
     grad = xp.numpy(
@@ -45,14 +49,27 @@ def test_cost_terms_follow_their_formulas(xp):
         xp.asarray(weights),
         gamma=GAMMA,
         eps=EPS,
-        lambdas=(0.5, 0.25, 2.0),
         xp=xp.xp,
     )
-    psi1 = 0.5 * np.sum((haadf - np.sum(weights * x**GAMMA, axis=0)) ** 2)
+    psi1 = 0.5 * np.sum((haadf - np.sum(weights * x**GAMMA, axis=1)) ** 2)
     psi2 = np.sum(x - counts * np.log(x + EPS))
-    assert ev.haadf == pytest.approx(psi1, rel=1e-10)
-    assert ev.poisson == pytest.approx(psi2, rel=1e-10)
-    assert ev.total == pytest.approx(0.5 * psi1 + 0.25 * psi2 + 2.0 * ev.tv, rel=1e-10)
+    assert ev.haadf.shape == (1,)
+    assert ev.haadf[0] == pytest.approx(psi1, rel=1e-10)
+    assert ev.poisson[0] == pytest.approx(psi2, rel=1e-10)
+
+
+def test_batch_items_are_evaluated_separately(xp):
+    rng = np.random.default_rng(4)
+    x, counts, haadf, _ = _problem(rng, shape=(3, 3, 6, 7))
+    weights = rng.uniform(0.1, 1.0, (3, 3, 1, 1))
+    gammas, epss = [1.0, 1.5, 2.0], [0.1, 0.2, 0.05]
+    ev = evaluate(*(xp.asarray(a) for a in (x, haadf, counts, weights)), gamma=gammas, eps=epss, xp=xp.xp)
+    for n in range(3):
+        alone = evaluate(
+            *(xp.asarray(a[n : n + 1]) for a in (x, haadf, counts, weights)), gamma=gammas[n], eps=epss[n], xp=xp.xp
+        )
+        for term in ("haadf", "poisson", "tv"):
+            assert getattr(ev, term)[n] == pytest.approx(getattr(alone, term)[0], rel=1e-12)
 
 
 def test_tv_value_is_isotropic_with_neumann_boundary(xp):

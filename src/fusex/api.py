@@ -30,6 +30,7 @@ def fuse(
     device: Any = None,
     callback: Callable[[int, IterationState], Any] | None = None,
     progress: bool = False,
+    on_divergence: str = "raise",
 ) -> FusionResult:
     r"""Fuse a HAADF image with elemental maps.
 
@@ -77,6 +78,10 @@ def fuse(
         `IterationState`; returning ``True`` stops the solver.
     progress : bool
         Show a tqdm progress bar.
+    on_divergence : {"raise", "mark"}
+        ``"raise"`` (default) raises `FusionDivergedError` when an item
+        diverges; ``"mark"`` stops only that item, with
+        ``stop_reason="diverged"``, and lets the rest of a batch finish.
 
     Returns
     -------
@@ -113,6 +118,7 @@ def fuse(
             device=device,
             callback=callback,
             progress=progress,
+            on_divergence=on_divergence,
         )
         return result_to_dataset(result, labeled_haadf, labeled_maps)
     if maps is None:
@@ -120,9 +126,20 @@ def fuse(
     params = FusionParams() if params is None else params
     if not isinstance(params, FusionParams):
         raise TypeError(f"`params` must be a FusionParams (or None), got {type(params).__name__}")
-    problem = prepare(haadf, maps, elements=elements, z=z, normalize=params.normalize, backend=backend, device=device)
+    if on_divergence not in ("raise", "mark"):
+        raise ValueError(f"`on_divergence` must be 'raise' or 'mark', got {on_divergence!r}")
+    problem = prepare(
+        haadf,
+        maps,
+        elements=elements,
+        z=z,
+        normalize=params.normalize,
+        backend=backend,
+        device=device,
+        params_batch=params.batch_shape,
+    )
     engine = select_engine(backend, problem.xp, problem.device)
-    return solve(problem, params, engine, callback=callback, progress=progress)
+    return solve(problem, params, engine, callback=callback, progress=progress, on_divergence=on_divergence)
 
 
 def tv_denoise(

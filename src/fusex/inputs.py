@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from ._xp import convert, namespace_of, resolve_backend
+import numpy as np
+
+from ._xp import convert, namespace_of, resolve_backend, to_numpy
 from .elements import atomic_numbers
 
 __all__ = ["FusionProblem", "prepare"]
@@ -24,9 +26,12 @@ class FusionProblem:
 
     Attributes
     ----------
-    haadf : array (H, W)
-    counts : array (E, H, W)
-        The chemical maps after normalization (the data of the Poisson term).
+    haadf : array (B, H, W)
+    counts : array (B, E, H, W)
+        The chemical maps after normalization (the data of the Poisson term),
+        with the batch axes flattened into one item axis ``B``.
+    batch_shape : tuple of int
+        The batch shape the ``B`` items came from (``()`` for one fusion).
     elements : tuple of str
         Labels of the maps (symbols when known, else ``"map0"``, ...).
     z : tuple of int or None
@@ -36,12 +41,15 @@ class FusionProblem:
         Namespace and device of the caller's arrays, for the results.
     scale : dict
         ``{"haadf": (offset, range), "maps": ((offset, range), ...)}``: the
-        normalization applied, so results can be mapped back to input units.
+        normalization applied, so results can be mapped back to input units;
+        for a batch, arrays of shape ``batch_shape + (2,)`` and
+        ``batch_shape + (E, 2)``.
 
     """
 
     haadf: Any
     counts: Any
+    batch_shape: tuple[int, ...]
     elements: tuple[str, ...]
     z: tuple[int, ...] | None
     xp: ModuleType
@@ -52,7 +60,7 @@ class FusionProblem:
 
 
 def _stack_maps(maps: Any) -> tuple[Any, tuple[str, ...] | None]:
-    """Accept ``{symbol: map}``, a sequence of 2-D maps, or one (E, H, W) array."""
+    """Accept ``{symbol: map}``, a sequence of (..., H, W) maps, or one (..., E, H, W) array."""
     if isinstance(maps, Mapping):
         if not maps:
             raise ValueError("`maps` is an empty mapping; give at least one element map")
@@ -68,7 +76,7 @@ def _stack_maps(maps: Any) -> tuple[Any, tuple[str, ...] | None]:
     shapes = {tuple(a.shape) for a in arrays}
     if len(shapes) != 1:
         raise ValueError(f"the maps in `maps` have different shapes {sorted(shapes)}; all must be (H, W) of one size")
-    return xp.stack(arrays), names
+    return xp.stack(arrays, axis=-3), names
 
 
 def as_float(x: Any, name: str, xp: ModuleType) -> Any:
@@ -117,21 +125,22 @@ def _resolve_z(
     return labels, z
 
 
-def _minmax(x: Any, name: str, labels: Sequence[str] | None, xp: ModuleType) -> tuple[Any, list[tuple[float, float]]]:
-    """Rescale each map (or the single image) on the last two axes to [0, 1]."""
+def _minmax(x: Any, name: str, labels: Sequence[str] | None, xp: ModuleType) -> tuple[Any, np.ndarray]:
+    """Rescale each map (or image) on the last two axes to [0, 1]; return it and ``(offset, range)`` per map."""
     lo = xp.min(x, axis=(-2, -1), keepdims=True)
-    hi = xp.max(x, axis=(-2, -1), keepdims=True)
-    span = hi - lo
-    flat_lo = [float(v) for v in xp.reshape(lo, (-1,))]
-    flat_span = [float(v) for v in xp.reshape(span, (-1,))]
-    for i, s in enumerate(flat_span):
-        if s <= 0:
-            which = f"`{name}`" if labels is None else f"map {labels[i]!r} of `{name}`"
-            raise ValueError(
-                f"{which} is constant (every value is {flat_lo[i]:g}), so min-max normalization would divide by "
-                "zero; drop that map, or pass FusionParams(normalize='none')"
-            )
-    return (x - lo) / span, list(zip(flat_lo, flat_span))
+    span = xp.max(x, axis=(-2, -1), keepdims=True) - lo
+    scale = np.stack([to_numpy(lo)[..., 0, 0], to_numpy(span)[..., 0, 0]], axis=-1).astype(np.float64)
+    flat = scale.reshape(-1, 2)
+    for i in np.flatnonzero(flat[:, 1] <= 0)[:1]:
+        which = f"`{name}`" if labels is None else f"map {labels[i % len(labels)]!r} of `{name}`"
+        if x.ndim > (2 if labels is None else 3):
+            item = np.unravel_index(i // (1 if labels is None else len(labels)), scale.shape[: -2 if labels else -1])
+            which += f" in batch item {tuple(int(v) for v in item)}"
+        raise ValueError(
+            f"{which} is constant (every value is {flat[i, 0]:g}), so min-max normalization would divide by "
+            "zero; drop that map, or pass FusionParams(normalize='none')"
+        )
+    return (x - lo) / span, scale
 
 
 def prepare(
@@ -143,24 +152,26 @@ def prepare(
     normalize: str,
     backend: str | None,
     device: Any,
+    params_batch: tuple[int, ...] = (),
 ) -> FusionProblem:
-    """Validate the caller's data and return normalized copies on the compute backend."""
+    """Validate the caller's data and return normalized copies on the compute backend.
+
+    ``haadf`` is ``(..., H, W)`` and ``maps`` ``(..., E, H, W)`` with the same
+    leading batch shape; ``params_batch``, the batch shape of per-item
+    parameters, broadcasts against it.
+    """
     maps, names = _stack_maps(maps)
     input_xp, input_device = namespace_of(haadf=haadf, maps=maps)
     xp, dev = resolve_backend(backend, device, input_xp, input_device)
-
-    if haadf.ndim != 2:
-        raise ValueError(f"`haadf` must be one image of shape (H, W), got shape {tuple(haadf.shape)}")
-    if maps.ndim != 3:
-        raise ValueError(f"`maps` must have shape (element, H, W), got shape {tuple(maps.shape)}")
-    if tuple(maps.shape[-2:]) != tuple(haadf.shape):
+    data_batch = _check_shapes(haadf, maps)
+    try:
+        batch_shape = tuple(np.broadcast_shapes(data_batch, tuple(params_batch)))
+    except ValueError:
         raise ValueError(
-            f"`haadf` has shape {tuple(haadf.shape)} but each map in `maps` is {tuple(maps.shape[-2:])}; "
-            "they must cover the same pixels (crop or bin one to match)"
-        )
-    if maps.shape[0] == 0 or haadf.shape[0] < 2 or haadf.shape[1] < 2:
-        raise ValueError(f"`maps` of shape {tuple(maps.shape)} is too small: need at least one map of 2 x 2 pixels")
-    labels, znums = _resolve_z(elements, z, names, maps.shape[0])
+            f"the inputs' batch shape {data_batch} and the per-item parameters' shape {tuple(params_batch)} do not "
+            "broadcast; give parameters with one value per batch item, or a single value"
+        ) from None
+    labels, znums = _resolve_z(elements, z, names, maps.shape[-3])
 
     h = as_float(convert(haadf, xp, dev), "haadf", xp)
     m = as_float(convert(maps, xp, dev), "maps", xp)
@@ -174,10 +185,51 @@ def prepare(
             f"`maps` contains negative values (minimum {lowest:g}); chemical maps are counts and must be >= 0. "
             "If they were background-subtracted, clip them at 0 first"
         )
+    n_maps = m.shape[-3]
     if normalize == "minmax":
         h, haadf_scale = _minmax(h, "haadf", None, xp)
         m, map_scales = _minmax(m, "maps", labels, xp)
-        scale = {"haadf": haadf_scale[0], "maps": tuple(map_scales)}
     else:
-        scale = {"haadf": (0.0, 1.0), "maps": ((0.0, 1.0),) * m.shape[0]}
-    return FusionProblem(h, m, labels, znums, xp, dev, input_xp, input_device, scale)
+        haadf_scale = np.broadcast_to(np.array([0.0, 1.0]), (*data_batch, 2))
+        map_scales = np.broadcast_to(np.array([0.0, 1.0]), (*data_batch, n_maps, 2))
+    if batch_shape != data_batch:
+        h = xp.broadcast_to(h, (*batch_shape, *h.shape[-2:]))
+        m = xp.broadcast_to(m, (*batch_shape, *m.shape[-3:]))
+        haadf_scale = np.broadcast_to(haadf_scale, (*batch_shape, 2))
+        map_scales = np.broadcast_to(map_scales, (*batch_shape, n_maps, 2))
+    if batch_shape:
+        scale = {"haadf": np.array(haadf_scale), "maps": np.array(map_scales)}
+    else:
+        scale = {"haadf": tuple(haadf_scale.tolist()), "maps": tuple(tuple(v) for v in map_scales.tolist())}
+    h = xp.reshape(h, (-1, *h.shape[-2:]))
+    m = xp.reshape(m, (-1, *m.shape[-3:]))
+    return FusionProblem(h, m, batch_shape, labels, znums, xp, dev, input_xp, input_device, scale)
+
+
+def _check_shapes(haadf: Any, maps: Any) -> tuple[int, ...]:
+    """Check that ``haadf`` (..., H, W) and ``maps`` (..., E, H, W) agree; return their batch shape."""
+    if haadf.ndim < 2:
+        raise ValueError(
+            f"`haadf` must be an image of shape (H, W) or a batch (..., H, W), got shape {tuple(haadf.shape)}"
+        )
+    if maps.ndim < 3:
+        raise ValueError(
+            f"`maps` must have shape (element, H, W) or (..., element, H, W), got shape {tuple(maps.shape)}"
+        )
+    if tuple(maps.shape[-2:]) != tuple(haadf.shape[-2:]):
+        raise ValueError(
+            f"`haadf` has shape {tuple(haadf.shape)} but each map in `maps` is {tuple(maps.shape[-2:])}; "
+            "they must cover the same pixels (crop or bin one to match)"
+        )
+    batch = tuple(haadf.shape[:-2])
+    if tuple(maps.shape[:-3]) != batch:
+        raise ValueError(
+            f"`haadf` has batch shape {batch} (shape {tuple(haadf.shape)}) but `maps` has batch shape "
+            f"{tuple(maps.shape[:-3])} (shape {tuple(maps.shape)}); give one HAADF image per set of maps, "
+            "with the batch axes before (element, H, W)"
+        )
+    if maps.shape[-3] == 0 or haadf.shape[-2] < 2 or haadf.shape[-1] < 2:
+        raise ValueError(f"`maps` of shape {tuple(maps.shape)} is too small: need at least one map of 2 x 2 pixels")
+    if 0 in batch:
+        raise ValueError(f"the batch shape {batch} of `haadf` and `maps` is empty; give at least one item")
+    return batch

@@ -1,6 +1,10 @@
-r"""Cost terms of the fusion objective and their gradients.
+r"""Cost terms of the fusion objective and their gradients, for a batch of items.
 
-With :math:`r = b_H - \sum_e w_e x_e^\gamma`:
+Arrays carry a leading item axis: maps ``x`` and counts ``b`` are
+``(B, E, H, W)``, the HAADF image ``(B, H, W)`` and the weights ``(B, E, 1, 1)``.
+Per-item scalars (:math:`\gamma`, :math:`\epsilon`, step coefficients) are
+numbers shared by every item or sequences of ``B`` values.  With
+:math:`r = b_H - \sum_e w_e x_e^\gamma`, for each item:
 
 .. math::
 
@@ -15,44 +19,62 @@ The functions are pure: they take ``xp`` explicitly and never modify their input
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+import array_api_compat
+
+from ._xp import to_numpy
 from .operators import gradient, haadf_model
 
-__all__ = ["Evaluation", "evaluate", "gradient_step", "smooth_gradient", "tv_value"]
+__all__ = ["Evaluation", "evaluate", "gradient_step", "per_item", "smooth_gradient", "tv_value"]
+
+PerItem = float | Sequence[float]
+"""A number shared by every item of a batch, or one value per item."""
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    r"""The cost terms at a point, and what the next gradient reuses from them.
+    r"""The cost terms of each item at a point, and what the next gradient reuses from them.
 
     Attributes
     ----------
-    haadf, poisson, tv : float
-        :math:`\Psi_1`, :math:`\Psi_2` and :math:`TV` (unweighted).
-    total : float
-        :math:`\lambda_H\Psi_1 + \lambda_C\Psi_2 + \lambda_{TV} TV`.
-    x_pow_m1 : array
+    haadf, poisson, tv : numpy.ndarray, shape (B,)
+        :math:`\Psi_1`, :math:`\Psi_2` and :math:`TV` (unweighted) of each item, on the host.
+    x_pow_m1 : array, shape (B, E, H, W)
         :math:`x^{\gamma-1}`.
-    residual : array
+    residual : array, shape (B, H, W)
         :math:`r = b_H - \sum_e w_e x_e^\gamma`.
 
     """
 
-    haadf: float
-    poisson: float
-    tv: float
-    total: float
+    haadf: Any
+    poisson: Any
+    tv: Any
     x_pow_m1: Any
     residual: Any
 
 
+def per_item(values: PerItem, like: Any, xp: ModuleType) -> Any:
+    """Return ``values`` as a number, or as an array of ``like``'s dtype that broadcasts over its item axis."""
+    if isinstance(values, (int, float)):
+        return float(values)
+    flat = [float(v) for v in values]
+    column = xp.asarray(flat, dtype=like.dtype, device=array_api_compat.device(like))
+    return xp.reshape(column, (len(flat),) + (1,) * (like.ndim - 1))
+
+
+def tv_magnitude(x: Any, xp: ModuleType) -> Any:
+    r"""Per-pixel :math:`\lVert \nabla x \rVert_2` (Neumann boundary), shaped like ``x``."""
+    gy, gx = gradient(x, xp)
+    return xp.sqrt(gy * gy + gx * gx)
+
+
 def tv_value(x: Any, xp: ModuleType) -> float:
     """Isotropic total variation, summed over all maps (Neumann boundary)."""
-    gy, gx = gradient(x, xp)
-    return float(xp.sum(xp.sqrt(gy * gy + gx * gx)))
+    return float(xp.sum(tv_magnitude(x, xp)))
 
 
 def evaluate(
@@ -61,23 +83,27 @@ def evaluate(
     counts: Any,
     weights: Any,
     *,
-    gamma: float,
-    eps: float,
-    lambdas: tuple[float, float, float],
+    gamma: PerItem,
+    eps: PerItem,
     xp: ModuleType,
 ) -> Evaluation:
-    r"""Evaluate every cost term at ``x``.
+    r"""Evaluate every cost term of each item at ``x`` (``(B, E, H, W)``).
 
     ``x**gamma`` is formed once as :math:`x^{\gamma-1} \cdot x` and kept for
-    the gradient, because the power is the costliest operation here.
+    the gradient, because the power is the costliest operation here.  The
+    three per-item sums cross to the host in one transfer.
     """
-    x_pow_m1 = x ** (gamma - 1.0)
+    x_pow_m1 = x ** (per_item(gamma, x, xp) - 1.0)
     residual = haadf - haadf_model(x_pow_m1 * x, weights, xp)
-    psi1 = 0.5 * float(xp.sum(residual * residual))
-    psi2 = float(xp.sum(x - counts * xp.log(x + eps)))
-    tv = tv_value(x, xp)
-    lam_h, lam_c, lam_tv = lambdas
-    return Evaluation(psi1, psi2, tv, lam_h * psi1 + lam_c * psi2 + lam_tv * tv, x_pow_m1, residual)
+    sums = xp.stack(
+        [
+            0.5 * xp.sum(residual * residual, axis=(-2, -1)),
+            xp.sum(x - counts * xp.log(x + per_item(eps, x, xp)), axis=(-3, -2, -1)),
+            xp.sum(tv_magnitude(x, xp), axis=(-3, -2, -1)),
+        ]
+    )
+    psi1, psi2, tv = to_numpy(sums).astype("float64")
+    return Evaluation(psi1, psi2, tv, x_pow_m1, residual)
 
 
 def smooth_gradient(
@@ -86,15 +112,16 @@ def smooth_gradient(
     weights: Any,
     ev: Evaluation,
     *,
-    gamma: float,
-    eps: float,
-    lam_h: float,
-    lam_c: float,
+    gamma: PerItem,
+    eps: PerItem,
+    lam_h: PerItem,
+    lam_c: PerItem,
     xp: ModuleType,
 ) -> Any:
     r"""Gradient of :math:`\lambda_H\Psi_1 + \lambda_C\Psi_2` at ``x``, reusing ``ev``."""
-    g_haadf = (-gamma * lam_h) * weights * ev.x_pow_m1 * xp.expand_dims(ev.residual, axis=-3)
-    return g_haadf + lam_c * (1.0 - counts / (x + eps))
+    coef_h = per_item(_times(gamma, lam_h), x, xp)
+    g_haadf = -coef_h * weights * ev.x_pow_m1 * xp.expand_dims(ev.residual, axis=-3)
+    return g_haadf + per_item(lam_c, x, xp) * (1.0 - counts / (x + per_item(eps, x, xp)))
 
 
 def gradient_step(
@@ -103,13 +130,27 @@ def gradient_step(
     weights: Any,
     ev: Evaluation,
     *,
-    gamma: float,
-    eps: float,
-    lam_h: float,
-    lam_c: float,
-    eta: float,
+    eps: PerItem,
+    coef_h: PerItem,
+    coef_c: PerItem,
     xp: ModuleType,
 ) -> Any:
-    r"""Projected gradient step :math:`\max(x - \eta \nabla(\lambda_H\Psi_1 + \lambda_C\Psi_2), 0)`."""
-    grad = smooth_gradient(x, counts, weights, ev, gamma=gamma, eps=eps, lam_h=lam_h, lam_c=lam_c, xp=xp)
-    return xp.clip(x - eta * grad, min=0.0)
+    r"""Projected gradient step :math:`\max(x - \eta \nabla(\lambda_H\Psi_1 + \lambda_C\Psi_2), 0)`.
+
+    ``coef_h`` is :math:`\eta\gamma\lambda_H` and ``coef_c`` is :math:`\eta\lambda_C`, per item.
+    """
+    c_h, c_c = per_item(coef_h, x, xp), per_item(coef_c, x, xp)
+    g = c_c * (1.0 - counts / (x + per_item(eps, x, xp))) - c_h * weights * ev.x_pow_m1 * xp.expand_dims(
+        ev.residual, axis=-3
+    )
+    return xp.clip(x - g, min=0.0)
+
+
+def _times(a: PerItem, b: PerItem) -> PerItem:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return float(a) * float(b)
+    if isinstance(a, (int, float)):
+        return [a * float(v) for v in b]
+    if isinstance(b, (int, float)):
+        return [float(v) * b for v in a]
+    return [float(u) * float(v) for u, v in zip(a, b, strict=True)]

@@ -7,14 +7,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
+import numpy as np
+
 __all__ = [
     "HAADF_WEIGHTINGS",
+    "PER_ITEM_FIELDS",
     "ConstantStep",
     "ExponentialDecay",
     "FusionParams",
     "PolynomialDecay",
     "StepSchedule",
 ]
+
+PER_ITEM_FIELDS = ("gamma", "lambda_haadf", "lambda_chem", "lambda_tv", "eps")
+"""Fields that may hold one value per batch item (an array broadcasting over the batch shape)."""
 
 HAADF_WEIGHTINGS = ("none", "z_mean", "z_sum", "zgamma_mean", "zgamma_sum")
 """Named HAADF weighting schemes: ``w_e`` as a function of ``Z`` and ``gamma``."""
@@ -132,6 +138,13 @@ class FusionParams:
 
     Notes
     -----
+    ``gamma``, ``lambda_haadf``, ``lambda_chem``, ``lambda_tv`` and ``eps`` may
+    be arrays (or nested sequences) instead of numbers, for a batch of
+    fusions: they broadcast against the batch shape of the inputs (the axes
+    before ``(element, y, x)``), so ``lambda_tv=[0.001, 0.003, 0.01]`` with a
+    single acquisition runs three fusions of it in one vectorized solve.  They
+    are stored as nested tuples, so parameters stay hashable and comparable.
+
     The Poisson term is a likelihood of counts only for ``normalize="none"``
     on raw counts.  After min-max normalization it is a fidelity term that
     weights low-signal pixels more, which is what the published method uses;
@@ -139,14 +152,14 @@ class FusionParams:
 
     """
 
-    gamma: float = 1.7
-    lambda_haadf: float | None = None
-    lambda_chem: float = 0.01
-    lambda_tv: float = 0.005
+    gamma: float | Sequence[float] = 1.7
+    lambda_haadf: float | Sequence[float] | None = None
+    lambda_chem: float | Sequence[float] = 0.01
+    lambda_tv: float | Sequence[float] = 0.005
     n_iter: int = 150
     n_tv: int = 15
     tv_method: Literal["fgp", "gp"] = "fgp"
-    eps: float = 0.1
+    eps: float | Sequence[float] = 0.1
     haadf_weights: str | Sequence[float] = "zgamma_sum"
     normalize: Literal["minmax", "none"] = "minmax"
     step: StepSchedule = 1.0
@@ -199,6 +212,23 @@ class FusionParams:
         """Return a copy with some fields changed (validated like a new instance)."""
         return replace(self, **changes)
 
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """Broadcast shape of the per-item fields (``()`` when every field is one number)."""
+        return np.broadcast_shapes(*(np.shape(getattr(self, name)) for name in PER_ITEM_FIELDS))
+
+    def item_values(self, name: str, batch_shape: tuple[int, ...]) -> np.ndarray:
+        """Field ``name`` broadcast to ``batch_shape`` and flattened: one float64 per item."""
+        value = getattr(self, name)
+        try:
+            full = np.broadcast_to(np.asarray(value, dtype=np.float64), batch_shape)
+        except ValueError:
+            raise ValueError(
+                f"FusionParams.{name} has shape {np.shape(value)}, which does not broadcast against the "
+                f"batch shape {batch_shape} of the inputs; give one value, or one per batch item"
+            ) from None
+        return full.reshape(-1)
+
     def to_dict(self) -> dict[str, Any]:
         """Return the parameters as plain Python values (schedules as their ``repr``)."""
         out = asdict(self)
@@ -220,12 +250,25 @@ def _check_params(p: FusionParams) -> None:
             raise TypeError(f"FusionParams.{name} must be a finite number (got {value!r})")
         return float(value)
 
-    require(number("gamma") >= 1.0, "gamma", "must be >= 1 (the gradient of x**gamma is unbounded at 0 otherwise)")
+    def values(name: str) -> np.ndarray:
+        # A number stays a float; an array-like becomes nested tuples, so the dataclass stays hashable.
+        value = getattr(p, name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return np.asarray(number(name))
+        array = np.asarray(value)
+        if array.dtype == bool or array.dtype.kind not in "iuf" or array.size == 0 or not np.all(np.isfinite(array)):
+            raise TypeError(f"FusionParams.{name} must be a finite number or a non-empty array of them (got {value!r})")
+        object.__setattr__(p, name, _nested_tuple(array.astype(np.float64)))
+        return array
+
+    require(
+        np.all(values("gamma") >= 1.0), "gamma", "must be >= 1 (the gradient of x**gamma is unbounded at 0 otherwise)"
+    )
     if p.lambda_haadf is not None:
-        require(number("lambda_haadf") >= 0, "lambda_haadf", "must be >= 0, or None for 1/E")
-    require(number("lambda_chem") >= 0, "lambda_chem", "must be >= 0")
-    require(number("lambda_tv") >= 0, "lambda_tv", "must be >= 0")
-    require(number("eps") > 0, "eps", "must be > 0 (it keeps log(x + eps) finite at x = 0)")
+        require(np.all(values("lambda_haadf") >= 0), "lambda_haadf", "must be >= 0, or None for 1/E")
+    require(np.all(values("lambda_chem") >= 0), "lambda_chem", "must be >= 0")
+    require(np.all(values("lambda_tv") >= 0), "lambda_tv", "must be >= 0")
+    require(np.all(values("eps") > 0), "eps", "must be > 0 (it keeps log(x + eps) finite at x = 0)")
     for name in ("n_iter", "n_tv", "max_backtracks", "divergence_patience"):
         value = getattr(p, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "n_iter" else 0):
@@ -247,6 +290,10 @@ def _check_params(p: FusionParams) -> None:
         raise TypeError(f"FusionParams.step must be a number or a callable k -> eta, got {p.step!r}")
     if isinstance(p.step, (int, float)):
         require(math.isfinite(p.step) and p.step > 0, "step", "must be a finite number > 0")
+
+
+def _nested_tuple(array: np.ndarray) -> Any:
+    return float(array) if array.ndim == 0 else tuple(_nested_tuple(a) for a in array)
 
 
 def step_schedule(step: StepSchedule) -> Callable[[int], float]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import array_api_compat
+import numpy as np
 import pandas as pd
 
 from .params import FusionParams
@@ -38,12 +39,18 @@ class FusionDivergedError(RuntimeError):
 class FusionResult:
     r"""Result of `fusex.fuse`.
 
+    For a batch of fusions (inputs with leading batch axes, or per-item
+    parameters), ``maps`` and ``haadf_model`` carry the batch axes in front,
+    ``n_iter``, ``converged`` and ``stop_reason`` are NumPy arrays of the
+    batch shape, and ``history`` is indexed by ``(item, iteration)`` with
+    ``item`` the flat (C-order) index into the batch.
+
     Attributes
     ----------
-    maps : array, shape (E, H, W)
+    maps : array, shape (..., E, H, W)
         The fused maps, in the normalized units the solver worked in, in the
         caller's array library and on the caller's device.
-    haadf_model : array, shape (H, W)
+    haadf_model : array, shape (..., H, W)
         The HAADF image the fused maps predict, :math:`\sum_e w_e x_e^\gamma`.
     history : pandas.DataFrame
         One row per iteration (row 0 is the starting point) with columns
@@ -52,18 +59,20 @@ class FusionResult:
         ``backtracks``.
     params : FusionParams
         The parameters, with ``lambda_haadf`` resolved to its value.
-    n_iter : int
+    n_iter : int or numpy.ndarray
         Iterations run.
-    converged : bool
+    converged : bool or numpy.ndarray
         True when the relative change of the objective fell below ``params.tol``.
-    stop_reason : str
-        ``"tol"``, ``"n_iter"`` or ``"callback"``.
+    stop_reason : str or numpy.ndarray
+        ``"tol"``, ``"n_iter"``, ``"callback"``, or ``"diverged"`` for items
+        stopped by ``fuse(..., on_divergence="mark")``.
     elements : tuple of str
         Labels of the maps.
     z : tuple of int or None
         Atomic numbers used.
-    weights : tuple of float
-        The HAADF weights :math:`w_e` used.
+    weights : tuple of float or numpy.ndarray
+        The HAADF weights :math:`w_e` used; an array ``(..., E)`` when they
+        vary over the batch (per-item ``gamma``).
     scale : dict
         The normalization applied: ``(offset, range)`` for ``"haadf"`` and for
         each of ``"maps"``; see `to_input_units`.
@@ -76,32 +85,55 @@ class FusionResult:
     haadf_model: Any
     history: pd.DataFrame
     params: FusionParams
-    n_iter: int
-    converged: bool
-    stop_reason: str
+    n_iter: Any
+    converged: Any
+    stop_reason: Any
     elements: tuple[str, ...]
     z: tuple[int, ...] | None
-    weights: tuple[float, ...]
+    weights: Any
     scale: dict[str, Any] = field(repr=False)
     engine: str = "generic"
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        """The batch axes in front of ``(E, H, W)``; ``()`` for one fusion."""
+        return tuple(self.maps.shape[:-3])
 
     def to_input_units(self) -> Any:
         """Return the fused maps mapped back to the units of the input maps.
 
-        Undoes the min-max normalization, ``x * range + offset``, per map (a
-        new array; ``maps`` is unchanged).  With ``normalize="none"`` this is a
-        copy of ``maps``.
+        Undoes the min-max normalization, ``x * range + offset``, per map and
+        batch item (a new array; ``maps`` is unchanged).  With
+        ``normalize="none"`` this is a copy of ``maps``.
         """
-        rows = [self.maps[i, ...] * span + offset for i, (offset, span) in enumerate(self.scale["maps"])]
-        return array_api_compat.array_namespace(self.maps).stack(rows)
+        xp = array_api_compat.array_namespace(self.maps)
+        scale = np.asarray(self.scale["maps"], dtype=np.float64)
+        shape = (*scale.shape[:-1], 1, 1)
+
+        def column(values: np.ndarray) -> Any:
+            flat = [float(v) for v in values.reshape(-1)]
+            return xp.reshape(xp.asarray(flat, dtype=self.maps.dtype, device=array_api_compat.device(self.maps)), shape)
+
+        return self.maps * column(scale[..., 1]) + column(scale[..., 0])
 
     def summary(self) -> str:
         """Return a few lines describing the run, for logs and the command line."""
-        first, last = self.history.iloc[0], self.history.iloc[-1]
-        lines = [
-            f"fused {len(self.elements)} maps ({', '.join(self.elements)}) of {tuple(self.maps.shape[-2:])} pixels",
-            f"{self.n_iter} iterations on the {self.engine} engine, stopped by {self.stop_reason}"
-            + (" (converged)" if self.converged else ""),
-            f"objective {first['total']:.6g} -> {last['total']:.6g}",
-        ]
-        return "\n".join(lines)
+        size = f"{len(self.elements)} maps ({', '.join(self.elements)}) of {tuple(self.maps.shape[-2:])} pixels"
+        if not self.batch_shape:
+            first, last = self.history.iloc[0], self.history.iloc[-1]
+            lines = [
+                f"fused {size}",
+                f"{self.n_iter} iterations on the {self.engine} engine, stopped by {self.stop_reason}"
+                + (" (converged)" if self.converged else ""),
+                f"objective {first['total']:.6g} -> {last['total']:.6g}",
+            ]
+            return "\n".join(lines)
+        reasons, counts = np.unique(np.asarray(self.stop_reason), return_counts=True)
+        stops = ", ".join(f"{n} by {r}" for r, n in zip(reasons, counts))
+        n_iter = np.asarray(self.n_iter)
+        return "\n".join(
+            [
+                f"fused a batch {self.batch_shape} of {size}",
+                f"{n_iter.min()}-{n_iter.max()} iterations on the {self.engine} engine; stopped {stops}",
+            ]
+        )

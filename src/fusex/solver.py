@@ -1,11 +1,15 @@
-r"""The proximal-gradient loop: steps, backtracking, stopping, callbacks.
+r"""The proximal-gradient loop for a batch of fusions: steps, backtracking, stopping, callbacks.
 
-Iteration :math:`k` with step :math:`\eta_k`:
+Iteration :math:`k` of item :math:`n` with step :math:`\eta_{k,n}`:
 
 .. math::
 
-    y &= \max\bigl(x_k - \eta_k(\lambda_H \nabla\Psi_1 + \lambda_C \nabla\Psi_2)(x_k),\ 0\bigr) \\
-    x_{k+1} &= \operatorname{prox}_{\eta_k \lambda_{TV} TV,\ x \ge 0}(y)
+    y &= \max\bigl(x_k - \eta_{k,n}(\lambda_H \nabla\Psi_1 + \lambda_C \nabla\Psi_2)(x_k),\ 0\bigr) \\
+    x_{k+1} &= \operatorname{prox}_{\eta_{k,n} \lambda_{TV} TV,\ x \ge 0}(y)
+
+Every item keeps its own parameters, step shrink, divergence counters and
+stopping test, so an item of a batch follows exactly the path it would
+follow alone; each engine call covers all live items at once.
 """
 
 from __future__ import annotations
@@ -15,19 +19,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
+import numpy as np
 
-from ._xp import convert
+from ._assemble import Outcome, assemble
+from ._batch import History, Live, merge_evaluations, merge_rows
 from .backends import Engine
 from .inputs import FusionProblem
 from .objectives import Evaluation
-from .operators import haadf_model, haadf_weights
+from .operators import haadf_weights
 from .params import FusionParams, step_schedule
 from .result import FusionDivergedError, FusionResult
 
 __all__ = ["IterationState", "solve"]
-
-_COLUMNS = ("iteration", "haadf", "poisson", "tv", "total", "step", "backtracks")
 
 
 @dataclass(frozen=True)
@@ -39,21 +42,26 @@ class IterationState:
     iteration : int
         1-based iteration number.
     maps : array
-        The current iterate (in the compute backend's namespace; do not modify).
-    haadf, poisson, tv, total : float
-        The cost terms, as in `FusionResult.history`.
-    step : float
+        The current iterate (in the compute backend's namespace; do not modify):
+        ``(E, H, W)`` for one fusion, ``(n, E, H, W)`` for the ``n`` items of a
+        batch still iterating.
+    haadf, poisson, tv, total : float or numpy.ndarray
+        The cost terms, as in `FusionResult.history` (one per live item for a batch).
+    step : float or numpy.ndarray
         The step size used.
+    items : numpy.ndarray or None
+        Flat indices of the live items of a batch; None for one fusion.
 
     """
 
     iteration: int
     maps: Any
-    haadf: float
-    poisson: float
-    tv: float
-    total: float
-    step: float
+    haadf: Any
+    poisson: Any
+    tv: Any
+    total: Any
+    step: Any
+    items: Any = None
 
 
 def solve(
@@ -63,109 +71,184 @@ def solve(
     *,
     callback: Callable[[int, IterationState], Any] | None = None,
     progress: bool = False,
+    on_divergence: str = "raise",
 ) -> FusionResult:
-    """Run the fusion solver on a prepared problem.
+    """Run the fusion solver on a prepared problem (all its items at once).
 
     ``callback(iteration, state)`` is called after every iteration; returning
-    ``True`` from it stops the solver.
+    ``True`` from it stops the solver.  ``on_divergence="mark"`` stops a
+    diverging item with ``stop_reason="diverged"`` instead of raising.
     """
     xp = problem.xp
-    n_elements = problem.counts.shape[0]
-    lam_h = 1.0 / n_elements if params.lambda_haadf is None else float(params.lambda_haadf)
-    lambdas = (lam_h, float(params.lambda_chem), float(params.lambda_tv))
-    weights_tuple = haadf_weights(params.haadf_weights, problem.z, params.gamma, n_elements)
+    n_items, n_elements = problem.counts.shape[:2]
+    values = _item_values(params, problem.batch_shape, n_elements)
+    weight_rows = [haadf_weights(params.haadf_weights, problem.z, g, n_elements) for g in values["gamma"]]
     weights = xp.reshape(
-        xp.asarray(weights_tuple, dtype=problem.counts.dtype, device=problem.device), (n_elements, 1, 1)
+        xp.asarray(weight_rows, dtype=problem.counts.dtype, device=problem.device), (n_items, n_elements, 1, 1)
     )
-    terms = dict(gamma=float(params.gamma), eps=float(params.eps))
-
-    def objective(x: Any) -> Evaluation:
-        return engine.evaluate(x, problem.haadf, problem.counts, weights, lambdas=lambdas, xp=xp, **terms)
-
-    def step_from(x: Any, ev: Evaluation, eta: float) -> Any:
-        y = engine.gradient_step(x, problem.counts, weights, ev, lam_h=lam_h, lam_c=lambdas[1], eta=eta, xp=xp, **terms)
-        return engine.tv_prox(y, eta * lambdas[2], params.n_tv, method=params.tv_method, nonneg=True, xp=xp)
+    zeros = np.zeros(n_items)
+    values.update(shrink=np.ones(n_items), rises=zeros.copy(), above=zeros.copy(), start=zeros.copy())
+    ev = engine.evaluate(problem.counts, problem.haadf, problem.counts, weights, xp=xp, **_terms(values))
+    live = Live(
+        np.arange(n_items), problem.counts, problem.counts, problem.haadf, weights, ev, _total(ev, values), values
+    )
+    live.values["start"] = live.total.copy()
+    history = History()
+    history.record(0, live.items, ev.haadf, ev.poisson, ev.tv, live.total, np.full(n_items, math.nan), zeros)
+    outcome = Outcome(n_items)
+    batched = problem.batch_shape != ()
 
     schedule = step_schedule(params.step)
-    x = problem.counts
-    ev = objective(x)
-    rows = [(0, ev.haadf, ev.poisson, ev.tv, ev.total, math.nan, 0)]
-    shrink, rises, stop_reason = 1.0, 0, "n_iter"
     bar = _progress_bar(params.n_iter) if progress else None
     try:
         for k in range(params.n_iter):
-            eta = shrink * float(schedule(k))
-            if not (math.isfinite(eta) and eta > 0):
-                raise ValueError(f"the step schedule returned {eta!r} at iteration {k}; it must give finite steps > 0")
-            backtracks = 0
-            while True:
-                x_new = step_from(x, ev, eta)
-                ev_new = objective(x_new)
-                improved = ev_new.total <= ev.total
-                if not params.backtracking or improved or backtracks == params.max_backtracks:
-                    break
-                backtracks += 1
-                eta *= params.backtrack_factor
-                shrink *= params.backtrack_factor
-            rows.append((k + 1, ev_new.haadf, ev_new.poisson, ev_new.tv, ev_new.total, eta, backtracks))
-            rises = 0 if improved else rises + 1
-            _check_divergence(ev_new, rows, eta, k + 1, rises, params)
-            change = abs(ev.total - ev_new.total) / max(abs(ev.total), 1e-30)
-            x, ev = x_new, ev_new
+            base = float(schedule(k))
+            if not (math.isfinite(base) and base > 0):
+                raise ValueError(f"the step schedule returned {base!r} at iteration {k}; it must give finite steps > 0")
+            eta = live.values["shrink"] * base
+            x_new, ev_new, total_new, backtracks = _step_with_backtracking(live, eta, params, engine, xp)
+            history.record(k + 1, live.items, ev_new.haadf, ev_new.poisson, ev_new.tv, total_new, eta, backtracks)
+            v = live.values
+            improved = total_new <= live.total
+            v["rises"] = np.where(improved, 0, v["rises"] + 1)
+            v["above"] = np.where(total_new > v["start"], v["above"] + 1, 0)
+            change = np.abs(live.total - total_new) / np.maximum(np.abs(live.total), 1e-30)
+            live.x, live.ev, live.total = x_new, ev_new, total_new
+            diverged = _diverged(live, params)
+            if diverged.any() and on_divergence == "raise":
+                _raise_diverged(live, int(np.flatnonzero(diverged)[0]), eta, k + 1, history, problem, params)
+            reasons = np.where(diverged, "diverged", np.where(change < params.tol, "tol", ""))
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(objective=f"{ev.total:.5g}", refresh=False)
-            if callback is not None:
-                state = IterationState(k + 1, x, ev.haadf, ev.poisson, ev.tv, ev.total, eta)
-                if callback(k + 1, state) is True:
-                    stop_reason = "callback"
-                    break
-            if change < params.tol:
-                stop_reason = "tol"
+                bar.set_postfix(objective=f"{np.mean(live.total):.5g}", live=live.items.size, refresh=False)
+            if callback is not None and callback(k + 1, _state(k + 1, live, eta, batched)) is True:
+                reasons = np.where(reasons == "diverged", reasons, "callback")
+            if k + 1 == params.n_iter:
+                reasons = np.where(reasons == "", "n_iter", reasons)
+            live = _retire(live, reasons, k + 1, outcome, xp)
+            if not live.items.size:
                 break
     finally:
         if bar is not None:
             bar.close()
+    return assemble(problem, params, engine, outcome, history, values, weight_rows)
 
-    back = problem.input_xp, problem.input_device
-    return FusionResult(
-        maps=convert(x, *back),
-        haadf_model=convert(haadf_model(ev.x_pow_m1 * x, weights, xp), *back),
-        history=_history(rows),
-        params=params.replace(lambda_haadf=lam_h),
-        n_iter=len(rows) - 1,
-        converged=stop_reason == "tol",
-        stop_reason=stop_reason,
-        elements=problem.elements,
-        z=problem.z,
-        weights=weights_tuple,
-        scale=problem.scale,
-        engine=engine.name,
+
+def _item_values(params: FusionParams, batch_shape: tuple[int, ...], n_elements: int) -> dict[str, np.ndarray]:
+    values = {name: params.item_values(name, batch_shape) for name in ("gamma", "lambda_chem", "lambda_tv", "eps")}
+    if params.lambda_haadf is None:
+        values["lambda_haadf"] = np.full(values["gamma"].shape, 1.0 / n_elements)
+    else:
+        values["lambda_haadf"] = params.item_values("lambda_haadf", batch_shape)
+    return values
+
+
+def _terms(values: dict[str, np.ndarray]) -> dict[str, Any]:
+    return {"gamma": _compact(values["gamma"]), "eps": _compact(values["eps"])}
+
+
+def _compact(values: np.ndarray) -> Any:
+    """One number when all items share it (the engines' fast path), else the per-item array."""
+    return float(values[0]) if np.all(values == values[0]) else values
+
+
+def _total(ev: Evaluation, values: dict[str, np.ndarray]) -> np.ndarray:
+    return values["lambda_haadf"] * ev.haadf + values["lambda_chem"] * ev.poisson + values["lambda_tv"] * ev.tv
+
+
+def _advance(live: Live, eta: np.ndarray, params: FusionParams, engine: Engine, xp: Any) -> tuple[Any, Evaluation]:
+    v = live.values
+    y = engine.gradient_step(
+        live.x,
+        live.counts,
+        live.weights,
+        live.ev,
+        eps=_compact(v["eps"]),
+        coef_h=_compact(eta * v["gamma"] * v["lambda_haadf"]),
+        coef_c=_compact(eta * v["lambda_chem"]),
+        xp=xp,
+    )
+    x_new = engine.tv_prox(y, _compact(eta * v["lambda_tv"]), params.n_tv, method=params.tv_method, nonneg=True, xp=xp)
+    return x_new, engine.evaluate(x_new, live.haadf, live.counts, live.weights, xp=xp, **_terms(v))
+
+
+def _step_with_backtracking(
+    live: Live, eta: np.ndarray, params: FusionParams, engine: Engine, xp: Any
+) -> tuple[Any, Evaluation, np.ndarray, np.ndarray]:
+    """One step of every live item; items whose objective rose retry with smaller steps (``eta`` is updated)."""
+    x_new, ev_new = _advance(live, eta, params, engine, xp)
+    total_new = _total(ev_new, live.values)
+    backtracks = np.zeros(live.items.size)
+    while params.backtracking:
+        retry = np.flatnonzero((total_new > live.total) & (backtracks < params.max_backtracks))
+        if not retry.size:
+            break
+        backtracks[retry] += 1
+        eta[retry] *= params.backtrack_factor
+        live.values["shrink"][retry] *= params.backtrack_factor
+        part = live.subset(retry, xp)
+        x_part, ev_part = _advance(part, eta[retry], params, engine, xp)
+        x_new = merge_rows(x_new, x_part, retry, xp)
+        ev_new = merge_evaluations(ev_new, ev_part, retry, xp)
+        total_new[retry] = _total(ev_part, part.values)
+    return x_new, ev_new, total_new, backtracks
+
+
+def _diverged(live: Live, params: FusionParams) -> np.ndarray:
+    v, patience = live.values, params.divergence_patience
+    bad = ~np.isfinite(live.total)
+    if patience:
+        bad |= (v["rises"] >= patience) & (live.total > v["start"])
+        bad |= v["above"] >= patience
+    return bad
+
+
+def _raise_diverged(
+    live: Live, row: int, eta: np.ndarray, k: int, history: History, problem: FusionProblem, params: FusionParams
+) -> None:
+    v, total, start = live.values, live.total[row], live.values["start"][row]
+    patience = params.divergence_patience
+    if not math.isfinite(total):
+        why = f"the objective became {total} at iteration {k}"
+    elif v["rises"][row] >= patience and total > start:
+        why = f"the objective rose for {int(v['rises'][row])} iterations in a row, to {total:.6g} (start {start:.6g})"
+    else:
+        why = f"the objective stayed above its start {start:.6g} for {patience} iterations (now {total:.6g})"
+    item = int(live.items[row])
+    where = ""
+    if problem.batch_shape:
+        where = f" in batch item {tuple(int(i) for i in np.unravel_index(item, problem.batch_shape))}"
+    step = float(eta[row])
+    raise FusionDivergedError(
+        f"fusion diverged{where}: {why} with step size {step:g}. Use a smaller step "
+        f"(e.g. FusionParams(step={step / 4:g})), a decaying schedule, or backtracking=True",
+        iteration=k,
+        step=step,
+        history=history.frame(batched=False, item=item),
     )
 
 
-def _history(rows: list[tuple]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=list(_COLUMNS)).set_index("iteration")
+def _retire(live: Live, reasons: np.ndarray, iteration: int, outcome: Outcome, xp: Any) -> Live:
+    """Set aside the items with a stop reason and return the live state of the others."""
+    done = np.flatnonzero(reasons != "")
+    if not done.size:
+        return live
+    outcome.add(live.subset(done, xp), reasons[done], iteration, xp)
+    return live.subset(np.flatnonzero(reasons == ""), xp)
 
 
-def _check_divergence(ev: Evaluation, rows: list[tuple], eta: float, k: int, rises: int, params: FusionParams) -> None:
-    start = rows[0][4]
-    patience = params.divergence_patience
-    recent = [row[4] for row in rows[-patience:]]
-    if not math.isfinite(ev.total):
-        why = f"the objective became {ev.total} at iteration {k}"
-    elif patience and rises >= patience and ev.total > start:
-        why = f"the objective rose for {rises} iterations in a row, to {ev.total:.6g} (start {start:.6g})"
-    elif patience and k >= patience and min(recent) > start:
-        why = f"the objective stayed above its start {start:.6g} for {patience} iterations (now {ev.total:.6g})"
-    else:
-        return
-    raise FusionDivergedError(
-        f"fusion diverged: {why} with step size {eta:g}. Use a smaller step "
-        f"(e.g. FusionParams(step={eta / 4:g})), a decaying schedule, or backtracking=True",
-        iteration=k,
-        step=eta,
-        history=_history(rows),
+def _state(k: int, live: Live, eta: np.ndarray, batched: bool) -> IterationState:
+    ev = live.ev
+    if batched:
+        return IterationState(k, live.x, ev.haadf, ev.poisson, ev.tv, live.total, eta, live.items)
+    return IterationState(
+        k,
+        live.x[0, ...],
+        float(ev.haadf[0]),
+        float(ev.poisson[0]),
+        float(ev.tv[0]),
+        float(live.total[0]),
+        float(eta[0]),
     )
 
 

@@ -20,9 +20,10 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
+from .objectives import PerItem, per_item
 from .operators import divergence, gradient
 
-__all__ = ["dual_momentum", "tv_prox"]
+__all__ = ["dual_momentum", "steps_for", "tv_prox", "tv_weights"]
 
 
 def dual_momentum(n_iter: int, method: str) -> Iterator[float]:
@@ -43,23 +44,39 @@ def dual_momentum(n_iter: int, method: str) -> Iterator[float]:
             t = t_next
 
 
-def tv_prox(f: Any, weight: float, n_iter: int, *, method: str = "fgp", nonneg: bool = True, xp: ModuleType) -> Any:
+def tv_prox(f: Any, weight: PerItem, n_iter: int, *, method: str = "fgp", nonneg: bool = True, xp: ModuleType) -> Any:
     """Return the TV prox of ``f`` (``..., H, W``) with weight ``weight`` (generic array-API code).
 
-    See `fusex.tv_denoise` for the public, validated entry point.
+    ``weight`` is one number, or one value per entry of ``f``'s first axis (a
+    batch item).  See `fusex.tv_denoise` for the public, validated entry point.
     """
     clip = (lambda u: xp.clip(u, min=0.0)) if nonneg else (lambda u: u)
-    if weight <= 0 or n_iter == 0:
+    weights = tv_weights(weight)
+    if max(weights) <= 0 or n_iter == 0:
         return clip(f)
-    step = 1.0 / (8.0 * weight)
+    # A zero weight gets a zero dual step: its dual stays 0 and its prox is the projection of f.
+    w = per_item(weight, f, xp)
+    step = per_item(steps_for(weight), f, xp)
     py_prev = py = xp.zeros_like(f)
     px_prev = px = xp.zeros_like(f)
     for beta in dual_momentum(n_iter, method):
         ry, rx = py + beta * (py - py_prev), px + beta * (px - px_prev)
-        u = clip(f + weight * divergence(ry, rx, xp))
+        u = clip(f + w * divergence(ry, rx, xp))
         gy, gx = gradient(u, xp)
         qy = ry + step * gy
         qx = rx + step * gx
         scale = xp.clip(xp.sqrt(qy * qy + qx * qx), min=1.0)
         py_prev, px_prev, py, px = py, px, qy / scale, qx / scale
-    return clip(f + weight * divergence(py, px, xp))
+    return clip(f + w * divergence(py, px, xp))
+
+
+def tv_weights(weight: PerItem) -> list[float]:
+    """Return ``weight`` as a list of floats (one entry for a shared number)."""
+    return [float(weight)] if isinstance(weight, (int, float)) else [float(v) for v in weight]
+
+
+def steps_for(weight: PerItem) -> PerItem:
+    r"""Dual step :math:`1 / (8 w)` of each weight, 0 where :math:`w = 0`."""
+    if isinstance(weight, (int, float)):
+        return 1.0 / (8.0 * weight) if weight > 0 else 0.0
+    return [1.0 / (8.0 * float(v)) if v > 0 else 0.0 for v in weight]

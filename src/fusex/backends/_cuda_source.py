@@ -1,7 +1,9 @@
 """CUDA C source of the fused GPU kernels (compiled at run time by CuPy).
 
 ``T`` is replaced by ``float`` or ``double``.  One thread handles one pixel
-of one map; ``blockIdx.z`` indexes the maps, so a whole stack is one launch.
+of one map; ``blockIdx.z`` indexes the maps (TV) or the batch items (cost
+terms), so a whole batch is one launch.  Per-map and per-item scalars are
+read from small device arrays indexed by ``blockIdx.z``.
 """
 
 TV_KERNELS = r"""
@@ -29,12 +31,14 @@ __device__ __forceinline__ T primal_at(const T* f, const T* py_cur, const T* px_
     return nonneg ? max(u, (T)0) : u;
 }
 
-__global__ void dual_step_T(const T* f, T w, T step, T beta, bool nonneg, bool zero_start,
+__global__ void dual_step_T(const T* f, const T* weights, const T* steps, T beta, bool nonneg, bool zero_start,
                             const T* py_prev, const T* px_prev, const T* py_cur, const T* px_cur,
                             T* py_out, T* px_out, int H, int W) {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
     int i = blockIdx.y * blockDim.y + threadIdx.y;
     if (i >= H || j >= W) return;
+    T w = weights[blockIdx.z];
+    T step = steps[blockIdx.z];
     long base = (long)blockIdx.z * H * W;
     long k = base + (long)i * W + j;
 #define PRIMAL(ii, jj) primal_at(f, py_cur, px_cur, py_prev, px_prev, w, beta, nonneg, zero_start, H, W, base, ii, jj)
@@ -49,12 +53,14 @@ __global__ void dual_step_T(const T* f, T w, T step, T beta, bool nonneg, bool z
     px_out[k] = qx / scale;
 }
 
-__global__ void primal_T(const T* f, T w, bool nonneg, const T* py, const T* px, T* out, int H, int W) {
+__global__ void primal_T(const T* f, const T* weights, bool nonneg, const T* py, const T* px, T* out, int H,
+                         int W) {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
     int i = blockIdx.y * blockDim.y + threadIdx.y;
     if (i >= H || j >= W) return;
     long base = (long)blockIdx.z * H * W;
-    out[base + (long)i * W + j] = primal_at(f, py, px, py, px, w, (T)0, nonneg, false, H, W, base, i, j);
+    out[base + (long)i * W + j] = primal_at(f, py, px, py, px, weights[blockIdx.z], (T)0, nonneg, false, H, W,
+                                            base, i, j);
 }
 
 __device__ __forceinline__ double warp_sum(double v) {
@@ -62,22 +68,27 @@ __device__ __forceinline__ double warp_sum(double v) {
     return v;
 }
 
-// Cost terms of E maps at one pixel; x**(gamma-1) and the HAADF residual are kept for the gradient.
-__global__ void evaluate_T(const T* x, const T* haadf, const T* counts, const T* weights, T gm1, T eps,
-                           T* x_pow_m1, T* residual, double* sums, int E, int H, int W) {
+// Cost terms of the E maps of item blockIdx.z at one pixel; x**(gamma-1) and the HAADF residual are kept
+// for the gradient.  weights is (B, E); gm1, eps are per item; sums is (B, 3).
+__global__ void evaluate_T(const T* x, const T* haadf, const T* counts, const T* weights, const T* gm1s,
+                           const T* epss, T* x_pow_m1, T* residual, double* sums, int E, int H, int W) {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
     int i = blockIdx.y * blockDim.y + threadIdx.y;
+    int n = blockIdx.z;
     double sq = 0, poisson = 0, tv = 0;
     if (i < H && j < W) {
         long plane = (long)H * W;
-        long p = (long)i * W + j;
+        long p = (long)n * plane + (long)i * W + j;
+        long first = (long)n * E * plane + (long)i * W + j;
+        T gm1 = gm1s[n];
+        T eps = epss[n];
         T model = 0;
         for (int e = 0; e < E; ++e) {
-            long k = e * plane + p;
+            long k = first + e * plane;
             T v = x[k];
             T pw = pow(v, gm1);
             x_pow_m1[k] = pw;
-            model += weights[e] * pw * v;
+            model += weights[n * E + e] * pw * v;
             poisson += (double)(v - counts[k] * log(v + eps));
             T dy = i < H - 1 ? x[k + W] - v : (T)0;
             T dx = j < W - 1 ? x[k + 1] - v : (T)0;
@@ -91,9 +102,9 @@ __global__ void evaluate_T(const T* x, const T* haadf, const T* counts, const T*
     poisson = warp_sum(poisson);
     tv = warp_sum(tv);
     if (((threadIdx.y * blockDim.x + threadIdx.x) & 31) == 0) {
-        atomicAdd(sums, sq);
-        atomicAdd(sums + 1, poisson);
-        atomicAdd(sums + 2, tv);
+        atomicAdd(sums + 3 * n, sq);
+        atomicAdd(sums + 3 * n + 1, poisson);
+        atomicAdd(sums + 3 * n + 2, tv);
     }
 }
 

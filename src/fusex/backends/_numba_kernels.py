@@ -62,105 +62,162 @@ def _store_projected(qy, qx, one, py_out, px_out, i, j):  # pragma: no cover
     px_out[i, j] = qx / scale
 
 
-@nb.njit(parallel=True, **_JIT)
-def dual_step(
-    f, weight, step, beta, nonneg, zero_start, py_prev, px_prev, py_cur, px_cur, py_out, px_out, n_blocks
+@nb.njit(**_JIT, inline="always")
+def _dual_rows(
+    f, weight, step, beta, nonneg, zero_start, py_prev, px_prev, py_cur, px_cur, py_out, px_out, start, stop
 ):  # pragma: no cover
-    r"""One dual projected-gradient step of the TV prox, for one (H, W) map.
-
-    With :math:`r = p_{cur} + \beta(p_{cur} - p_{prev})` (zero when
-    ``zero_start``) and :math:`u = P_C(f + w \operatorname{div} r)`:
-    :math:`p_{out} = P_{\lVert\cdot\rVert \le 1}(r + s \nabla u)`.  Rows are
-    split into ``n_blocks`` bands; a band carries its next primal row forward,
-    so each row of ``u`` is formed about once.
-    """
+    """Dual update of rows ``start:stop`` of one map; the band carries its next primal row forward."""
     H, W = f.shape
-    rows = (H + n_blocks - 1) // n_blocks
     one = f.dtype.type(1)
-    for b in prange(n_blocks):
-        start = b * rows
-        stop = min(H, start + rows)
-        if start >= stop:
-            continue
-        u_cur = np.empty(W + 1, dtype=f.dtype)
-        u_next = np.empty(W + 1, dtype=f.dtype)
-        _primal_row(f, weight, beta, nonneg, zero_start, py_prev, px_prev, py_cur, px_cur, start, u_cur)
-        for i in range(start, stop):
-            # On the last row u_next is u_cur itself, so the vertical difference is 0 (Neumann).
-            _primal_row(
-                f, weight, beta, nonneg, zero_start, py_prev, px_prev, py_cur, px_cur, min(i + 1, H - 1), u_next
-            )
-            if zero_start:
-                for j in range(W):
-                    qy = step * (u_next[j] - u_cur[j])
-                    qx = step * (u_cur[j + 1] - u_cur[j])
-                    _store_projected(qy, qx, one, py_out, px_out, i, j)
-            else:
-                for j in range(W):
-                    ry = py_cur[i, j] + beta * (py_cur[i, j] - py_prev[i, j])
-                    rx = px_cur[i, j] + beta * (px_cur[i, j] - px_prev[i, j])
-                    qy = ry + step * (u_next[j] - u_cur[j])
-                    qx = rx + step * (u_cur[j + 1] - u_cur[j])
-                    _store_projected(qy, qx, one, py_out, px_out, i, j)
-            u_cur, u_next = u_next, u_cur
+    u_cur = np.empty(W + 1, dtype=f.dtype)
+    u_next = np.empty(W + 1, dtype=f.dtype)
+    _primal_row(f, weight, beta, nonneg, zero_start, py_prev, px_prev, py_cur, px_cur, start, u_cur)
+    for i in range(start, stop):
+        # On the last row u_next is u_cur itself, so the vertical difference is 0 (Neumann).
+        _primal_row(f, weight, beta, nonneg, zero_start, py_prev, px_prev, py_cur, px_cur, min(i + 1, H - 1), u_next)
+        if zero_start:
+            for j in range(W):
+                qy = step * (u_next[j] - u_cur[j])
+                qx = step * (u_cur[j + 1] - u_cur[j])
+                _store_projected(qy, qx, one, py_out, px_out, i, j)
+        else:
+            for j in range(W):
+                ry = py_cur[i, j] + beta * (py_cur[i, j] - py_prev[i, j])
+                rx = px_cur[i, j] + beta * (px_cur[i, j] - px_prev[i, j])
+                qy = ry + step * (u_next[j] - u_cur[j])
+                qx = rx + step * (u_cur[j + 1] - u_cur[j])
+                _store_projected(qy, qx, one, py_out, px_out, i, j)
+        u_cur, u_next = u_next, u_cur
 
 
-@nb.njit(parallel=True, **_JIT)
-def primal(f, weight, nonneg, py, px, out):  # pragma: no cover
-    """Out = P_C(f + weight * div p) for one (H, W) map."""
+@nb.njit(**_JIT, inline="always")
+def _primal_rows(f, weight, nonneg, py, px, out, start, stop):  # pragma: no cover
+    """Out[start:stop] = P_C(f + weight * div p) for one (H, W) map."""
     zero = f.dtype.type(0)
-    H, W = f.shape
-    for i in prange(H):
-        row = np.empty(W + 1, dtype=f.dtype)
+    W = f.shape[1]
+    row = np.empty(W + 1, dtype=f.dtype)
+    for i in range(start, stop):
         _primal_row(f, weight, zero, nonneg, False, py, px, py, px, i, row)
         out[i, :] = row[:W]
 
 
 @nb.njit(parallel=True, **_JIT)
-def evaluate(x, haadf, counts, weights, x_pow_m1, log_x_eps, residual, partials):  # pragma: no cover
-    r"""Cost terms and the HAADF residual from precomputed :math:`x^{\gamma-1}` and :math:`\log(x+\epsilon)`.
+def dual_step(
+    f, weight, step, beta, nonneg, zero_start, py_prev, px_prev, py_cur, px_cur, py_out, px_out, n_blocks
+):  # pragma: no cover
+    r"""One dual projected-gradient step of the TV prox, for one large (H, W) map.
 
-    Writes ``residual`` (H, W); per-row sums of :math:`r^2`, of
-    :math:`x - b\log(x+\epsilon)` and of :math:`|\nabla x|` go to ``partials``
-    (H, 3) in float64.
+    With :math:`r = p_{cur} + \beta(p_{cur} - p_{prev})` (zero when
+    ``zero_start``) and :math:`u = P_C(f + w \operatorname{div} r)`:
+    :math:`p_{out} = P_{\lVert\cdot\rVert \le 1}(r + s \nabla u)`.  Rows are
+    split into ``n_blocks`` bands run in parallel; each band re-forms one
+    primal row, so each row of ``u`` is formed about once.
     """
-    E, H, W = x.shape
-    for i in prange(H):
-        res = residual[i]
+    H = f.shape[0]
+    rows = (H + n_blocks - 1) // n_blocks
+    for b in prange(n_blocks):
+        start = b * rows
+        stop = min(H, start + rows)
+        if start < stop:
+            _dual_rows(
+                f, weight, step, beta, nonneg, zero_start, py_prev, px_prev, py_cur, px_cur, py_out, px_out, start, stop
+            )
+
+
+@nb.njit(parallel=True, **_JIT)
+def primal(f, weight, nonneg, py, px, out):  # pragma: no cover
+    """Out = P_C(f + weight * div p) for one (H, W) map, rows in parallel."""
+    for i in prange(f.shape[0]):
+        _primal_rows(f, weight, nonneg, py, px, out, i, i + 1)
+
+
+@nb.njit(parallel=True, **_JIT)
+def prox_maps(f, weights, steps, betas, nonneg, out):  # pragma: no cover
+    """Run the whole TV prox of each map of an (M, H, W) stack, maps in parallel.
+
+    Each map runs all its dual iterations while its buffers are in cache;
+    ``betas`` holds the momentum weight of each dual iteration.
+    """
+    M, H, W = f.shape
+    for m in prange(M):
+        p = np.zeros((3, 2, H, W), dtype=f.dtype)
+        prev, cur, nxt = 0, 1, 2
+        for k in range(betas.shape[0]):
+            beta = betas[k]
+            # Without momentum p_prev is not read: passing p_cur keeps stale memory out of the sum.
+            before = cur if beta == 0.0 else prev
+            _dual_rows(
+                f[m],
+                weights[m],
+                steps[m],
+                beta,
+                nonneg,
+                k == 0,
+                p[before, 0],
+                p[before, 1],
+                p[cur, 0],
+                p[cur, 1],
+                p[nxt, 0],
+                p[nxt, 1],
+                0,
+                H,
+            )
+            prev, cur, nxt = cur, nxt, prev
+        _primal_rows(f[m], weights[m], nonneg, p[cur, 0], p[cur, 1], out[m], 0, H)
+
+
+@nb.njit(parallel=True, **_JIT)
+def evaluate(x, haadf, counts, weights, x_pow_m1, log_x_eps, residual, partials):  # pragma: no cover
+    r"""Cost terms and HAADF residual of each item, from :math:`x^{\gamma-1}` and :math:`\log(x+\epsilon)`.
+
+    ``x`` is (B, E, H, W) and ``weights`` (B, E).  Writes ``residual``
+    (B, H, W); per-row sums of :math:`r^2`, of :math:`x - b\log(x+\epsilon)`
+    and of :math:`|\nabla x|` go to ``partials`` (B * H, 3) in float64.
+    """
+    B, E, H, W = x.shape
+    for t in prange(B * H):
+        n = t // H
+        i = t - n * H
+        res = residual[n, i]
         for j in range(W):
-            res[j] = haadf[i, j]
+            res[j] = haadf[n, i, j]
         down = min(i + 1, H - 1)  # on the last row x[down] is x[i]: zero difference
         poisson = 0.0
         tv = 0.0
         for e in range(E):
-            w = weights[e]
+            w = weights[n, e]
+            xe = x[n, e]
             for j in range(W):
-                v = x[e, i, j]
-                res[j] -= w * x_pow_m1[e, i, j] * v
-                poisson += v - counts[e, i, j] * log_x_eps[e, i, j]
+                v = xe[i, j]
+                res[j] -= w * x_pow_m1[n, e, i, j] * v
+                poisson += v - counts[n, e, i, j] * log_x_eps[n, e, i, j]
             for j in range(W - 1):
-                dy = x[e, down, j] - x[e, i, j]
-                dx = x[e, i, j + 1] - x[e, i, j]
+                dy = xe[down, j] - xe[i, j]
+                dx = xe[i, j + 1] - xe[i, j]
                 tv += math.sqrt(dy * dy + dx * dx)
-            tv += abs(x[e, down, W - 1] - x[e, i, W - 1])
+            tv += abs(xe[down, W - 1] - xe[i, W - 1])
         sq = 0.0
         for j in range(W):
             sq += res[j] * res[j]
-        partials[i, 0] = sq
-        partials[i, 1] = poisson
-        partials[i, 2] = tv
+        partials[t, 0] = sq
+        partials[t, 1] = poisson
+        partials[t, 2] = tv
 
 
 @nb.njit(parallel=True, **_JIT)
 def gradient_step(x, counts, weights, x_pow_m1, residual, coef_h, coef_c, eps, out):  # pragma: no cover
-    """Out = max(x - coef_c (1 - b/(x+eps)) + coef_h w x**(gamma-1) r, 0), coef_h = eta gamma lambda_H."""
-    E, H, W = x.shape
+    """Out = max(x - coef_c (1 - b/(x+eps)) + coef_h w x**(gamma-1) r, 0), per item n (coef_h = eta gamma lambda_H)."""
+    B, E, H, W = x.shape
     zero = x.dtype.type(0)
     one = x.dtype.type(1)
-    for i in prange(H):
+    for t in prange(B * H):
+        n = t // H
+        i = t - n * H
+        cc = coef_c[n]
+        ep = eps[n]
         for e in range(E):
-            ch = coef_h * weights[e]
+            ch = coef_h[n] * weights[n, e]
             for j in range(W):
-                v = x[e, i, j]
-                g = coef_c * (one - counts[e, i, j] / (v + eps)) - ch * x_pow_m1[e, i, j] * residual[i, j]
-                out[e, i, j] = max(v - g, zero)
+                v = x[n, e, i, j]
+                g = cc * (one - counts[n, e, i, j] / (v + ep)) - ch * x_pow_m1[n, e, i, j] * residual[n, i, j]
+                out[n, e, i, j] = max(v - g, zero)

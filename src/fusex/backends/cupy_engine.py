@@ -18,7 +18,7 @@ import cupy
 import numpy
 
 from ..objectives import Evaluation
-from ..tv import dual_momentum
+from ..tv import dual_momentum, steps_for, tv_weights
 from ._cuda_source import GRADIENT_STEP, TV_KERNELS
 from ._scratch import Scratch
 
@@ -92,6 +92,11 @@ class CupyEngine:
         return cupy.cuda.ExternalStream(stream.cuda_stream)
 
     # -- the three hot functions ----------------------------------------------------------------
+    def _items(self, values: Any, n: int, dtype: Any) -> cupy.ndarray:
+        """Per-item scalars (a number or ``n`` values) as a device array of ``n`` values."""
+        host = numpy.broadcast_to(numpy.asarray(values, dtype=numpy.float64), (n,)).astype(dtype)
+        return cupy.asarray(host)
+
     def evaluate(
         self,
         x: Any,
@@ -99,29 +104,28 @@ class CupyEngine:
         counts: Any,
         weights: Any,
         *,
-        gamma: float,
-        eps: float,
-        lambdas: tuple[float, float, float],
+        gamma: Any,
+        eps: Any,
         xp: ModuleType,
     ) -> Evaluation:
-        """Evaluate every cost term at ``x`` (see `fusex.objectives.evaluate`)."""
+        """Evaluate every cost term of each item at ``x`` (see `fusex.objectives.evaluate`)."""
         with self._stream():
             x_, h_, b_, w_ = (self._in(a) for a in (x, haadf, counts, weights))
-            n_maps, height, width = x_.shape
-            dtype = x_.dtype.type
+            n_items, n_maps, height, width = x_.shape
             x_pow_m1 = cupy.empty_like(x_)
-            residual = cupy.empty((height, width), dtype=x_.dtype)
-            sums = cupy.zeros(3, dtype=cupy.float64)
+            residual = cupy.empty((n_items, height, width), dtype=x_.dtype)
+            sums = cupy.zeros((n_items, 3), dtype=cupy.float64)
+            gm1 = self._items(numpy.asarray(gamma, dtype=numpy.float64) - 1.0, n_items, x_.dtype)
             _module(x_.dtype).get_function(f"evaluate_{_CTYPES[x_.dtype]}")(
-                _grid(height, width, 1),
+                _grid(height, width, n_items),
                 _BLOCK,
                 (
                     x_,
                     h_,
                     b_,
-                    w_.reshape(-1),
-                    dtype(gamma - 1.0),
-                    dtype(eps),
+                    cupy.ascontiguousarray(w_.reshape(n_items, n_maps)),
+                    gm1,
+                    self._items(eps, n_items, x_.dtype),
                     x_pow_m1,
                     residual,
                     sums,
@@ -130,12 +134,8 @@ class CupyEngine:
                     _int(width),
                 ),
             )
-            sq, poisson, tv = (float(v) for v in sums.get())
-        psi1 = 0.5 * sq
-        lam_h, lam_c, lam_tv = lambdas
-        return Evaluation(
-            psi1, poisson, tv, lam_h * psi1 + lam_c * poisson + lam_tv * tv, self._out(x_pow_m1), self._out(residual)
-        )
+            sq, poisson, tv = sums.get().T
+        return Evaluation(0.5 * sq, poisson, tv, self._out(x_pow_m1), self._out(residual))
 
     def gradient_step(
         self,
@@ -144,35 +144,38 @@ class CupyEngine:
         weights: Any,
         ev: Evaluation,
         *,
-        gamma: float,
-        eps: float,
-        lam_h: float,
-        lam_c: float,
-        eta: float,
+        eps: Any,
+        coef_h: Any,
+        coef_c: Any,
         xp: ModuleType,
     ) -> Any:
         """Projected gradient step (see `fusex.objectives.gradient_step`)."""
         with self._stream():
             x_, b_, w_, p_, r_ = (self._in(a) for a in (x, counts, weights, ev.x_pow_m1, ev.residual))
-            dtype = x_.dtype.type
-            out = _step_kernel(x_.dtype)(x_, b_, w_, p_, r_, dtype(eta * gamma * lam_h), dtype(eta * lam_c), dtype(eps))
+            n_items = x_.shape[0]
+            column = (n_items, 1, 1, 1)
+            c_h, c_c, e_ = (self._items(v, n_items, x_.dtype).reshape(column) for v in (coef_h, coef_c, eps))
+            out = _step_kernel(x_.dtype)(x_, b_, w_, p_, r_.reshape(n_items, 1, *r_.shape[1:]), c_h, c_c, e_)
         return self._out(out)
 
     def tv_prox(
-        self, f: Any, weight: float, n_iter: int, *, method: str = "fgp", nonneg: bool = True, xp: ModuleType
+        self, f: Any, weight: Any, n_iter: int, *, method: str = "fgp", nonneg: bool = True, xp: ModuleType
     ) -> Any:
         """TV prox of each map on the last two axes (see `fusex.tv.tv_prox`)."""
         with self._stream():
             f_ = self._in(f)
-            if weight <= 0 or n_iter == 0:
+            weights = tv_weights(weight)
+            if max(weights) <= 0 or n_iter == 0:
                 return self._out(cupy.maximum(f_, 0) if nonneg else f_.copy())
             dtype = f_.dtype.type
             height, width = f_.shape[-2:]
             maps = f_.reshape(-1, height, width)
+            per_map = maps.shape[0] // len(weights)
+            w = cupy.asarray(numpy.repeat(numpy.asarray(weights), per_map).astype(f_.dtype))
+            step = cupy.asarray(numpy.repeat(numpy.asarray(tv_weights(steps_for(weights))), per_map).astype(f_.dtype))
             grid = _grid(height, width, maps.shape[0])
             module = _module(f_.dtype)
             dual_step = module.get_function(f"dual_step_{_CTYPES[f_.dtype]}")
-            w, step = dtype(weight), dtype(1.0 / (8.0 * weight))
             buffers = [self._scratch.get(f"dual{b}", (2, *maps.shape), f_.dtype) for b in range(3)]
             prev, cur, nxt = buffers
             for k, beta in enumerate(dual_momentum(n_iter, method)):

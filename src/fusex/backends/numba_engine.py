@@ -19,7 +19,7 @@ import numba
 import numpy as np
 
 from ..objectives import Evaluation
-from ..tv import dual_momentum
+from ..tv import dual_momentum, steps_for, tv_weights
 from . import _numba_kernels as kernels
 from ._scratch import Scratch
 
@@ -53,6 +53,11 @@ def _host(x: Any, name: str) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
+def _items(values: Any, n: int, dtype: Any) -> np.ndarray:
+    """Per-item scalars (a number or ``n`` values) as an array of ``n`` values of ``dtype``."""
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(values, dtype=dtype), (n,)))
+
+
 class NumbaEngine:
     """Compiled CPU kernels with per-instance scratch memory (make one per solve)."""
 
@@ -68,42 +73,42 @@ class NumbaEngine:
         counts: Any,
         weights: Any,
         *,
-        gamma: float,
-        eps: float,
-        lambdas: tuple[float, float, float],
+        gamma: Any,
+        eps: Any,
         xp: ModuleType,
     ) -> Evaluation:
-        """Evaluate every cost term at ``x`` (see `fusex.objectives.evaluate`)."""
+        """Evaluate every cost term of each item at ``x`` (see `fusex.objectives.evaluate`)."""
         x = _host(x, "x")
-        dtype = x.dtype.type
+        n_items = x.shape[0]
+        dtype = x.dtype
+        gm1 = (_items(gamma, n_items, np.float64) - 1.0).astype(dtype).reshape(-1, 1, 1, 1)
         # NumPy's SIMD log and exp outrun numba's scalar libm calls several times over, and
         # exp((gamma-1) log x) beats np.power, which leaves its fast path on the zeros of sparse maps.
         x_pow_m1 = np.empty_like(x)
-        if gamma == 1.0:
-            x_pow_m1.fill(1)
-        else:
-            with np.errstate(divide="ignore"):  # log 0 = -inf, and exp(-inf) = 0 = 0**(gamma-1)
-                np.log(x, out=x_pow_m1)
-            np.exp(np.multiply(x_pow_m1, dtype(gamma - 1.0), out=x_pow_m1), out=x_pow_m1)
-        logs = self._scratch.get("log", x.shape, x.dtype)
-        np.log(np.add(x, dtype(eps), out=logs), out=logs)
-        residual = np.empty(x.shape[1:], dtype=x.dtype)
-        partials = self._scratch.get("partials", (x.shape[1], 3), np.float64)
-        with _threads_for(x[0].size):
+        # log 0 = -inf and exp(-inf) = 0 = 0**(gamma-1); for gamma = 1, 0 * -inf is NaN, overwritten below.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.log(x, out=x_pow_m1)
+            np.multiply(x_pow_m1, gm1, out=x_pow_m1)
+        np.exp(x_pow_m1, out=x_pow_m1)
+        for n in np.flatnonzero(gm1.reshape(-1) == 0):
+            x_pow_m1[n] = 1
+        logs = self._scratch.get("log", x.shape, dtype)
+        np.log(np.add(x, _items(eps, n_items, dtype).reshape(-1, 1, 1, 1), out=logs), out=logs)
+        residual = np.empty((n_items, *x.shape[2:]), dtype=dtype)
+        partials = self._scratch.get("partials", (n_items * x.shape[2], 3), np.float64)
+        with _threads_for(x[:, 0].size):
             kernels.evaluate(
                 x,
                 _host(haadf, "haadf"),
                 _host(counts, "counts"),
-                _host(weights, "weights").reshape(-1),
+                _host(weights, "weights").reshape(n_items, -1),
                 x_pow_m1,
                 logs,
                 residual,
                 partials,
             )
-        sq, poisson, tv = (float(v) for v in partials.sum(axis=0))
-        psi1 = 0.5 * sq
-        lam_h, lam_c, lam_tv = lambdas
-        return Evaluation(psi1, poisson, tv, lam_h * psi1 + lam_c * poisson + lam_tv * tv, x_pow_m1, residual)
+        sq, poisson, tv = partials.reshape(n_items, -1, 3).sum(axis=1).T
+        return Evaluation(0.5 * sq, poisson, tv, x_pow_m1, residual)
 
     def gradient_step(
         self,
@@ -112,50 +117,55 @@ class NumbaEngine:
         weights: Any,
         ev: Evaluation,
         *,
-        gamma: float,
-        eps: float,
-        lam_h: float,
-        lam_c: float,
-        eta: float,
+        eps: Any,
+        coef_h: Any,
+        coef_c: Any,
         xp: ModuleType,
     ) -> Any:
         """Projected gradient step (see `fusex.objectives.gradient_step`)."""
         x = _host(x, "x")
-        dtype = x.dtype.type
+        n_items = x.shape[0]
         out = np.empty_like(x)
-        with _threads_for(x[0].size):
+        with _threads_for(x[:, 0].size):
             kernels.gradient_step(
                 x,
                 _host(counts, "counts"),
-                _host(weights, "weights").reshape(-1),
+                _host(weights, "weights").reshape(n_items, -1),
                 ev.x_pow_m1,
                 ev.residual,
-                dtype(eta * gamma * lam_h),
-                dtype(eta * lam_c),
-                dtype(eps),
+                _items(coef_h, n_items, x.dtype),
+                _items(coef_c, n_items, x.dtype),
+                _items(eps, n_items, x.dtype),
                 out,
             )
         return out
 
     def tv_prox(
-        self, f: Any, weight: float, n_iter: int, *, method: str = "fgp", nonneg: bool = True, xp: ModuleType
+        self, f: Any, weight: Any, n_iter: int, *, method: str = "fgp", nonneg: bool = True, xp: ModuleType
     ) -> Any:
         """TV prox of each map on the last two axes (see `fusex.tv.tv_prox`)."""
         f = _host(f, "f")
-        if weight <= 0 or n_iter == 0:
+        weights = tv_weights(weight)
+        if max(weights) <= 0 or n_iter == 0:
             return np.maximum(f, 0) if nonneg else f.copy()
-        dtype = f.dtype.type
-        maps = f.reshape(-1, *f.shape[-2:])
+        height, width = f.shape[-2:]
+        maps = f.reshape(-1, height, width)
+        per_map = maps.shape[0] // len(weights)
+        w = np.repeat(np.asarray(weights, dtype=f.dtype), per_map)
+        steps = np.repeat(np.asarray(tv_weights(steps_for(weights)), dtype=f.dtype), per_map)
         out = np.empty_like(maps)
-        height, width = maps.shape[-2:]
-        # A few bands per thread balance the load; each band re-forms one primal row.
-        blocks = max(1, min(height, 4 * numba.get_num_threads()))
-        w, step = dtype(weight), dtype(1.0 / (8.0 * weight))
-        # Three rotating dual buffers: previous, current and next iterate.
-        buffers = [self._scratch.get(f"dual{b}", (2, height, width), f.dtype) for b in range(3)]
-        with _threads_for(height * width):
+        threads = numba.get_num_threads()
+        if maps.shape[0] >= threads or maps.size < PARALLEL_MIN_PIXELS:
+            # Many maps (or small ones): one thread per map, each map's buffers stay in cache.
+            betas = np.fromiter(dual_momentum(n_iter, method), dtype=f.dtype, count=n_iter)
+            with _threads_for(maps.size):
+                kernels.prox_maps(maps, w, steps, betas, nonneg, out)
+        else:
+            # A few large maps: each dual iteration is spread over row bands of one map.
+            blocks = max(1, min(height, 4 * threads))
+            buffers = [self._scratch.get(f"dual{b}", (2, height, width), f.dtype) for b in range(3)]
             for m, image in enumerate(maps):
-                self._prox_one(image, w, step, n_iter, method, nonneg, buffers, blocks, out[m])
+                self._prox_one(image, w[m], steps[m], n_iter, method, nonneg, buffers, blocks, out[m])
         return out.reshape(f.shape)
 
     @staticmethod

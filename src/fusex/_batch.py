@@ -1,0 +1,126 @@
+"""Bookkeeping of a batched solve: the live items' state, subsets, merges and the history table.
+
+A batched solve keeps only the items that are still iterating.  When items
+stop (tolerance reached, divergence), their maps are set aside and the live
+arrays shrink to the rest, so finished items cost nothing afterwards.  Index
+arrays cross to the device once per such event, never per pixel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from types import ModuleType
+from typing import Any
+
+import array_api_compat
+import numpy as np
+import pandas as pd
+
+from .objectives import Evaluation
+
+__all__ = ["HISTORY_COLUMNS", "History", "Live", "merge_rows", "take_rows"]
+
+HISTORY_COLUMNS = ("haadf", "poisson", "tv", "total", "step", "backtracks")
+
+
+def _device_index(rows: np.ndarray, like: Any, xp: ModuleType) -> Any:
+    return xp.asarray([int(r) for r in rows], dtype=xp.int64, device=array_api_compat.device(like))
+
+
+def take_rows(x: Any, rows: np.ndarray, xp: ModuleType) -> Any:
+    """Rows ``rows`` (host integers) of ``x`` along its first axis."""
+    if len(rows) == x.shape[0] and np.array_equal(rows, np.arange(len(rows))):
+        return x
+    return xp.take(x, _device_index(rows, x, xp), axis=0)
+
+
+def merge_rows(full: Any, part: Any, rows: np.ndarray, xp: ModuleType) -> Any:
+    """``full`` with its rows ``rows`` replaced by the rows of ``part``, in order (a new array)."""
+    n = full.shape[0]
+    if len(rows) == n:
+        return part
+    position = np.zeros(n, dtype=np.int64)
+    position[rows] = np.arange(len(rows))
+    spread = xp.take(part, _device_index(position, part, xp), axis=0)
+    chosen = np.zeros(n, dtype=bool)
+    chosen[rows] = True
+    mask = xp.asarray(chosen.tolist(), device=array_api_compat.device(full))
+    return xp.where(xp.reshape(mask, (n,) + (1,) * (full.ndim - 1)), spread, full)
+
+
+@dataclass
+class Live:
+    """Arrays and per-item host values of the items still iterating (``n`` of them).
+
+    ``items`` are their indices in the whole batch; ``values`` maps the
+    per-item parameters and counters (``lam_h``, ``gamma``, ``shrink``,
+    ``rises``, ...) to host arrays of length ``n``.
+    """
+
+    items: np.ndarray
+    x: Any
+    counts: Any
+    haadf: Any
+    weights: Any
+    ev: Evaluation
+    total: np.ndarray
+    values: dict[str, np.ndarray]
+
+    def subset(self, rows: np.ndarray, xp: ModuleType) -> Live:
+        """Return the live state restricted to ``rows`` (host integers into the live items)."""
+        ev = self.ev
+        return Live(
+            self.items[rows],
+            take_rows(self.x, rows, xp),
+            take_rows(self.counts, rows, xp),
+            take_rows(self.haadf, rows, xp),
+            take_rows(self.weights, rows, xp),
+            Evaluation(
+                ev.haadf[rows],
+                ev.poisson[rows],
+                ev.tv[rows],
+                take_rows(ev.x_pow_m1, rows, xp),
+                take_rows(ev.residual, rows, xp),
+            ),
+            self.total[rows],
+            {key: value[rows] for key, value in self.values.items()},
+        )
+
+
+def merge_evaluations(full: Evaluation, part: Evaluation, rows: np.ndarray, xp: ModuleType) -> Evaluation:
+    """``full`` with the items ``rows`` replaced by ``part``."""
+    terms = {}
+    for name in ("haadf", "poisson", "tv"):
+        values = getattr(full, name).copy()
+        values[rows] = getattr(part, name)
+        terms[name] = values
+    return replace(
+        full,
+        **terms,
+        x_pow_m1=merge_rows(full.x_pow_m1, part.x_pow_m1, rows, xp),
+        residual=merge_rows(full.residual, part.residual, rows, xp),
+    )
+
+
+class History:
+    """The per-iteration cost terms of every item, collected as host arrays."""
+
+    def __init__(self) -> None:
+        self._blocks: list[tuple[int, np.ndarray, tuple[np.ndarray, ...]]] = []
+
+    def record(self, iteration: int, items: np.ndarray, *columns: np.ndarray) -> None:
+        """Add one row per item in ``items`` (columns as in `HISTORY_COLUMNS`)."""
+        self._blocks.append((iteration, items.copy(), tuple(np.array(c, dtype=np.float64) for c in columns)))
+
+    def frame(self, batched: bool, item: int | None = None) -> pd.DataFrame:
+        """Return the history as a table: indexed by ``iteration``, or by ``(item, iteration)`` when ``batched``."""
+        items = np.concatenate([b[1] for b in self._blocks])
+        iterations = np.concatenate([np.full(len(b[1]), b[0]) for b in self._blocks])
+        data = {name: np.concatenate([b[2][c] for b in self._blocks]) for c, name in enumerate(HISTORY_COLUMNS)}
+        table = pd.DataFrame({"item": items, "iteration": iterations, **data})
+        table["backtracks"] = table["backtracks"].astype(np.int64)
+        if item is not None:
+            table = table[table["item"] == item]
+        if not batched or item is not None:
+            return table.drop(columns="item").set_index("iteration").sort_index()
+        return table.set_index(["item", "iteration"]).sort_index()
