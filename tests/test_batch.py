@@ -142,3 +142,16 @@ def test_history_table_per_item():
     table = history.frame(batched=True)
     assert table.index.names == ["item", "iteration"] and len(table) == 3
     assert history.frame(batched=False, item=1)["total"].tolist() == [6.0, 1.0]
+
+
+def test_minibatches_give_the_same_results(xp):
+    haadf, maps, elements = _stack(doses=(2.0, 3.0, 5.0, 8.0, 20.0))
+    params = FusionParams(n_iter=12, tol=1e-4, lambda_tv=[0.002, 0.004, 0.006, 0.008, 0.01])
+    h, m = xp.asarray(haadf), xp.asarray(maps)
+    whole = fusex.fuse(h, m, elements=elements, params=params)
+    split = fusex.fuse(h, m, elements=elements, params=params, batch_size=2)
+    np.testing.assert_allclose(xp.numpy(split.maps), xp.numpy(whole.maps), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(split.n_iter, whole.n_iter)
+    pd.testing.assert_frame_equal(split.history, whole.history, rtol=1e-6)
+    with pytest.raises(ValueError, match="`batch_size` must be an integer >= 1"):
+        fusex.fuse(h, m, elements=elements, params=params, batch_size=0)

@@ -90,3 +90,12 @@ def test_device_arrays_are_refused_not_copied():
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match=r"numba engine computes on NumPy arrays.*torch"):
         NumbaEngine().tv_prox(torch.ones(4, 4), 0.1, 3, xp=npx)
+
+
+def test_scratch_memory_is_bounded_across_batch_sizes():
+    engine = NumbaEngine()
+    big = np.random.default_rng(5).random((3, 300, 300)).astype(np.float32)
+    for f in (big, big[:1], big, big[:2]):
+        engine.tv_prox(f, 0.1, 3, xp=npx)
+    sizes = [a.size for a in engine._scratch.arrays.values()]
+    assert len(sizes) == 3 and max(sizes) == 2 * 300 * 300  # three dual buffers, one (2, H, W) each

@@ -1,24 +1,39 @@
-"""Collecting finished items of a batched solve into one `FusionResult`."""
+"""Collecting the finished items of batched solves into one `FusionResult`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ._batch import History, Live, take_rows
 from ._xp import convert
-from .backends import Engine
-from .inputs import FusionProblem
+from .inputs import FusionProblem, Validated
 from .operators import haadf_model
 from .params import FusionParams
 from .result import FusionResult
 
-__all__ = ["Outcome", "assemble"]
+__all__ = ["Outcome", "SolvedPart", "assemble"]
+
+
+@dataclass(frozen=True)
+class SolvedPart:
+    """The results of some items of a batch, already back in the caller's array library and device."""
+
+    items: np.ndarray
+    maps: Any
+    haadf_model: Any
+    n_iter: np.ndarray
+    reason: np.ndarray
+    weights: np.ndarray
+    lambda_haadf: np.ndarray
+    history: History
 
 
 class Outcome:
-    """Maps, HAADF models and stop reasons of the items as they finish."""
+    """Maps, HAADF models and stop reasons of a problem's items as they finish (local indices)."""
 
     def __init__(self, n_items: int) -> None:
         self.n_iter = np.zeros(n_items, dtype=np.int64)
@@ -32,8 +47,11 @@ class Outcome:
         model = haadf_model(finished.ev.x_pow_m1 * finished.x, finished.weights, xp)
         self._pieces.append((finished.items, finished.x, model))
 
-    def arrays(self, xp: Any) -> tuple[Any, Any]:
-        """All items' maps ``(B, E, H, W)`` and HAADF models ``(B, H, W)``, in item order."""
+    def part(
+        self, problem: FusionProblem, history: History, lambda_haadf: np.ndarray, weights: Sequence[Sequence[float]]
+    ) -> SolvedPart:
+        """Return the finished problem's results, in item order, converted back to the caller's library."""
+        xp = problem.xp
         if len(self._pieces) == 1:
             items, maps, models = self._pieces[0]
         else:
@@ -41,48 +59,50 @@ class Outcome:
             maps = xp.concat([p[1] for p in self._pieces], axis=0)
             models = xp.concat([p[2] for p in self._pieces], axis=0)
         order = np.argsort(items, kind="stable")
-        return take_rows(maps, order, xp), take_rows(models, order, xp)
+        back = problem.input_xp, problem.input_device
+        return SolvedPart(
+            problem.items,
+            convert(take_rows(maps, order, xp), *back),
+            convert(take_rows(models, order, xp), *back),
+            self.n_iter,
+            self.reason,
+            np.asarray(weights, dtype=np.float64),
+            lambda_haadf,
+            history,
+        )
 
 
-def assemble(
-    problem: FusionProblem,
-    params: FusionParams,
-    engine: Engine,
-    outcome: Outcome,
-    history: History,
-    values: dict[str, np.ndarray],
-    weight_rows: list[tuple[float, ...]],
-) -> FusionResult:
-    """Build the caller-facing result: arrays back in the caller's library, shaped like the batch."""
-    xp, batch = problem.xp, problem.batch_shape
-    maps, models = outcome.arrays(xp)
+def assemble(checked: Validated, params: FusionParams, engine: str, parts: list[SolvedPart]) -> FusionResult:
+    """Build the caller-facing result from the solved parts of a batch, shaped like the batch."""
+    xp, batch = checked.input_xp, checked.batch_shape
+    if len(parts) == 1:
+        maps, models = parts[0].maps, parts[0].haadf_model
+    else:
+        maps = xp.concat([p.maps for p in parts], axis=0)
+        models = xp.concat([p.haadf_model for p in parts], axis=0)
     maps = xp.reshape(maps, (*batch, *maps.shape[1:]))
     models = xp.reshape(models, (*batch, *models.shape[1:]))
-    back = problem.input_xp, problem.input_device
-    lam_h = values["lambda_haadf"]
+    reason = np.concatenate([p.reason for p in parts]).reshape(batch).astype(str)
+    n_iter = np.concatenate([p.n_iter for p in parts]).reshape(batch)
+    rows = np.concatenate([p.weights for p in parts])
+    weights: Any = tuple(rows[0].tolist())
+    if np.any(rows != rows[0]):
+        weights = rows.reshape(*batch, -1)
+    resolved = params
     if params.lambda_haadf is None:
-        resolved = params.replace(lambda_haadf=float(lam_h[0]))
-    else:
-        resolved = params
-    weights: Any = weight_rows[0]
-    if any(row != weights for row in weight_rows):
-        weights = np.asarray(weight_rows).reshape(*batch, -1)
-    reason = outcome.reason.reshape(batch).astype(str)
-    n_iter = outcome.n_iter.reshape(batch)
-    if not batch:
-        reason, n_iter = str(reason), int(n_iter)
-    converged = np.asarray(reason == "tol") if batch else reason == "tol"
+        resolved = params.replace(lambda_haadf=float(parts[0].lambda_haadf[0]))
+    history = History.join([p.history for p in parts])
     return FusionResult(
-        maps=convert(maps, *back),
-        haadf_model=convert(models, *back),
+        maps=maps,
+        haadf_model=models,
         history=history.frame(batched=bool(batch)),
         params=resolved,
-        n_iter=n_iter,
-        converged=converged,
-        stop_reason=reason,
-        elements=problem.elements,
-        z=problem.z,
+        n_iter=n_iter if batch else int(n_iter),
+        converged=np.asarray(reason == "tol") if batch else bool(reason == "tol"),
+        stop_reason=reason if batch else str(reason),
+        elements=checked.elements,
+        z=checked.z,
         weights=weights,
-        scale=problem.scale,
-        engine=engine.name,
+        scale=checked.scale,
+        engine=engine,
     )

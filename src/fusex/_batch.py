@@ -112,6 +112,14 @@ class History:
         """Add one row per item in ``items`` (columns as in `HISTORY_COLUMNS`)."""
         self._blocks.append((iteration, items.copy(), tuple(np.array(c, dtype=np.float64) for c in columns)))
 
+    @classmethod
+    def join(cls, parts: list[History]) -> History:
+        """One history holding the rows of several (of disjoint items)."""
+        joined = cls()
+        for part in parts:
+            joined._blocks.extend(part._blocks)
+        return joined
+
     def frame(self, batched: bool, item: int | None = None) -> pd.DataFrame:
         """Return the history as a table: indexed by ``iteration``, or by ``(item, iteration)`` when ``batched``."""
         items = np.concatenate([b[1] for b in self._blocks])

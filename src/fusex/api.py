@@ -8,9 +8,14 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import array_api_compat
+import numpy as np
+
+from ._assemble import assemble
 from ._xp import convert, namespace_of, resolve_backend
 from .backends import select_engine
-from .inputs import as_float, check_finite, prepare
+from .inputs import as_float, check_finite, validate
+from .memory import plan_batch_size
 from .params import FusionParams
 from .result import FusionResult
 from .solver import IterationState, solve
@@ -31,6 +36,7 @@ def fuse(
     callback: Callable[[int, IterationState], Any] | None = None,
     progress: bool = False,
     on_divergence: str = "raise",
+    batch_size: int | None = None,
 ) -> FusionResult:
     r"""Fuse a HAADF image with elemental maps.
 
@@ -46,14 +52,15 @@ def fuse(
 
     Parameters
     ----------
-    haadf : array (H, W), xarray.DataArray or xarray.Dataset
+    haadf : array (H, W) or (..., H, W), xarray.DataArray or xarray.Dataset
         The HAADF image (NumPy, CuPy or torch; integers are converted to
         float32), or one Dataset holding ``haadf`` and ``maps`` (or one
-        variable per element).
-    maps : array (E, H, W), sequence of (H, W) arrays, mapping symbol -> (H, W) array, or DataArray
+        variable per element).  Leading axes are batch axes: a stack of
+        acquisitions is fused in one vectorized solve.
+    maps : array (E, H, W) or (..., E, H, W), sequence of maps, mapping symbol -> map, or DataArray
         The elemental maps (counts, >= 0), in the same library and on the same
-        device as ``haadf``.  A mapping's keys, or a DataArray's ``element``
-        coordinate, serve as ``elements``.
+        device as ``haadf``, with the same batch axes.  A mapping's keys, or a
+        DataArray's ``element`` coordinate, serve as ``elements``.
     elements : sequence of str, optional
         Element symbols, one per map (``"Fe"`` or ``"Fe_Ka"``); atomic numbers
         are looked up from them.
@@ -62,7 +69,9 @@ def fuse(
         the HAADF weights.
     params : FusionParams, optional
         Solver parameters; `FusionParams()` by default, and
-        `FusionParams.published` for the published method's settings.
+        `FusionParams.published` for the published method's settings.  Array
+        values of ``gamma``, ``lambda_*`` or ``eps`` broadcast against the batch
+        axes, one fusion per item.
     backend : str or None
         One of ``"numpy"``, ``"numba"``, ``"torch"``, ``"cupy"``,
         ``"array_api_strict"``; default None.
@@ -82,6 +91,10 @@ def fuse(
         ``"raise"`` (default) raises `FusionDivergedError` when an item
         diverges; ``"mark"`` stops only that item, with
         ``stop_reason="diverged"``, and lets the rest of a batch finish.
+    batch_size : int, optional
+        Items of a batch solved at once.  None (default) takes as many as fit
+        in the compute device's free memory (see `fusex.memory`); the rest
+        follow in further minibatches, with identical results.
 
     Returns
     -------
@@ -119,6 +132,7 @@ def fuse(
             callback=callback,
             progress=progress,
             on_divergence=on_divergence,
+            batch_size=batch_size,
         )
         return result_to_dataset(result, labeled_haadf, labeled_maps)
     if maps is None:
@@ -128,7 +142,7 @@ def fuse(
         raise TypeError(f"`params` must be a FusionParams (or None), got {type(params).__name__}")
     if on_divergence not in ("raise", "mark"):
         raise ValueError(f"`on_divergence` must be 'raise' or 'mark', got {on_divergence!r}")
-    problem = prepare(
+    checked = validate(
         haadf,
         maps,
         elements=elements,
@@ -138,8 +152,27 @@ def fuse(
         device=device,
         params_batch=params.batch_shape,
     )
-    engine = select_engine(backend, problem.xp, problem.device)
-    return solve(problem, params, engine, callback=callback, progress=progress, on_divergence=on_divergence)
+    engine = select_engine(backend, checked.xp, checked.device)
+    n_items = checked.n_items
+    size = plan_batch_size(
+        n_items,
+        tuple(checked.maps.shape[-3:]),
+        _itemsize(checked.maps),
+        engine.name,
+        checked.xp,
+        checked.device,
+        batch_size,
+    )
+    parts = []
+    for start in range(0, n_items, size):
+        problem = checked.chunk(np.arange(start, min(n_items, start + size)))
+        parts.append(solve(problem, params, engine, callback=callback, progress=progress, on_divergence=on_divergence))
+        del problem  # free the device copy before the next minibatch is loaded
+    return assemble(checked, params, engine.name, parts)
+
+
+def _itemsize(x: Any) -> int:
+    return 8 if x.dtype == array_api_compat.array_namespace(x).float64 else 4
 
 
 def tv_denoise(

@@ -17,7 +17,7 @@ import numpy as np
 from ._xp import convert, namespace_of, resolve_backend, to_numpy
 from .elements import atomic_numbers
 
-__all__ = ["FusionProblem", "prepare"]
+__all__ = ["FusionProblem", "Validated", "prepare", "validate"]
 
 
 @dataclass(frozen=True)
@@ -26,12 +26,14 @@ class FusionProblem:
 
     Attributes
     ----------
-    haadf : array (B, H, W)
-    counts : array (B, E, H, W)
-        The chemical maps after normalization (the data of the Poisson term),
-        with the batch axes flattened into one item axis ``B``.
+    haadf : array (n, H, W)
+    counts : array (n, E, H, W)
+        The chemical maps after normalization (the data of the Poisson term)
+        of ``n`` items of the batch.
+    items : numpy.ndarray
+        The flat (C-order) indices of these items in the whole batch.
     batch_shape : tuple of int
-        The batch shape the ``B`` items came from (``()`` for one fusion).
+        The shape of the whole batch (``()`` for one fusion).
     elements : tuple of str
         Labels of the maps (symbols when known, else ``"map0"``, ...).
     z : tuple of int or None
@@ -39,16 +41,12 @@ class FusionProblem:
         Namespace and device the solver computes on.
     input_xp, input_device :
         Namespace and device of the caller's arrays, for the results.
-    scale : dict
-        ``{"haadf": (offset, range), "maps": ((offset, range), ...)}``: the
-        normalization applied, so results can be mapped back to input units;
-        for a batch, arrays of shape ``batch_shape + (2,)`` and
-        ``batch_shape + (E, 2)``.
 
     """
 
     haadf: Any
     counts: Any
+    items: np.ndarray
     batch_shape: tuple[int, ...]
     elements: tuple[str, ...]
     z: tuple[int, ...] | None
@@ -56,7 +54,6 @@ class FusionProblem:
     device: Any
     input_xp: ModuleType
     input_device: Any
-    scale: dict[str, Any]
 
 
 def _stack_maps(maps: Any) -> tuple[Any, tuple[str, ...] | None]:
@@ -125,11 +122,11 @@ def _resolve_z(
     return labels, z
 
 
-def _minmax(x: Any, name: str, labels: Sequence[str] | None, xp: ModuleType) -> tuple[Any, np.ndarray]:
-    """Rescale each map (or image) on the last two axes to [0, 1]; return it and ``(offset, range)`` per map."""
-    lo = xp.min(x, axis=(-2, -1), keepdims=True)
-    span = xp.max(x, axis=(-2, -1), keepdims=True) - lo
-    scale = np.stack([to_numpy(lo)[..., 0, 0], to_numpy(span)[..., 0, 0]], axis=-1).astype(np.float64)
+def _minmax_scale(x: Any, name: str, labels: Sequence[str] | None, xp: ModuleType) -> np.ndarray:
+    """Return ``(offset, range)`` of each map (or image) on the last two axes, for min-max scaling to [0, 1]."""
+    lo = xp.min(x, axis=(-2, -1))
+    span = xp.max(x, axis=(-2, -1)) - lo
+    scale = np.stack([to_numpy(lo), to_numpy(span)], axis=-1).astype(np.float64)
     flat = scale.reshape(-1, 2)
     for i in np.flatnonzero(flat[:, 1] <= 0)[:1]:
         which = f"`{name}`" if labels is None else f"map {labels[i % len(labels)]!r} of `{name}`"
@@ -140,10 +137,71 @@ def _minmax(x: Any, name: str, labels: Sequence[str] | None, xp: ModuleType) -> 
             f"{which} is constant (every value is {flat[i, 0]:g}), so min-max normalization would divide by "
             "zero; drop that map, or pass FusionParams(normalize='none')"
         )
-    return (x - lo) / span, scale
+    return scale
 
 
-def prepare(
+@dataclass(frozen=True)
+class Validated:
+    """The caller's data, checked and measured on its own library; chunks go to the compute backend on demand.
+
+    Attributes
+    ----------
+    haadf, maps : arrays (D, H, W) and (D, E, H, W)
+        Float views or copies of the caller's data, data batch flattened to ``D`` items.
+    data_index : numpy.ndarray
+        For each item of the (broadcast) batch, the index of its data item.
+    batch_shape : tuple of int
+        Shape of the whole batch: the data's batch shape broadcast against the parameters'.
+    scale : dict
+        ``{"haadf": (offset, range), "maps": ((offset, range), ...)}``: the
+        normalization applied, so results can be mapped back to input units;
+        for a batch, arrays of shape ``batch_shape + (2,)`` and
+        ``batch_shape + (E, 2)``.
+
+    """
+
+    haadf: Any
+    maps: Any
+    data_index: np.ndarray
+    batch_shape: tuple[int, ...]
+    elements: tuple[str, ...]
+    z: tuple[int, ...] | None
+    xp: ModuleType
+    device: Any
+    input_xp: ModuleType
+    input_device: Any
+    scale: dict[str, Any]
+    _offsets: tuple[np.ndarray, np.ndarray]
+    _ranges: tuple[np.ndarray, np.ndarray]
+
+    @property
+    def n_items(self) -> int:
+        """Number of fusions in the batch."""
+        return int(self.data_index.size)
+
+    def chunk(self, items: np.ndarray) -> FusionProblem:
+        """Return items ``items`` (flat batch indices) normalized on the compute backend."""
+        rows = self.data_index[items]
+        in_xp, xp = self.input_xp, self.xp
+        h, m = self.haadf, self.maps
+        if not (rows.size == self.haadf.shape[0] and np.array_equal(rows, np.arange(rows.size))):
+            index = in_xp.asarray(rows.tolist(), dtype=in_xp.int64, device=self.input_device)
+            h, m = in_xp.take(h, index, axis=0), in_xp.take(m, index, axis=0)
+        h, m = convert(h, xp, self.device), convert(m, xp, self.device)
+        (h_lo, m_lo), (h_span, m_span) = self._offsets, self._ranges
+
+        def column(values: np.ndarray, like: Any) -> Any:
+            flat = values[rows].reshape(-1).tolist()
+            return xp.reshape(xp.asarray(flat, dtype=like.dtype, device=self.device), (*values[rows].shape, 1, 1))
+
+        h = (h - column(h_lo, h)) / column(h_span, h)
+        m = (m - column(m_lo, m)) / column(m_span, m)
+        return FusionProblem(
+            h, m, items, self.batch_shape, self.elements, self.z, xp, self.device, self.input_xp, self.input_device
+        )
+
+
+def validate(
     haadf: Any,
     maps: Any,
     *,
@@ -153,12 +211,13 @@ def prepare(
     backend: str | None,
     device: Any,
     params_batch: tuple[int, ...] = (),
-) -> FusionProblem:
-    """Validate the caller's data and return normalized copies on the compute backend.
+) -> Validated:
+    """Check the caller's data on its own library and measure its normalization.
 
     ``haadf`` is ``(..., H, W)`` and ``maps`` ``(..., E, H, W)`` with the same
     leading batch shape; ``params_batch``, the batch shape of per-item
-    parameters, broadcasts against it.
+    parameters, broadcasts against it.  Nothing moves to the compute device
+    yet (see `Validated.chunk`).
     """
     maps, names = _stack_maps(maps)
     input_xp, input_device = namespace_of(haadf=haadf, maps=maps)
@@ -173,13 +232,13 @@ def prepare(
         ) from None
     labels, znums = _resolve_z(elements, z, names, maps.shape[-3])
 
-    h = as_float(convert(haadf, xp, dev), "haadf", xp)
-    m = as_float(convert(maps, xp, dev), "maps", xp)
-    dtype = xp.result_type(h.dtype, m.dtype)
-    h, m = xp.astype(h, dtype), xp.astype(m, dtype)
-    check_finite(h, "haadf", xp)
-    check_finite(m, "maps", xp)
-    lowest = float(xp.min(m))
+    ixp = input_xp
+    h, m = as_float(haadf, "haadf", ixp), as_float(maps, "maps", ixp)
+    dtype = ixp.result_type(h.dtype, m.dtype)
+    h, m = ixp.astype(h, dtype, copy=False), ixp.astype(m, dtype, copy=False)
+    check_finite(h, "haadf", ixp)
+    check_finite(m, "maps", ixp)
+    lowest = float(ixp.min(m))
     if lowest < 0:
         raise ValueError(
             f"`maps` contains negative values (minimum {lowest:g}); chemical maps are counts and must be >= 0. "
@@ -187,23 +246,41 @@ def prepare(
         )
     n_maps = m.shape[-3]
     if normalize == "minmax":
-        h, haadf_scale = _minmax(h, "haadf", None, xp)
-        m, map_scales = _minmax(m, "maps", labels, xp)
+        haadf_scale = _minmax_scale(h, "haadf", None, ixp)
+        map_scales = _minmax_scale(m, "maps", labels, ixp)
     else:
         haadf_scale = np.broadcast_to(np.array([0.0, 1.0]), (*data_batch, 2))
         map_scales = np.broadcast_to(np.array([0.0, 1.0]), (*data_batch, n_maps, 2))
-    if batch_shape != data_batch:
-        h = xp.broadcast_to(h, (*batch_shape, *h.shape[-2:]))
-        m = xp.broadcast_to(m, (*batch_shape, *m.shape[-3:]))
-        haadf_scale = np.broadcast_to(haadf_scale, (*batch_shape, 2))
-        map_scales = np.broadcast_to(map_scales, (*batch_shape, n_maps, 2))
+    flat_h, flat_m = haadf_scale.reshape(-1, 2), map_scales.reshape(-1, n_maps, 2)
+    data_index = np.broadcast_to(np.arange(flat_h.shape[0]).reshape(data_batch), batch_shape).reshape(-1)
     if batch_shape:
-        scale = {"haadf": np.array(haadf_scale), "maps": np.array(map_scales)}
+        scale = {
+            "haadf": flat_h[data_index].reshape(*batch_shape, 2),
+            "maps": flat_m[data_index].reshape(*batch_shape, n_maps, 2),
+        }
     else:
-        scale = {"haadf": tuple(haadf_scale.tolist()), "maps": tuple(tuple(v) for v in map_scales.tolist())}
-    h = xp.reshape(h, (-1, *h.shape[-2:]))
-    m = xp.reshape(m, (-1, *m.shape[-3:]))
-    return FusionProblem(h, m, batch_shape, labels, znums, xp, dev, input_xp, input_device, scale)
+        scale = {"haadf": tuple(flat_h[0].tolist()), "maps": tuple(tuple(v) for v in flat_m[0].tolist())}
+    return Validated(
+        ixp.reshape(h, (-1, *h.shape[-2:])),
+        ixp.reshape(m, (-1, *m.shape[-3:])),
+        data_index,
+        batch_shape,
+        labels,
+        znums,
+        xp,
+        dev,
+        input_xp,
+        input_device,
+        scale,
+        (flat_h[:, 0], flat_m[..., 0]),
+        (flat_h[:, 1], flat_m[..., 1]),
+    )
+
+
+def prepare(haadf: Any, maps: Any, **options: Any) -> FusionProblem:
+    """Validate the caller's data and return the whole batch normalized on the compute backend."""
+    checked = validate(haadf, maps, **options)
+    return checked.chunk(np.arange(checked.n_items))
 
 
 def _check_shapes(haadf: Any, maps: Any) -> tuple[int, ...]:

@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from ._assemble import Outcome, assemble
+from ._assemble import Outcome, SolvedPart
 from ._batch import History, Live, merge_evaluations, merge_rows
 from .backends import Engine
 from .inputs import FusionProblem
 from .objectives import Evaluation
 from .operators import haadf_weights
 from .params import FusionParams, step_schedule
-from .result import FusionDivergedError, FusionResult
+from .result import FusionDivergedError
 
 __all__ = ["IterationState", "solve"]
 
@@ -72,7 +72,7 @@ def solve(
     callback: Callable[[int, IterationState], Any] | None = None,
     progress: bool = False,
     on_divergence: str = "raise",
-) -> FusionResult:
+) -> SolvedPart:
     """Run the fusion solver on a prepared problem (all its items at once).
 
     ``callback(iteration, state)`` is called after every iteration; returning
@@ -81,7 +81,7 @@ def solve(
     """
     xp = problem.xp
     n_items, n_elements = problem.counts.shape[:2]
-    values = _item_values(params, problem.batch_shape, n_elements)
+    values = _item_values(params, problem.batch_shape, n_elements, problem.items)
     weight_rows = [haadf_weights(params.haadf_weights, problem.z, g, n_elements) for g in values["gamma"]]
     weights = xp.reshape(
         xp.asarray(weight_rows, dtype=problem.counts.dtype, device=problem.device), (n_items, n_elements, 1, 1)
@@ -94,7 +94,7 @@ def solve(
     )
     live.values["start"] = live.total.copy()
     history = History()
-    history.record(0, live.items, ev.haadf, ev.poisson, ev.tv, live.total, np.full(n_items, math.nan), zeros)
+    history.record(0, problem.items, ev.haadf, ev.poisson, ev.tv, live.total, np.full(n_items, math.nan), zeros)
     outcome = Outcome(n_items)
     batched = problem.batch_shape != ()
 
@@ -107,7 +107,9 @@ def solve(
                 raise ValueError(f"the step schedule returned {base!r} at iteration {k}; it must give finite steps > 0")
             eta = live.values["shrink"] * base
             x_new, ev_new, total_new, backtracks = _step_with_backtracking(live, eta, params, engine, xp)
-            history.record(k + 1, live.items, ev_new.haadf, ev_new.poisson, ev_new.tv, total_new, eta, backtracks)
+            history.record(
+                k + 1, problem.items[live.items], ev_new.haadf, ev_new.poisson, ev_new.tv, total_new, eta, backtracks
+            )
             v = live.values
             improved = total_new <= live.total
             v["rises"] = np.where(improved, 0, v["rises"] + 1)
@@ -116,12 +118,14 @@ def solve(
             live.x, live.ev, live.total = x_new, ev_new, total_new
             diverged = _diverged(live, params)
             if diverged.any() and on_divergence == "raise":
-                _raise_diverged(live, int(np.flatnonzero(diverged)[0]), eta, k + 1, history, problem, params)
+                row = int(np.flatnonzero(diverged)[0])
+                _raise_diverged(live, row, int(problem.items[live.items[row]]), eta, k + 1, history, problem, params)
             reasons = np.where(diverged, "diverged", np.where(change < params.tol, "tol", ""))
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(objective=f"{np.mean(live.total):.5g}", live=live.items.size, refresh=False)
-            if callback is not None and callback(k + 1, _state(k + 1, live, eta, batched)) is True:
+            state = _state(k + 1, live, problem.items[live.items], eta, batched) if callback is not None else None
+            if callback is not None and callback(k + 1, state) is True:
                 reasons = np.where(reasons == "diverged", reasons, "callback")
             if k + 1 == params.n_iter:
                 reasons = np.where(reasons == "", "n_iter", reasons)
@@ -131,15 +135,18 @@ def solve(
     finally:
         if bar is not None:
             bar.close()
-    return assemble(problem, params, engine, outcome, history, values, weight_rows)
+    return outcome.part(problem, history, values["lambda_haadf"], weight_rows)
 
 
-def _item_values(params: FusionParams, batch_shape: tuple[int, ...], n_elements: int) -> dict[str, np.ndarray]:
-    values = {name: params.item_values(name, batch_shape) for name in ("gamma", "lambda_chem", "lambda_tv", "eps")}
+def _item_values(
+    params: FusionParams, batch_shape: tuple[int, ...], n_elements: int, items: np.ndarray
+) -> dict[str, np.ndarray]:
+    names = ("gamma", "lambda_chem", "lambda_tv", "eps")
+    values = {name: params.item_values(name, batch_shape)[items] for name in names}
     if params.lambda_haadf is None:
-        values["lambda_haadf"] = np.full(values["gamma"].shape, 1.0 / n_elements)
+        values["lambda_haadf"] = np.full(items.shape, 1.0 / n_elements)
     else:
-        values["lambda_haadf"] = params.item_values("lambda_haadf", batch_shape)
+        values["lambda_haadf"] = params.item_values("lambda_haadf", batch_shape)[items]
     return values
 
 
@@ -204,7 +211,14 @@ def _diverged(live: Live, params: FusionParams) -> np.ndarray:
 
 
 def _raise_diverged(
-    live: Live, row: int, eta: np.ndarray, k: int, history: History, problem: FusionProblem, params: FusionParams
+    live: Live,
+    row: int,
+    item: int,
+    eta: np.ndarray,
+    k: int,
+    history: History,
+    problem: FusionProblem,
+    params: FusionParams,
 ) -> None:
     v, total, start = live.values, live.total[row], live.values["start"][row]
     patience = params.divergence_patience
@@ -214,7 +228,6 @@ def _raise_diverged(
         why = f"the objective rose for {int(v['rises'][row])} iterations in a row, to {total:.6g} (start {start:.6g})"
     else:
         why = f"the objective stayed above its start {start:.6g} for {patience} iterations (now {total:.6g})"
-    item = int(live.items[row])
     where = ""
     if problem.batch_shape:
         where = f" in batch item {tuple(int(i) for i in np.unravel_index(item, problem.batch_shape))}"
@@ -237,10 +250,10 @@ def _retire(live: Live, reasons: np.ndarray, iteration: int, outcome: Outcome, x
     return live.subset(np.flatnonzero(reasons == ""), xp)
 
 
-def _state(k: int, live: Live, eta: np.ndarray, batched: bool) -> IterationState:
+def _state(k: int, live: Live, items: np.ndarray, eta: np.ndarray, batched: bool) -> IterationState:
     ev = live.ev
     if batched:
-        return IterationState(k, live.x, ev.haadf, ev.poisson, ev.tv, live.total, eta, live.items)
+        return IterationState(k, live.x, ev.haadf, ev.poisson, ev.tv, live.total, eta, items)
     return IterationState(
         k,
         live.x[0, ...],

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 
 class Scratch:
-    """Arrays allocated once per (role, shape, dtype) and handed out again on later calls.
+    """One growing buffer per (role, dtype), handed out as views of the requested shape.
+
+    A batched solve asks for buffers of several sizes (the whole batch, the
+    items that backtrack, the items still running); keeping one buffer per
+    role at the largest size seen bounds the memory at one set of buffers.
 
     Parameters
     ----------
@@ -17,11 +22,13 @@ class Scratch:
 
     def __init__(self, empty: Callable[..., Any]) -> None:
         self._empty = empty
-        self.arrays: dict[tuple, Any] = {}
+        self.arrays: dict[tuple[str, str], Any] = {}
 
     def get(self, role: str, shape: tuple[int, ...], dtype: Any) -> Any:
-        """Return the buffer for ``role``, allocating it on first use (contents undefined)."""
-        key = (role, tuple(shape), str(dtype))
-        if key not in self.arrays:
-            self.arrays[key] = self._empty(shape, dtype=dtype)
-        return self.arrays[key]
+        """Return a C-contiguous buffer of ``shape`` for ``role`` (contents undefined)."""
+        key = (role, str(dtype))
+        size = math.prod(shape)
+        if key not in self.arrays or self.arrays[key].size < size:
+            self.arrays.pop(key, None)  # release the smaller buffer before allocating the larger one
+            self.arrays[key] = self._empty((size,), dtype=dtype)
+        return self.arrays[key][:size].reshape(shape)
