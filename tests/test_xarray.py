@@ -6,6 +6,7 @@ import xarray as xr
 
 import fusex
 from fusex import FusionParams
+from fusex.datasets import phantom
 from fusex.xarray import label
 
 PARAMS = FusionParams(n_iter=4, tol=0.0)
@@ -79,7 +80,7 @@ def test_misaligned_coordinates_are_refused(dataset):
         (lambda ds: (ds.haadf, ds.maps.rename(element="channel")), "no 'element' dimension"),
         (lambda ds: (ds.haadf, ds.maps.isel(x=0)), "lacks the HAADF image's dimension"),
         (lambda ds: (ds.haadf, ds.maps.expand_dims(frame=2)), "dimension.*'frame'.*that `haadf` lacks"),
-        (lambda ds: (ds.haadf.isel(x=0), ds.maps), "two \\(spatial\\) dimensions"),
+        (lambda ds: (ds.haadf.isel(x=0), ds.maps), "two spatial dimensions"),
         (lambda ds: (ds.drop_vars("haadf"), None), "no HAADF variable"),
     ],
 )
@@ -107,7 +108,25 @@ def test_cupy_backed_dataarrays_stay_on_the_gpu(sample):
     np.testing.assert_allclose(res.maps.data.get(), host.maps.values, atol=2e-4)
 
 
-def test_dask_backed_input_is_refused_with_advice(dataset):
-    pytest.importorskip("dask")
-    with pytest.raises(TypeError, match=r"dask array.*\.load\(\)"):
-        fusex.fuse(dataset.chunk(), params=PARAMS)
+def test_bare_dask_arrays_are_refused_with_advice(dataset):
+    da = pytest.importorskip("dask.array")
+    with pytest.raises(TypeError, match=r"dask array.*fusex\.xarray\.label.*\.compute\(\)"):
+        fusex.fuse(da.from_array(dataset.haadf.values), da.from_array(dataset.maps.values), params=PARAMS)
+
+
+def test_extra_dimensions_are_batch_dimensions():
+    samples = [phantom((20, 20), dose=2.0 + i, seed=i) for i in range(3)]
+    haadf = xr.DataArray(np.stack([s.haadf for s in samples]), dims=("frame", "y", "x"), coords={"frame": [1, 2, 3]})
+    maps = xr.DataArray(
+        np.stack([s.maps for s in samples], axis=1),  # element first: any order of dimensions is fine
+        dims=("element", "frame", "y", "x"),
+        coords={"element": list(samples[0].elements), "frame": [1, 2, 3]},
+    )
+    params = fusex.FusionParams(n_iter=6, lambda_tv=[0.002, 0.005, 0.01])
+    ds = fusex.fuse(haadf, maps, params=params)
+    assert ds.maps.dims == ("frame", "element", "y", "x") and ds.haadf_model.dims == ("frame", "y", "x")
+    assert ds.history_total.dims == ("frame", "iteration") and ds.iterations_run.dims == ("frame",)
+    np.testing.assert_allclose(ds.param_lambda_tv.values, [0.002, 0.005, 0.01])
+    alone = fusex.fuse(haadf.sel(frame=2), maps.sel(frame=2), params=params.replace(lambda_tv=0.005))
+    np.testing.assert_allclose(ds.maps.sel(frame=2).values, alone.maps.values, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ds.history_total.sel(frame=2).values, alone.history_total.values, rtol=1e-6)

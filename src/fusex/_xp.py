@@ -64,8 +64,8 @@ def namespace_of(**arrays: Any) -> tuple[ModuleType, Any]:
     for name, value in arrays.items():
         if array_api_compat.is_dask_array(value):
             raise TypeError(
-                f"`{name}` is a dask array; fusex computes in memory: call .compute() (or .load() on xarray "
-                "objects) first"
+                f"`{name}` is a dask array; wrap the inputs as xarray objects (fusex.xarray.label) for a lazy, "
+                "chunk-by-chunk fusion, or call .compute() to fuse in memory"
             )
         try:
             spaces[name] = array_api_compat.array_namespace(value)

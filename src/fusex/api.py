@@ -12,6 +12,7 @@ import array_api_compat
 import numpy as np
 
 from ._assemble import assemble
+from ._dask import fuse_lazy, is_lazy
 from ._xp import convert, namespace_of, resolve_backend
 from .backends import select_engine
 from .inputs import as_float, check_finite, validate
@@ -121,6 +122,17 @@ def fuse(
     """
     if is_labeled(haadf, maps):
         labeled_haadf, labeled_maps, symbols = unwrap(haadf, maps, elements)
+        if is_lazy(labeled_haadf, labeled_maps):
+            return fuse_lazy(
+                labeled_haadf,
+                labeled_maps,
+                symbols,
+                z=z,
+                params=FusionParams() if params is None else params,
+                backend=backend,
+                device=device,
+                batch_size=batch_size,
+            )
         result = fuse(
             labeled_haadf.data,
             labeled_maps.data,

@@ -6,13 +6,21 @@ coordinates, names and attrs.  xarray cannot hold torch tensors, so with
 ``backend="torch"`` the computation runs in torch and the results come back
 NumPy-backed.
 
+The last two dimensions of the HAADF image are the spatial ones; any other
+dimensions (``frame``, ``tilt``, ``time``, ...) are batch dimensions and must
+appear on the maps too.  Dask-backed inputs are fused lazily, chunk by chunk
+(see `fusex._dask`).
+
 The result Dataset holds
 
-* ``maps`` (element, y, x): the fused maps, with the input maps' attrs;
-* ``raw`` (element, y, x): the maps as given; ``haadf`` (y, x): the HAADF image as given;
-* ``haadf_model`` (y, x): :math:`\sum_e w_e x_e^\gamma`;
+* ``maps`` (..., element, y, x): the fused maps, with the input maps' attrs;
+* ``raw`` (..., element, y, x): the maps as given; ``haadf`` (..., y, x): the HAADF image as given;
+* ``haadf_model`` (..., y, x): :math:`\sum_e w_e x_e^\gamma`;
 * ``history_haadf``, ``history_poisson``, ``history_tv``, ``history_total``,
-  ``history_step``, ``history_backtracks`` along ``iteration``;
+  ``history_step``, ``history_backtracks`` along ``iteration`` (after the
+  batch dimensions; NaN after an item stopped);
+* for a batch, ``iterations_run``, ``converged`` and ``stop_reason`` over the
+  batch dimensions, and per-item parameters as ``param_<name>``;
 * coordinates ``element``, ``z`` and ``weight`` (per element) and the spatial
   coordinates of the inputs;
 * attrs: every `FusionParams` field (``lambda_haadf`` resolved; ``n_iter`` is
@@ -31,9 +39,10 @@ import numpy as np
 import xarray as xr
 
 from ._xp import to_numpy
+from .params import PER_ITEM_FIELDS, FusionParams
 from .result import FusionResult
 
-__all__ = ["ELEMENT_DIM", "is_labeled", "label", "result_to_dataset", "unwrap"]
+__all__ = ["ELEMENT_DIM", "is_labeled", "label", "params_attrs", "result_to_dataset", "unwrap"]
 
 ELEMENT_DIM = "element"
 """Name of the element dimension of labeled maps."""
@@ -110,7 +119,7 @@ def _from_dataset(ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
 def unwrap(
     haadf: Any, maps: Any, elements: Sequence[str] | None
 ) -> tuple[xr.DataArray, xr.DataArray, tuple[str, ...] | None]:
-    """Check and align labeled inputs; return HAADF (y, x), maps (element, y, x) and the symbols.
+    """Check and align labeled inputs; return HAADF (..., y, x), maps (..., element, y, x) and the symbols.
 
     Raises
     ------
@@ -127,8 +136,8 @@ def unwrap(
             "with xarray input give both `haadf` and `maps` as DataArrays (or one Dataset); got "
             f"{type(haadf).__name__} and {type(maps).__name__}"
         )
-    if haadf.ndim != 2:
-        raise ValueError(f"`haadf` must have two (spatial) dimensions, got {haadf.dims}")
+    if haadf.ndim < 2:
+        raise ValueError(f"`haadf` must have two spatial dimensions (its last two), got {haadf.dims}")
     if ELEMENT_DIM not in maps.dims:
         raise ValueError(
             f"`maps` has dimensions {maps.dims} but no '{ELEMENT_DIM}' dimension; "
@@ -143,7 +152,7 @@ def unwrap(
             f"`maps` has dimension(s) {extra} that `haadf` lacks; give one HAADF image per map set "
             "(batch dimensions must appear on both)"
         )
-    maps = maps.transpose(ELEMENT_DIM, *haadf.dims)
+    maps = maps.transpose(*haadf.dims[:-2], ELEMENT_DIM, *haadf.dims[-2:])
     try:
         haadf, maps = xr.align(haadf, maps, join="exact")
     except ValueError as exc:
@@ -173,34 +182,66 @@ def _attr_value(value: Any) -> Any:
 
 def result_to_dataset(result: FusionResult, haadf: xr.DataArray, maps: xr.DataArray) -> xr.Dataset:
     """Build the labeled result of a fusion of ``haadf`` and ``maps`` (see the module docstring)."""
-    y, x = haadf.dims
+    batch_dims = haadf.dims[:-2]
     fused = xr.DataArray(_host_or_device(result.maps), coords=maps.coords, dims=maps.dims, attrs=dict(maps.attrs))
     z = list(result.z) if result.z else [0] * len(result.elements)
     fused = fused.assign_coords({ELEMENT_DIM: list(result.elements), "z": (ELEMENT_DIM, z)})
-    fused = fused.assign_coords(weight=(ELEMENT_DIM, list(result.weights)))
-    model = xr.DataArray(_host_or_device(result.haadf_model), coords=haadf.coords, dims=(y, x))
-    history = {
-        f"history_{column}": ("iteration", result.history[column].to_numpy()) for column in result.history.columns
-    }
+    weight_dims = (*batch_dims, ELEMENT_DIM) if isinstance(result.weights, np.ndarray) else (ELEMENT_DIM,)
+    fused = fused.assign_coords(weight=(weight_dims, np.asarray(result.weights, dtype=float)))
+    model = xr.DataArray(_host_or_device(result.haadf_model), coords=haadf.coords, dims=haadf.dims)
     raw = maps.assign_coords({ELEMENT_DIM: fused[ELEMENT_DIM]})
-    ds = xr.Dataset(
-        {"maps": fused, "raw": raw, "haadf": haadf, "haadf_model": model},
-        coords={"iteration": result.history.index.to_numpy()},
-    ).assign(history)
+    ds = xr.Dataset({"maps": fused, "raw": raw, "haadf": haadf, "haadf_model": model})
+    ds = ds.assign(_history(result, batch_dims))
     params = result.params.to_dict()
-    from . import __version__
-
-    ds.attrs = {
-        **{key: _attr_value(value) for key, value in params.items()},
-        "fusex_params": json.dumps(params),
-        "fusex_version": __version__,
-        "engine": result.engine,
-        "iterations_run": result.n_iter,
-        "converged": int(result.converged),
-        "stop_reason": result.stop_reason,
-        "haadf_offset_range": np.asarray(result.scale["haadf"], dtype=float),
-        "maps_offset_range": np.asarray(result.scale["maps"], dtype=float).ravel(),
-    }
+    per_item = {k: v for k, v in params.items() if k in PER_ITEM_FIELDS and isinstance(v, (list, tuple))}
+    ds.attrs = {**params_attrs(result.params), "engine": result.engine}
+    if batch_dims:
+        shape = result.batch_shape
+        for key, value in per_item.items():
+            ds[f"param_{key}"] = (batch_dims, np.broadcast_to(np.asarray(value, dtype=float), shape))
+        ds["iterations_run"] = (batch_dims, np.asarray(result.n_iter))
+        ds["converged"] = (batch_dims, np.asarray(result.converged))
+        ds["stop_reason"] = (batch_dims, np.asarray(result.stop_reason, dtype=str))
+        ds["haadf_offset_range"] = ((*batch_dims, "bound"), result.scale["haadf"])
+        ds["maps_offset_range"] = ((*batch_dims, ELEMENT_DIM, "bound"), result.scale["maps"])
+    else:
+        ds.attrs.update(
+            iterations_run=result.n_iter,
+            converged=int(result.converged),
+            stop_reason=result.stop_reason,
+            haadf_offset_range=np.asarray(result.scale["haadf"], dtype=float),
+            maps_offset_range=np.asarray(result.scale["maps"], dtype=float).ravel(),
+        )
     ds["maps"].attrs.setdefault("long_name", "fused elemental maps")
     ds["haadf_model"].attrs["long_name"] = "HAADF model sum_e w_e x_e^gamma"
     return ds
+
+
+def params_attrs(params: FusionParams) -> dict[str, Any]:
+    """Dataset attrs recording ``params`` (per-item fields only in the ``fusex_params`` JSON) and the version."""
+    from . import __version__
+
+    values = params.to_dict()
+    scalar = {k: v for k, v in values.items() if not (k in PER_ITEM_FIELDS and isinstance(v, (list, tuple)))}
+    return {
+        **{key: _attr_value(value) for key, value in scalar.items()},
+        "fusex_params": json.dumps(values),
+        "fusex_version": __version__,
+    }
+
+
+def _history(result: FusionResult, batch_dims: tuple) -> dict[str, Any]:
+    """History columns as variables: along ``iteration``, after the batch dimensions for a batch."""
+    table = result.history
+    if not batch_dims:
+        return {f"history_{c}": ("iteration", table[c].to_numpy()) for c in table.columns} | {
+            "iteration": table.index.to_numpy()
+        }
+    iterations = np.arange(table.index.get_level_values("iteration").max() + 1)
+    n_items = int(np.prod(result.batch_shape))
+    out: dict[str, Any] = {"iteration": iterations}
+    for column in table.columns:
+        wide = table[column].unstack("iteration").reindex(index=range(n_items), columns=iterations)
+        values = wide.to_numpy(dtype=float).reshape(*result.batch_shape, iterations.size)
+        out[f"history_{column}"] = ((*batch_dims, "iteration"), values)
+    return out

@@ -1,0 +1,63 @@
+"""Lazy fusion of dask-backed xarray inputs, on threads and on a local cluster of processes."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import fusex
+from fusex.datasets import phantom
+
+pytest.importorskip("dask.array")
+
+PARAMS = fusex.FusionParams(n_iter=8)
+
+
+@pytest.fixture(scope="module")
+def frames():
+    samples = [phantom((24, 24), dose=2.0 + i, seed=i) for i in range(4)]
+    return xr.Dataset(
+        {
+            "haadf": (("frame", "y", "x"), np.stack([s.haadf for s in samples])),
+            "maps": (("frame", "element", "y", "x"), np.stack([s.maps for s in samples])),
+        },
+        coords={"element": list(samples[0].elements), "frame": [10, 20, 30, 40]},
+    )
+
+
+@pytest.fixture(scope="module")
+def eager(frames):
+    return fusex.fuse(frames, params=PARAMS)
+
+
+def test_dask_input_gives_a_lazy_result_equal_to_the_eager_one(frames, eager):
+    lazy = fusex.fuse(frames.chunk({"frame": 2}), params=PARAMS)
+    assert lazy.maps.chunks is not None and lazy.maps.dims == ("frame", "element", "y", "x")
+    out = lazy.compute(scheduler="threads")
+    np.testing.assert_array_equal(out.maps.values, eager.maps.values)
+    np.testing.assert_array_equal(out.iterations_run.values, eager.iterations_run.values)
+    assert list(out.frame.values) == [10, 20, 30, 40]
+
+
+def test_chunks_across_pixels_are_merged_with_a_warning(frames, eager):
+    with pytest.warns(UserWarning, match=r"split into several chunks along \['y'\].*rechunks"):
+        lazy = fusex.fuse(frames.chunk({"frame": 1, "y": 12}), params=PARAMS)
+    np.testing.assert_array_equal(lazy.maps.compute(scheduler="threads").values, eager.maps.values)
+
+
+def test_per_item_parameters_are_refused_with_dask(frames):
+    with pytest.raises(ValueError, match=r"per-item parameters .* cannot follow dask chunks"):
+        fusex.fuse(frames.chunk({"frame": 2}), params=fusex.FusionParams(lambda_tv=[0.1, 0.2, 0.3, 0.4]))
+
+
+def test_a_local_cluster_of_processes_gives_the_in_memory_result(frames, eager):
+    distributed = pytest.importorskip("dask.distributed")
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        lazy = fusex.fuse(frames.chunk({"frame": 1}), params=PARAMS)
+        out = client.compute(lazy).result()
+        workers = client.run(lambda: __import__("os").getpid())
+    assert len(set(workers.values())) == 2
+    np.testing.assert_allclose(out.maps.values, eager.maps.values, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(out.iterations_run.values, eager.iterations_run.values)
