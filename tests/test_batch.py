@@ -155,3 +155,28 @@ def test_minibatches_give_the_same_results(xp):
     pd.testing.assert_frame_equal(split.history, whole.history, rtol=1e-6)
     with pytest.raises(ValueError, match="`batch_size` must be an integer >= 1"):
         fusex.fuse(h, m, elements=elements, params=params, batch_size=0)
+
+
+def test_one_item_of_a_batch_reads_like_a_single_result():
+    haadf, maps, elements = _stack()
+    batch = fusex.fuse(haadf, maps, elements=elements, params=PARAMS)
+    alone = fusex.fuse(haadf[2], maps[2], elements=elements, params=PARAMS.replace(lambda_tv=PARAMS.lambda_tv[2]))
+    item = batch.item(2)
+    assert item.batch_shape == () and item.params == alone.params and item.stop_reason == alone.stop_reason
+    np.testing.assert_allclose(item.to_input_units(), alone.to_input_units(), rtol=1e-5, atol=1e-5)
+    pd.testing.assert_frame_equal(item.history, alone.history, rtol=1e-5)
+    assert item.summary().splitlines()[1] == alone.summary().splitlines()[1]
+    with pytest.raises(ValueError, match="one index per batch axis"):
+        batch.item(0, 1)
+
+
+def test_plots_ask_for_one_fusion_of_a_batch():
+    pytest.importorskip("matplotlib")
+    from fusex import plot
+
+    haadf, maps, elements = _stack(doses=(2.0, 3.0))
+    res = fusex.fuse(haadf, maps, elements=elements, params=FusionParams(n_iter=2))
+    with pytest.raises(ValueError, match=r"batch \(2,\) of fusions.*result\.item\(0\)"):
+        plot.compare_maps(res)
+    with pytest.raises(ValueError, match=r"batch \(2,\) of fusions"):
+        plot.convergence(res)

@@ -57,3 +57,28 @@ def test_fuse_splits_a_batch_that_does_not_fit(monkeypatch):
     monkeypatch.setattr(memory, "free_bytes", lambda xp, device: int(2.6 * per_item))
     res = fusex.fuse(haadf, maps, elements=samples[0].elements, params=fusex.FusionParams(n_iter=3), backend="numba")
     assert sizes == [2, 2, 1] and res.maps.shape == maps.shape
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_memory_does_not_grow_with_iterations(backend):
+    if backend == "numba":
+        pytest.importorskip("numba")
+    import tracemalloc
+
+    samples = [phantom((96, 96), dose=2.0 + i, seed=i) for i in range(4)]
+    haadf, maps = np.stack([s.haadf for s in samples]), np.stack([s.maps for s in samples])
+    # step 4 makes items backtrack (subsets of several sizes go through the engine)
+    params = fusex.FusionParams(n_iter=4, tol=0.0, step=4.0, lambda_tv=[0.001, 0.004, 0.01, 0.03])
+
+    def peak(n_iter):
+        tracemalloc.start()
+        try:
+            fusex.fuse(haadf, maps, elements=samples[0].elements, params=params.replace(n_iter=n_iter), backend=backend)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    peak(30)  # warm up: compilation, and numba's lazily loaded specializations
+    short, long = peak(30), peak(90)
+    # the history table grows by a few hundred bytes per iteration; the arrays must not grow at all
+    assert long <= 1.02 * short, f"peak memory grew from {short} to {long} bytes with 3x the iterations"

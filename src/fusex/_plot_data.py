@@ -78,8 +78,23 @@ def _grid(coord: Any) -> tuple[float, float] | None:
     return (float(v[0]), float(d[0])) if d[0] != 0 and np.allclose(d, d[0], rtol=1e-6, atol=0) else None
 
 
+def one_fusion(result: Result) -> None:
+    """Refuse a batch of fusions: figures show one, picked by the caller."""
+    if isinstance(result, xr.Dataset) and "maps" in result and result["maps"].ndim > 3:
+        batch = [d for d in result["maps"].dims if d not in ("element", *result["maps"].dims[-2:])]
+        raise ValueError(
+            f"`result` holds a batch of fusions along {batch}; plot one of them, e.g. result.isel({batch[0]}=0)"
+        )
+    if isinstance(result, FusionResult) and result.batch_shape:
+        index = ", ".join("0" for _ in result.batch_shape)
+        raise ValueError(
+            f"`result` holds a batch {result.batch_shape} of fusions; plot one of them, e.g. result.item({index})"
+        )
+
+
 def _maps(result: Result, raw: Any = None) -> _Maps:
     """Collect maps, raw maps and pixel grid of a FusionResult or a result Dataset."""
+    one_fusion(result)
     origin, step, unit = np.zeros(2), np.ones(2), "px"
     if isinstance(result, xr.Dataset):
         elements = tuple(str(e) for e in result["element"].values)

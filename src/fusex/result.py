@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import array_api_compat
 import numpy as np
 import pandas as pd
 
-from .params import FusionParams
+from .params import PER_ITEM_FIELDS, FusionParams
 
 __all__ = ["FusionDivergedError", "FusionResult"]
 
@@ -98,6 +98,42 @@ class FusionResult:
     def batch_shape(self) -> tuple[int, ...]:
         """The batch axes in front of ``(E, H, W)``; ``()`` for one fusion."""
         return tuple(self.maps.shape[:-3])
+
+    def item(self, *index: int) -> FusionResult:
+        """Return the result of one fusion of a batch, as if it had been fused alone.
+
+        ``res.item(3)`` for a batch of shape ``(n,)``, ``res.item(1, 2)`` for ``(m, n)``.
+        """
+        shape = self.batch_shape
+        if len(index) != len(shape):
+            raise ValueError(f"give one index per batch axis: the batch shape is {shape}, got index {index}")
+        flat = int(np.ravel_multi_index(index, shape))  # raises ValueError for an index out of range
+        params = self.params.replace(
+            **{
+                name: float(np.broadcast_to(np.asarray(getattr(self.params, name), dtype=float), shape)[index])
+                for name in PER_ITEM_FIELDS
+                if getattr(self.params, name) is not None
+            }
+        )
+        weights = self.weights
+        if isinstance(weights, np.ndarray):
+            weights = tuple(float(w) for w in weights[index])
+        scale = {
+            "haadf": tuple(float(v) for v in self.scale["haadf"][index]),
+            "maps": tuple(tuple(float(v) for v in row) for row in self.scale["maps"][index]),
+        }
+        return replace(
+            self,
+            maps=self.maps[(*index, ...)],
+            haadf_model=self.haadf_model[(*index, ...)],
+            history=self.history.loc[flat],
+            params=params,
+            n_iter=int(self.n_iter[index]),
+            converged=bool(self.converged[index]),
+            stop_reason=str(self.stop_reason[index]),
+            weights=weights,
+            scale=scale,
+        )
 
     def to_input_units(self) -> Any:
         """Return the fused maps mapped back to the units of the input maps.
