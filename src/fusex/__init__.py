@@ -11,6 +11,7 @@ from .elements import atomic_number
 from .params import ConstantStep, ExponentialDecay, FusionParams, PolynomialDecay
 from .result import FusionDivergedError, FusionResult
 from .solver import IterationState
+from .tune import TuneResult, tune
 
 __version__ = "0.1.0"
 
@@ -23,8 +24,10 @@ __all__ = [
     "FusionResult",
     "IterationState",
     "PolynomialDecay",
+    "TuneResult",
     "atomic_number",
     "datasets",
     "fuse",
+    "tune",
     "tv_denoise",
 ]

@@ -60,6 +60,8 @@ def fuse_lazy(
     from .api import fuse
     from .xarray import ELEMENT_DIM, params_attrs
 
+    if isinstance(params, str):
+        raise ValueError("params='auto' needs the data in memory: tune on one frame (fusex.tune), then fuse the series")
     if not isinstance(params, FusionParams):
         raise TypeError(f"`params` must be a FusionParams (or None), got {type(params).__name__}")
     if params.batch_shape:

@@ -31,7 +31,7 @@ def fuse(
     *,
     elements: Sequence[str] | None = None,
     z: Sequence[int] | None = None,
-    params: FusionParams | None = None,
+    params: FusionParams | str | None = None,
     backend: str | None = None,
     device: Any = None,
     callback: Callable[[int, IterationState], Any] | None = None,
@@ -68,9 +68,12 @@ def fuse(
     z : sequence of int, optional
         Atomic numbers, one per map; take precedence over ``elements`` for
         the HAADF weights.
-    params : FusionParams, optional
+    params : FusionParams or "auto", optional
         Solver parameters; `FusionParams()` by default, and
-        `FusionParams.published` for the published method's settings.  Array
+        `FusionParams.published` for the published method's settings.
+        ``"auto"`` chooses ``lambda_tv`` and ``lambda_chem`` from the data by
+        count splitting (`fusex.tune` with its defaults; the maps must be raw
+        counts) and returns the fusion with them.  Array
         values of ``gamma``, ``lambda_*`` or ``eps`` broadcast against the batch
         axes, one fusion per item.
     backend : str or None
@@ -149,6 +152,22 @@ def fuse(
         return result_to_dataset(result, labeled_haadf, labeled_maps)
     if maps is None:
         raise TypeError("`maps` is missing: pass the elemental maps, or one xarray.Dataset holding HAADF and maps")
+    if isinstance(params, str):
+        if params != "auto":
+            raise ValueError(f"`params` must be a FusionParams, None or 'auto', got {params!r}")
+        from .tune import tune
+
+        return tune(
+            haadf,
+            maps,
+            elements=elements,
+            z=z,
+            backend=backend,
+            device=device,
+            progress=progress,
+            batch_size=batch_size,
+            callback=callback,
+        ).result
     params = FusionParams() if params is None else params
     if not isinstance(params, FusionParams):
         raise TypeError(f"`params` must be a FusionParams (or None), got {type(params).__name__}")

@@ -352,6 +352,8 @@ def score_surface(scores: Any, *, ax: Axes | None = None) -> Figure:
     matplotlib.figure.Figure
 
     """
+    import matplotlib.ticker
+
     scores = getattr(scores, "scores", scores)
     plt = _pyplot()
     fig, ax = _figure(plt, ax, (5.5, 4.2))
@@ -368,6 +370,8 @@ def score_surface(scores: Any, *, ax: Axes | None = None) -> Figure:
         ax.plot(x, excess, color="black", lw=2, label="total")
         ax.axvline(chosen[0], color="0.4", ls=":", label="chosen")
         ax.set(xscale="log", yscale="symlog", xlabel=name, ylabel="held-out deviance - min")
+        ax.xaxis.set_ticks(x, labels=[f"{v:g}" for v in x])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.legend(fontsize=8, frameon=False)
         return fig
     if len(fields) != 2:
@@ -388,6 +392,10 @@ def score_surface(scores: Any, *, ax: Axes | None = None) -> Figure:
     )
     ax.plot(chosen[1], chosen[0], marker="*", ms=14, color="white", mec="black", label="chosen")
     ax.set(xscale="log", yscale="log", xlabel=cols, ylabel=rows)
-    fig.colorbar(mesh, ax=ax, label="total held-out deviance - min")
+    for axis, name in ((ax.xaxis, cols), (ax.yaxis, rows)):
+        axis.set_ticks(scores[name].values, labels=[f"{v:g}" for v in scores[name].values])
+        axis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.tick_params(axis="x", labelrotation=45)
+    fig.colorbar(mesh, ax=ax, label="criterion - min (chosen: 0)")
     ax.legend(fontsize=8, frameon=False, loc="upper left")
     return fig

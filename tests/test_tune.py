@@ -1,0 +1,84 @@
+"""Parameter choice by count splitting: the splits, the criterion, and its accuracy on phantoms."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import fusex
+from fusex.datasets import phantom
+from fusex.tune import DEFAULT_GRID, split_counts, tune
+
+SMALL_GRID = {"lambda_tv": [0.002, 0.01, 0.05], "lambda_chem": [0.005, 0.02]}
+
+
+def test_count_splits_are_exact_and_balanced():
+    counts = np.random.default_rng(0).poisson(7.0, (3, 40, 50))
+    folds = split_counts(counts, 4, np.random.default_rng(1))
+    assert folds.shape == (4, 3, 40, 50) and folds.dtype == np.int64 and folds.min() >= 0
+    np.testing.assert_array_equal(folds.sum(axis=0), counts)
+    np.testing.assert_allclose(folds.sum(axis=(1, 2, 3)) / counts.sum(), 0.25, atol=0.01)
+    # thinned Poisson counts are Poisson: mean = variance in each fold
+    assert folds[0].var() == pytest.approx(folds[0].mean(), rel=0.05)
+
+
+def test_maps_that_are_not_counts_are_refused():
+    sample = phantom((24, 24), seed=0)
+    with pytest.raises(ValueError, match=r"raw counts.*normalization"):
+        tune(sample.haadf, sample.maps / sample.maps.max(), elements=sample.elements, grid=SMALL_GRID)
+    with pytest.raises(ValueError, match="one acquisition"):
+        tune(np.stack([sample.haadf] * 2), np.stack([sample.maps] * 2), elements=sample.elements)
+    with pytest.raises(ValueError, match="`grid` may vary"):
+        tune(sample.haadf, sample.maps, elements=sample.elements, grid={"n_iter": [10, 20]})
+    with pytest.raises(ValueError, match="`folds` must be an integer >= 2"):
+        tune(sample.haadf, sample.maps, elements=sample.elements, folds=1)
+
+
+def test_search_is_one_batched_call_with_a_labeled_score_surface(monkeypatch):
+    sample = phantom((32, 32), dose=4.0, seed=2)
+    calls = []
+    fuse = fusex.api.fuse
+
+    def spy(haadf, maps, **kwargs):
+        calls.append(tuple(np.shape(maps)))
+        return fuse(haadf, maps, **kwargs)
+
+    monkeypatch.setattr(fusex.api, "fuse", spy)
+    res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=3)
+    assert calls == [(3, 1, 1, 3, 32, 32), (3, 32, 32)]  # the whole search, then the refit
+    scores = res.scores
+    assert isinstance(scores, xr.Dataset) and scores.total.dims == ("lambda_tv", "lambda_chem")
+    assert scores.deviance.dims == ("lambda_tv", "lambda_chem", "element")
+    i, j = np.unravel_index(int(np.nanargmin(scores.total.values)), scores.total.shape)
+    assert res.params.lambda_tv == scores.lambda_tv.values[i] and res.params.lambda_chem == scores.lambda_chem.values[j]
+    assert res.result.params.lambda_tv == res.params.lambda_tv
+
+
+def test_fuse_auto_returns_the_tuned_fusion():
+    sample = phantom((32, 32), dose=4.0, seed=3)
+    auto = fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params="auto")
+    tuned = tune(sample.haadf, sample.maps, elements=sample.elements)
+    assert auto.params == tuned.result.params
+    np.testing.assert_array_equal(auto.maps, tuned.result.maps)
+    assert auto.params.lambda_tv in DEFAULT_GRID["lambda_tv"]
+    with pytest.raises(ValueError, match="'auto'"):
+        fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params="best")
+
+
+def test_tune_runs_on_every_backend(xp):
+    sample = phantom((24, 24), dose=4.0, seed=4)
+    ref = tune(sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=2)
+    res = tune(xp.asarray(sample.haadf), xp.asarray(sample.maps), elements=sample.elements, grid=SMALL_GRID, folds=2)
+    assert res.params == ref.params
+    np.testing.assert_allclose(res.scores.total, ref.scores.total, rtol=1e-3)
+    assert type(res.result.maps) is type(xp.asarray(sample.maps))
+
+
+def test_score_surface_plot():
+    pytest.importorskip("matplotlib")
+    sample = phantom((24, 24), dose=4.0, seed=5)
+    res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=2, refit=False)
+    assert res.result is None
+    fig = res.plot()
+    assert fig.axes and fig.axes[0].get_xlabel() == "lambda_chem"
+    one = tune(sample.haadf, sample.maps, elements=sample.elements, grid={"lambda_tv": [0.002, 0.01]}, folds=2)
+    assert one.plot().axes[0].get_xlabel() == "lambda_tv"
