@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--doses", type=float, nargs="+", default=[2.0, 5.0, 20.0])
     parser.add_argument("--lattices", nargs="+", default=["perovskite", "rocksalt"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--folds", type=int, default=4)
     args = parser.parse_args()
     tvs, chems = (np.asarray(DEFAULT_GRID[k]) for k in ("lambda_tv", "lambda_chem"))
     grid = fusex.FusionParams(lambda_tv=tvs[:, None].tolist(), lambda_chem=chems.tolist())
@@ -42,7 +43,7 @@ def main() -> None:
                 fused = full.to_input_units()
                 err = np.array([[nrmse(fused[i, j], s.truth) for j in range(chems.size)] for i in range(tvs.size)])
                 i, j = np.unravel_index(np.nanargmin(err.mean(axis=-1)), err.shape[:2])
-                tuned = tune(s.haadf, s.maps, elements=s.elements)
+                tuned = tune(s.haadf, s.maps, elements=s.elements, folds=args.folds)
                 mine = nrmse(tuned.result.to_input_units(), s.truth)
                 to_oracle, to_raw = mine / err[i, j], mine / nrmse(s.maps, s.truth)
                 cases += 1

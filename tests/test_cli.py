@@ -189,10 +189,22 @@ def test_fuse_file_with_published_preset_and_element_subset(scan: Path, tmp_path
     assert list(result.element.values) == ["Sr", "O"] and result.attrs["tv_method"] == "gp"
 
 
+def test_fuse_file_with_parameters_chosen_from_the_counts(scan: Path, tmp_path: Path) -> None:
+    from fusex import io
+    from fusex.tune import DEFAULT_GRID
+
+    out = tmp_path / "fused.nc"
+    assert main(["fuse", str(scan), "-o", str(out), "--preset", "auto", "-q"]) == 0
+    result = io.load(out)
+    assert result.attrs["lambda_tv"] in DEFAULT_GRID["lambda_tv"]
+    assert result.attrs["lambda_chem"] in DEFAULT_GRID["lambda_chem"]
+
+
 @pytest.mark.parametrize(
     ("extra", "code", "mentions"),
     [
         (["--param", "lambda_tvv=1"], 2, "unknown parameter"),
+        (["--preset", "auto", "--param", "lambda_tv=0.01"], 2, "cannot be combined with --preset auto"),
         (["--param", "lambda_tv"], 2, "NAME=VALUE"),
         (["--param", "gamma=0.5"], 2, "FusionParams.gamma"),
         (["--elements", "Sr", "Xx"], 3, "Xx"),

@@ -5,7 +5,7 @@ import pytest
 import xarray as xr
 
 import fusex
-from fusex.datasets import phantom
+from fusex.datasets import nrmse, phantom
 from fusex.tune import DEFAULT_GRID, split_counts, tune
 
 SMALL_GRID = {"lambda_tv": [0.002, 0.01, 0.05], "lambda_chem": [0.005, 0.02]}
@@ -82,3 +82,25 @@ def test_score_surface_plot():
     assert fig.axes and fig.axes[0].get_xlabel() == "lambda_chem"
     one = tune(sample.haadf, sample.maps, elements=sample.elements, grid={"lambda_tv": [0.002, 0.01]}, folds=2)
     assert one.plot().axes[0].get_xlabel() == "lambda_tv"
+
+
+# Both lattices, low and high dose. scripts/tune_accuracy.py runs the full sweep (18 cases, 13 meet
+# the 15 % bound for every element); docs/tuning.md shows it, including the cases that miss.
+ACCURACY_CASES = [("rocksalt", 2.0, 3), ("rocksalt", 20.0, 2), ("perovskite", 5.0, 1), ("perovskite", 20.0, 3)]
+
+
+@pytest.mark.parametrize(("lattice", "dose", "seed"), ACCURACY_CASES)
+def test_tuned_parameters_are_close_to_the_best_chosen_with_the_truth(lattice, dose, seed):
+    sample = phantom((96, 96), lattice=lattice, dose=dose, seed=seed)
+    tvs, chems = (np.asarray(DEFAULT_GRID[k]) for k in ("lambda_tv", "lambda_chem"))
+    grid = fusex.FusionParams(lambda_tv=tvs[:, None].tolist(), lambda_chem=chems.tolist())
+    every = fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params=grid, on_divergence="mark")
+    fused = every.to_input_units()
+    errors = np.array([[nrmse(fused[i, j], sample.truth) for j in range(chems.size)] for i in range(tvs.size)])
+    oracle = errors[np.unravel_index(np.nanargmin(errors.mean(axis=-1)), errors.shape[:2])]
+
+    tuned = tune(sample.haadf, sample.maps, elements=sample.elements)
+    mine = nrmse(tuned.result.to_input_units(), sample.truth)
+    raw = nrmse(sample.maps, sample.truth)
+    assert np.all(mine <= 1.15 * oracle), f"tuned {mine} vs oracle {oracle}"
+    assert np.all(mine < raw), f"tuned {mine} vs raw {raw}"

@@ -90,8 +90,13 @@ def _fuse_file(args: argparse.Namespace) -> int:
     from .params import FusionParams
 
     overrides = dict(_parse_param(p) for p in args.param)
-    base = FusionParams.published if args.preset == "published" else FusionParams
-    params = base(**overrides)
+    if args.preset == "auto":
+        if overrides:
+            raise ValueError("--param cannot be combined with --preset auto, which chooses the parameters itself")
+        params = "auto"
+    else:
+        base = FusionParams.published if args.preset == "published" else FusionParams
+        params = base(**overrides)
     try:
         data = io.read(args.input, elements=args.elements)
     except (OSError, KeyError, ValueError) as exc:
@@ -154,7 +159,8 @@ def _parser() -> argparse.ArgumentParser:
         "examples:\n"
         "  fusex fuse scan.npz -o fused.nc\n"
         "  fusex fuse scan.npz --elements Co S O --param lambda_tv=0.01 --param gamma=1.6 -o fused.zarr\n"
-        "  fusex fuse scan.npz --preset published -o reference-settings.nc --figure fused.png\n\n"
+        "  fusex fuse scan.npz --preset published -o reference-settings.nc --figure fused.png\n"
+        "  fusex fuse scan.npz --preset auto -o fused.nc   # parameters chosen from the counts (fusex.tune)\n\n"
         "exit codes: 0 done, 2 bad arguments or parameters, 3 unreadable input (or elements not in it)\n"
         "or unwritable output, 4 the solver diverged",
     )
@@ -172,9 +178,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--preset",
-        choices=("fusex", "published"),
+        choices=("fusex", "published", "auto"),
         default="fusex",
-        help="start from fusex's defaults or the published method's (default: %(default)s)",
+        help="start from fusex's defaults or the published method's, or choose the parameters from the data "
+        "by count splitting (auto; the maps must be raw counts) (default: %(default)s)",
     )
     run.add_argument("--figure", help="also write a raw-vs-fused figure (PNG)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
