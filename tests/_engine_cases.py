@@ -2,6 +2,9 @@
 
 import numpy as np
 
+from fusex import objectives, tv
+from fusex._xp import to_numpy
+
 # (items, elements, H, W): one fusion, a lone 2x2 map, thin maps and a small batch.
 SHAPES = [(1, 3, 17, 23), (1, 1, 2, 2), (2, 2, 2, 9), (3, 2, 31, 2)]
 
@@ -26,3 +29,31 @@ def item_terms(n_items, per_item):
         {"gamma": 1.0 + 0.8 * spread, "eps": 0.05 + 0.1 * spread},
         {"coef_h": 0.2 + 0.3 * spread, "coef_c": 0.01 + 0.02 * spread},
     )
+
+
+def check_evaluate_and_step(engine, xp, asarray, shape, dtype, per_item, tol):
+    """Compare an engine's evaluate and gradient_step with the generic code on one case."""
+    x, counts, haadf, weights = (asarray(a) for a in problem(shape, dtype))
+    terms, coefs = item_terms(shape[0], per_item)
+    ours = engine().evaluate(x, haadf, counts, weights, xp=xp, **terms)
+    ref = objectives.evaluate(x, haadf, counts, weights, xp=xp, **terms)
+    for term in ("haadf", "poisson", "tv"):
+        assert getattr(ours, term).shape == (shape[0],)
+        np.testing.assert_allclose(getattr(ours, term), getattr(ref, term), rtol=1e-5 if dtype == np.float32 else 1e-11)
+    for name in ("x_pow_m1", "residual"):
+        np.testing.assert_allclose(to_numpy(getattr(ours, name)), to_numpy(getattr(ref, name)), **tol)
+    step = {"eps": terms["eps"], **coefs, "xp": xp}
+    y = engine().gradient_step(x, counts, weights, ours, **step)
+    assert y.dtype == dtype
+    np.testing.assert_allclose(to_numpy(y), to_numpy(objectives.gradient_step(x, counts, weights, ref, **step)), **tol)
+
+
+def check_per_item_tv_weights(engine, xp, asarray):
+    """One TV weight per item (one of them 0) gives each item's own prox."""
+    f = asarray(np.random.default_rng(4).random((3, 2, 12, 10)) - 0.3)
+    weights = [0.0, 0.05, 0.3]
+    ours = engine().tv_prox(f, weights, 7, xp=xp)
+    np.testing.assert_allclose(to_numpy(ours), to_numpy(tv.tv_prox(f, weights, 7, xp=xp)), rtol=1e-12, atol=1e-12)
+    for n, w in enumerate(weights):
+        alone = engine().tv_prox(f[n], w, 7, xp=xp)
+        np.testing.assert_allclose(to_numpy(ours[n]), to_numpy(alone), rtol=1e-12, atol=1e-12)

@@ -12,8 +12,8 @@ except Exception:  # CuPy raises its own runtime error class without a driver or
 import array_api_compat.cupy as cpx  # noqa: E402
 
 import fusex  # noqa: E402
-from _engine_cases import SHAPES, item_terms, problem  # noqa: E402
-from fusex import objectives, tv  # noqa: E402
+from _engine_cases import SHAPES, check_evaluate_and_step, check_per_item_tv_weights  # noqa: E402
+from fusex import tv  # noqa: E402
 from fusex.backends.cupy_engine import CupyEngine  # noqa: E402
 from fusex.datasets import phantom  # noqa: E402
 
@@ -26,30 +26,11 @@ def _tol(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("per_item", [False, True], ids=["shared", "per-item"])
 def test_evaluate_and_gradient_step_match_generic(shape, dtype, per_item):
-    x, counts, haadf, weights = (cupy.asarray(a) for a in problem(shape, dtype))
-    terms, coefs = item_terms(shape[0], per_item)
-    ours = CupyEngine().evaluate(x, haadf, counts, weights, xp=cpx, **terms)
-    ref = objectives.evaluate(x, haadf, counts, weights, xp=cpx, **terms)
-    for term in ("haadf", "poisson", "tv"):
-        assert getattr(ours, term).shape == (shape[0],)
-        np.testing.assert_allclose(getattr(ours, term), getattr(ref, term), rtol=1e-5 if dtype == np.float32 else 1e-11)
-    np.testing.assert_allclose(ours.x_pow_m1.get(), ref.x_pow_m1.get(), **_tol(dtype))
-    np.testing.assert_allclose(ours.residual.get(), ref.residual.get(), **_tol(dtype))
-    step = {"eps": terms["eps"], **coefs, "xp": cpx}
-    y = CupyEngine().gradient_step(x, counts, weights, ours, **step)
-    assert y.dtype == dtype
-    np.testing.assert_allclose(y.get(), objectives.gradient_step(x, counts, weights, ref, **step).get(), **_tol(dtype))
+    check_evaluate_and_step(CupyEngine, cpx, cupy.asarray, shape, dtype, per_item, _tol(dtype))
 
 
 def test_tv_prox_takes_one_weight_per_item():
-    f = cupy.asarray(np.random.default_rng(4).random((3, 2, 12, 10)) - 0.3)
-    weights = [0.0, 0.05, 0.3]
-    ours = CupyEngine().tv_prox(f, weights, 7, xp=cpx)
-    ref = tv.tv_prox(f, weights, 7, xp=cpx)
-    np.testing.assert_allclose(ours.get(), ref.get(), rtol=1e-12, atol=1e-12)
-    for n, w in enumerate(weights):
-        alone = CupyEngine().tv_prox(f[n], w, 7, xp=cpx)
-        np.testing.assert_allclose(ours[n].get(), alone.get(), rtol=1e-12, atol=1e-12)
+    check_per_item_tv_weights(CupyEngine, cpx, cupy.asarray)
 
 
 @pytest.mark.parametrize("shape", [(3, 17, 23), (1, 2, 2), (2, 2, 9), (2, 31, 2), (2, 3, 12, 10), (70, 9, 8)])

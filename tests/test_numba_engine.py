@@ -7,8 +7,8 @@ pytest.importorskip("numba")
 
 import array_api_compat.numpy as npx
 
-from _engine_cases import SHAPES, item_terms, problem
-from fusex import objectives, tv
+from _engine_cases import SHAPES, check_evaluate_and_step, check_per_item_tv_weights
+from fusex import tv
 from fusex.backends.numba_engine import NumbaEngine
 
 DTYPES = [np.float32, np.float64]
@@ -22,30 +22,11 @@ def _tol(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("per_item", [False, True], ids=["shared", "per-item"])
 def test_evaluate_and_gradient_step_match_generic(shape, dtype, per_item):
-    x, counts, haadf, weights = (np.asarray(a) for a in problem(shape, dtype))
-    terms, coefs = item_terms(shape[0], per_item)
-    ours = NumbaEngine().evaluate(x, haadf, counts, weights, xp=npx, **terms)
-    ref = objectives.evaluate(x, haadf, counts, weights, xp=npx, **terms)
-    for term in ("haadf", "poisson", "tv"):
-        assert getattr(ours, term).shape == (shape[0],)
-        np.testing.assert_allclose(getattr(ours, term), getattr(ref, term), rtol=1e-5 if dtype == np.float32 else 1e-11)
-    np.testing.assert_allclose(ours.x_pow_m1, ref.x_pow_m1, **_tol(dtype))
-    np.testing.assert_allclose(ours.residual, ref.residual, **_tol(dtype))
-    step = {"eps": terms["eps"], **coefs, "xp": npx}
-    y = NumbaEngine().gradient_step(x, counts, weights, ours, **step)
-    assert y.dtype == dtype
-    np.testing.assert_allclose(y, objectives.gradient_step(x, counts, weights, ref, **step), **_tol(dtype))
+    check_evaluate_and_step(NumbaEngine, npx, np.asarray, shape, dtype, per_item, _tol(dtype))
 
 
 def test_tv_prox_takes_one_weight_per_item():
-    f = np.asarray(np.random.default_rng(4).random((3, 2, 12, 10)) - 0.3)
-    weights = [0.0, 0.05, 0.3]
-    ours = NumbaEngine().tv_prox(f, weights, 7, xp=npx)
-    ref = tv.tv_prox(f, weights, 7, xp=npx)
-    np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=1e-12)
-    for n, w in enumerate(weights):
-        alone = NumbaEngine().tv_prox(f[n], w, 7, xp=npx)
-        np.testing.assert_allclose(ours[n], alone, rtol=1e-12, atol=1e-12)
+    check_per_item_tv_weights(NumbaEngine, npx, np.asarray)
 
 
 @pytest.mark.parametrize("shape", [(3, 17, 23), (1, 2, 2), (2, 2, 9), (2, 31, 2), (2, 3, 12, 10), (70, 9, 8)])

@@ -1,0 +1,83 @@
+"""The score surface of `fusex.tune`, re-exported as `fusex.plot.score_surface`."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ._plot_data import _figure, _pyplot
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["score_surface"]
+
+
+def score_surface(scores: Any, *, ax: Axes | None = None) -> Figure:
+    """Plot the parameter search of `fusex.tune`: the criterion over the grid, the choice marked.
+
+    A two-field grid is shown as a map of the total held-out deviance (relative to
+    its minimum, log colour scale) over the two fields on log axes; a one-field
+    grid as curves, one per element (each relative to its own minimum) and the total.
+
+    Parameters
+    ----------
+    scores : xarray.Dataset or TuneResult
+        `TuneResult.scores` (or the `TuneResult` itself).
+    ax : Axes, optional
+        Axes to draw on; a new figure otherwise.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    """
+    import matplotlib.ticker
+
+    scores = getattr(scores, "scores", scores)
+    plt = _pyplot()
+    fig, ax = _figure(plt, ax, (5.5, 4.2))
+    total = scores["total"]
+    fields = list(total.dims)
+    chosen = [scores.attrs[f"chosen_{name}"] for name in fields]
+    excess = total - float(total.min())
+    if len(fields) == 1:
+        (name,) = fields
+        x = scores[name].values
+        for element in scores["element"].values:
+            curve = scores["deviance"].sel(element=element)
+            ax.plot(x, curve - float(curve.min()), marker="o", ms=3, label=str(element))
+        ax.plot(x, excess, color="black", lw=2, label="total")
+        ax.axvline(chosen[0], color="0.4", ls=":", label="chosen")
+        ax.set(xscale="log", yscale="symlog", xlabel=name, ylabel="held-out deviance - min")
+        ax.xaxis.set_ticks(x, labels=[f"{v:g}" for v in x])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.legend(fontsize=8, frameon=False)
+        return fig
+    if len(fields) != 2:
+        raise ValueError(f"score_surface draws grids of one or two fields; this one varies {fields}")
+    from matplotlib.colors import LogNorm
+
+    rows, cols = fields
+    values = excess.transpose(rows, cols).values
+    positive = values[np.isfinite(values) & (values > 0)]
+    norm = LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size else None
+    mesh = ax.pcolormesh(
+        scores[cols].values,
+        scores[rows].values,
+        np.where(values > 0, values, np.nan),
+        norm=norm,
+        shading="nearest",
+        cmap="viridis_r",
+    )
+    ax.plot(chosen[1], chosen[0], marker="*", ms=14, color="white", mec="black", label="chosen")
+    ax.set(xscale="log", yscale="log", xlabel=cols, ylabel=rows)
+    for axis, name in ((ax.xaxis, cols), (ax.yaxis, rows)):
+        axis.set_ticks(scores[name].values, labels=[f"{v:g}" for v in scores[name].values])
+        axis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.tick_params(axis="x", labelrotation=45)
+    fig.colorbar(mesh, ax=ax, label="criterion - min (chosen: 0)")
+    ax.legend(fontsize=8, frameon=False, loc="upper left")
+    return fig
