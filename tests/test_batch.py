@@ -180,3 +180,9 @@ def test_plots_ask_for_one_fusion_of_a_batch():
         plot.compare_maps(res)
     with pytest.raises(ValueError, match=r"batch \(2,\) of fusions"):
         plot.convergence(res)
+
+
+def test_item_takes_negative_indices():
+    haadf, maps, elements = _stack(doses=(2.0, 3.0))
+    res = fusex.fuse(haadf, maps, elements=elements, params=FusionParams(n_iter=2))
+    np.testing.assert_array_equal(res.item(-1).maps, res.maps[1])

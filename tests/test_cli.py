@@ -189,6 +189,30 @@ def test_fuse_file_with_published_preset_and_element_subset(scan: Path, tmp_path
     assert list(result.element.values) == ["Sr", "O"] and result.attrs["tv_method"] == "gp"
 
 
+def test_fuse_file_with_a_batch_dimension(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    from fusex import io
+    from fusex.datasets import phantom
+    from fusex.xarray import label
+
+    frames = [phantom((24, 24), seed=i) for i in range(2)]
+    ds = label(frames[0].haadf, frames[0].maps, frames[0].elements)
+    series = ds.expand_dims(frame=2).copy(
+        data={"haadf": np.stack([f.haadf for f in frames]), "maps": np.stack([f.maps for f in frames])}
+    )
+    scan = tmp_path / "series.nc"
+    io.save(series, scan)
+    out = tmp_path / "fused.nc"
+    assert (
+        main(["fuse", str(scan), "-o", str(out), "-q", "--param", "n_iter=3", "--figure", str(tmp_path / "f.png")]) == 0
+    )
+    printed = capsys.readouterr()
+    assert "fused a batch {'frame': 2}" in printed.out and "3-3 iterations (2 n_iter)" in printed.out
+    assert "no figure written" in printed.err
+    assert io.load(out).maps.dims == ("frame", "element", "y", "x")
+
+
 def test_fuse_file_with_parameters_chosen_from_the_counts(scan: Path, tmp_path: Path) -> None:
     from fusex import io
     from fusex.tune import DEFAULT_GRID

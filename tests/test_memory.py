@@ -33,6 +33,7 @@ def test_generic_cpu_chunks_are_capped(monkeypatch):
     assert memory.plan_batch_size(64, (3, 256, 256), 4, "generic", npx, "cpu") == memory.GENERIC_CHUNK_BYTES // stack
     assert memory.plan_batch_size(64, (3, 256, 256), 4, "numba", npx, "cpu") == 64
     assert memory.plan_batch_size(10**5, (3, 8, 8), 4, "cupy", npx, "cpu") == 65535 // 3
+    assert memory.plan_batch_size(10**5, (3, 8, 8), 4, "cupy", npx, "cpu", batch_size=30000) == 65535 // 3
 
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True, "4"])

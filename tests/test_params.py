@@ -62,3 +62,9 @@ def test_schedules():
 def test_to_dict_is_plain():
     d = FusionParams(step=ExponentialDecay(1.0, 0.1)).to_dict()
     assert d["step"].startswith("ExponentialDecay(") and d["gamma"] == 1.7
+
+
+def test_per_item_fields_must_broadcast_together():
+    assert FusionParams(lambda_tv=[0.1, 0.2], gamma=[[1.5], [1.7], [1.9]]).batch_shape == (3, 2)
+    with pytest.raises(ValueError, match=r"must broadcast.*gamma \(3,\), lambda_tv \(2,\)"):
+        FusionParams(lambda_tv=[0.1, 0.2], gamma=[1.5, 1.7, 1.9])

@@ -69,6 +69,13 @@ def test_non_finite_step_result_raises(sample):
         _fuse(sample, n_iter=5, step=1e300)
 
 
+def test_backtracking_rescues_a_step_that_makes_the_objective_nan(sample):
+    # in float32 a step of 1e60 overflows x to inf, and the Poisson term to inf - inf = NaN
+    with np.errstate(all="ignore"):
+        res = _fuse(sample, n_iter=5, tol=0.0, step=1e60, backtracking=True, max_backtracks=250)
+    assert res.history.backtracks.iloc[1] > 0 and np.all(np.isfinite(res.maps))
+
+
 def test_backtracking_rescues_a_too_large_step(sample):
     res = _fuse(sample, n_iter=30, tol=0.0, step=100.0, backtracking=True)
     total = res.history.total.to_numpy()

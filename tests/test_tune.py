@@ -53,6 +53,12 @@ def test_search_is_one_batched_call_with_a_labeled_score_surface(monkeypatch):
     assert res.result.params.lambda_tv == res.params.lambda_tv
 
 
+def test_maps_given_as_a_mapping_name_the_elements():
+    sample = phantom((24, 24), dose=4.0, seed=6)
+    res = tune(sample.haadf, dict(zip(sample.elements, sample.maps)), grid=SMALL_GRID, folds=2, refit=False)
+    assert list(res.scores.element.values) == list(sample.elements)
+
+
 def test_fuse_auto_returns_the_tuned_fusion():
     sample = phantom((32, 32), dose=4.0, seed=3)
     auto = fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params="auto")
@@ -64,10 +70,19 @@ def test_fuse_auto_returns_the_tuned_fusion():
         fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params="best")
 
 
-def test_tune_runs_on_every_backend(xp):
+def test_tune_runs_on_every_backend(xp, monkeypatch):
     sample = phantom((24, 24), dose=4.0, seed=4)
+    seen = []
+    fuse = fusex.api.fuse
+
+    def spy(haadf, maps, **kwargs):
+        seen.append(type(maps))
+        return fuse(haadf, maps, **kwargs)
+
     ref = tune(sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=2)
+    monkeypatch.setattr(fusex.api, "fuse", spy)
     res = tune(xp.asarray(sample.haadf), xp.asarray(sample.maps), elements=sample.elements, grid=SMALL_GRID, folds=2)
+    assert seen == [type(xp.asarray(sample.maps))] * 2  # the search too runs in the caller's library
     assert res.params == ref.params
     np.testing.assert_allclose(res.scores.total, ref.scores.total, rtol=1e-3)
     assert type(res.result.maps) is type(xp.asarray(sample.maps))

@@ -130,3 +130,10 @@ def test_extra_dimensions_are_batch_dimensions():
     alone = fusex.fuse(haadf.sel(frame=2), maps.sel(frame=2), params=params.replace(lambda_tv=0.005))
     np.testing.assert_allclose(ds.maps.sel(frame=2).values, alone.maps.values, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ds.history_total.sel(frame=2).values, alone.history_total.values, rtol=1e-6)
+
+
+def test_parameters_that_would_add_batch_axes_are_refused(dataset):
+    with pytest.raises(ValueError, match=r"per-item parameters have shape \(3,\).*expand_dims"):
+        fusex.fuse(dataset, params=FusionParams(n_iter=2, lambda_tv=[0.001, 0.01, 0.1]))
+    swept = fusex.fuse(dataset.expand_dims(sweep=3), params=FusionParams(n_iter=2, lambda_tv=[0.001, 0.01, 0.1]))
+    assert swept.maps.dims[0] == "sweep" and swept.param_lambda_tv.dims == ("sweep",)

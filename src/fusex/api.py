@@ -20,7 +20,7 @@ from .memory import plan_batch_size
 from .params import FusionParams
 from .result import FusionResult
 from .solver import IterationState, solve
-from .xarray import is_labeled, result_to_dataset, unwrap
+from .xarray import check_params_fit, is_labeled, result_to_dataset, unwrap
 
 __all__ = ["fuse", "tv_denoise"]
 
@@ -88,7 +88,8 @@ def fuse(
         keeps the inputs' device.
     callback : callable, optional
         ``callback(iteration, state)`` after every iteration, with an
-        `IterationState`; returning ``True`` stops the solver.
+        `IterationState`; returning ``True`` stops the solver (for a batch
+        split into minibatches, the current minibatch).
     progress : bool
         Show a tqdm progress bar.
     on_divergence : {"raise", "mark"}
@@ -125,6 +126,8 @@ def fuse(
     """
     if is_labeled(haadf, maps):
         labeled_haadf, labeled_maps, symbols = unwrap(haadf, maps, elements)
+        if isinstance(params, FusionParams):
+            check_params_fit(labeled_haadf, params)
         if is_lazy(labeled_haadf, labeled_maps):
             return fuse_lazy(
                 labeled_haadf,

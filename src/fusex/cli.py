@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["main"]
 
 
@@ -106,11 +108,21 @@ def _fuse_file(args: argparse.Namespace) -> int:
         output = io.save(result, args.output)
     except OSError as exc:
         raise _FileError(f"cannot write {args.output}: {exc}") from exc
-    print(
-        f"fused {result.sizes['element']} maps ({', '.join(map(str, result.element.values))}) of "
-        f"{result.sizes[result.haadf.dims[0]]}x{result.sizes[result.haadf.dims[1]]} px in "
-        f"{result.attrs['iterations_run']} iterations ({result.attrs['stop_reason']}) -> {output}"
-    )
+    y, x = result.haadf.dims[-2:]
+    names = ", ".join(map(str, result.element.values))
+    size = f"{result.sizes['element']} maps ({names}) of {result.sizes[y]}x{result.sizes[x]} px"
+    if "iterations_run" in result.attrs:
+        print(
+            f"fused {size} in {result.attrs['iterations_run']} iterations ({result.attrs['stop_reason']}) -> {output}"
+        )
+    else:
+        runs, reasons = result["iterations_run"].values, result["stop_reason"].values.ravel()
+        stops = ", ".join(f"{n} {r}" for r, n in zip(*np.unique(reasons, return_counts=True)))
+        batch = dict(zip(result.haadf.dims[:-2], result.haadf.shape[:-2]))
+        print(f"fused a batch {batch} of {size} in {runs.min()}-{runs.max()} iterations ({stops}) -> {output}")
+        if args.figure:
+            print("no figure written: the result is a batch (plot one item with fusex.plot)", file=sys.stderr)
+            return 0
     if args.figure:
         try:
             import matplotlib

@@ -17,7 +17,7 @@ import numpy as np
 from ._xp import convert, namespace_of, resolve_backend, to_numpy
 from .elements import atomic_numbers
 
-__all__ = ["FusionProblem", "Validated", "prepare", "validate"]
+__all__ = ["FusionProblem", "Validated", "prepare", "stack_maps", "validate"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class FusionProblem:
     input_device: Any
 
 
-def _stack_maps(maps: Any) -> tuple[Any, tuple[str, ...] | None]:
+def stack_maps(maps: Any) -> tuple[Any, tuple[str, ...] | None]:
     """Accept ``{symbol: map}``, a sequence of (..., H, W) maps, or one (..., E, H, W) array."""
     if isinstance(maps, Mapping):
         if not maps:
@@ -219,7 +219,7 @@ def validate(
     parameters, broadcasts against it.  Nothing moves to the compute device
     yet (see `Validated.chunk`).
     """
-    maps, names = _stack_maps(maps)
+    maps, names = stack_maps(maps)
     input_xp, input_device = namespace_of(haadf=haadf, maps=maps)
     xp, dev = resolve_backend(backend, device, input_xp, input_device)
     data_batch = _check_shapes(haadf, maps)

@@ -83,7 +83,8 @@ def plan_batch_size(
 ) -> int:
     """Return how many of ``n_items`` items of ``shape = (E, H, W)`` to solve at once.
 
-    An explicit ``batch_size`` is used as given (at most ``n_items``).
+    An explicit ``batch_size`` is used as given (at most ``n_items``, and on the
+    CUDA engines at most 65535 maps, the grid's limit).
     Otherwise the items that fit in 80 % of the device's free memory, and on
     the generic CPU engine at most `GENERIC_CHUNK_BYTES` of maps per stack.
     """
@@ -96,6 +97,8 @@ def plan_batch_size(
             raise ValueError(
                 f"`batch_size` must be an integer >= 1 or None (chosen from free memory), got {batch_size!r}"
             )
+        if engine.startswith("cupy"):
+            size = min(size, max(1, _CUDA_GRID_Z // shape[0]))
         return min(size, n_items)
     n_elements, height, width = shape
     size = n_items

@@ -273,6 +273,14 @@ def _check_params(p: FusionParams) -> None:
         value = getattr(p, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "n_iter" else 0):
             raise ValueError(f"FusionParams.{name} must be a non-negative integer (n_iter >= 1), got {value!r}")
+    shapes = {name: np.shape(getattr(p, name)) for name in PER_ITEM_FIELDS if np.shape(getattr(p, name))}
+    try:
+        np.broadcast_shapes(*shapes.values())
+    except ValueError:
+        listed = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+        raise ValueError(
+            f"the per-item FusionParams fields must broadcast against each other, but their shapes are {listed}"
+        ) from None
     require(p.tv_method in ("fgp", "gp"), "tv_method", "must be 'fgp' or 'gp'")
     require(p.normalize in ("minmax", "none"), "normalize", "must be 'minmax' or 'none'")
     require(0 < number("backtrack_factor") < 1, "backtrack_factor", "must lie in (0, 1)")

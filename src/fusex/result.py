@@ -107,6 +107,7 @@ class FusionResult:
         shape = self.batch_shape
         if len(index) != len(shape):
             raise ValueError(f"give one index per batch axis: the batch shape is {shape}, got index {index}")
+        index = tuple(int(i) + n if int(i) < 0 else int(i) for i, n in zip(index, shape, strict=True))
         flat = int(np.ravel_multi_index(index, shape))  # raises ValueError for an index out of range
         params = self.params.replace(
             **{

@@ -8,8 +8,8 @@ Iteration :math:`k` of item :math:`n` with step :math:`\eta_{k,n}`:
     x_{k+1} &= \operatorname{prox}_{\eta_{k,n} \lambda_{TV} TV,\ x \ge 0}(y)
 
 Every item keeps its own parameters, step shrink, divergence counters and
-stopping test, so an item of a batch follows exactly the path it would
-follow alone; each engine call covers all live items at once.
+stopping test, so an item of a batch follows the path it would follow alone
+(up to the rounding of sums); each engine call covers all live items at once.
 """
 
 from __future__ import annotations
@@ -187,7 +187,8 @@ def _step_with_backtracking(
     total_new = _total(ev_new, live.values)
     backtracks = np.zeros(live.items.size)
     while params.backtracking:
-        retry = np.flatnonzero((total_new > live.total) & (backtracks < params.max_backtracks))
+        # "not improved" rather than "rose": a NaN objective must retry too
+        retry = np.flatnonzero(~(total_new <= live.total) & (backtracks < params.max_backtracks))
         if not retry.size:
             break
         backtracks[retry] += 1

@@ -25,9 +25,10 @@ that a weak element counts as much as a strong one, and the smallest sum
 wins.  All :math:`K \times` grid fusions run as one batched solve.
 
 Each fit sees :math:`(K-1)/K` of the dose.  In the min-max normalized units
-fusex solves in, the Poisson term's weight relative to the others scales
-with the dose, so the fits use :math:`\lambda_C (K-1)/K` and the chosen
-:math:`\lambda_C` applies to the full data.
+fusex solves in by default, the Poisson term's weight relative to the others
+scales with the dose, so the fits use :math:`\lambda_C (K-1)/K` and the chosen
+:math:`\lambda_C` applies to the full data (with ``normalize="none"`` the
+counts carry the dose themselves and no correction is made).
 
 The criterion needs the maps to be **raw counts**: thinning is exact only for
 Poisson data.  Maps that were normalized, background-subtracted, scaled by a
@@ -44,7 +45,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ._xp import namespace_of, to_numpy
+from ._xp import convert, namespace_of, to_numpy
+from .inputs import stack_maps
 from .params import PER_ITEM_FIELDS, FusionParams
 from .result import FusionResult
 
@@ -194,7 +196,9 @@ def tune(
     candidates = _grid(grid, base)
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         raise ValueError(f"`folds` must be an integer >= 2, got {folds!r}")
-    namespace_of(haadf=haadf, maps=maps)
+    maps, names = stack_maps(maps)
+    elements = names if elements is None else elements
+    input_xp, input_device = namespace_of(haadf=haadf, maps=maps)
     if getattr(haadf, "ndim", 0) != 2 or getattr(maps, "ndim", 0) != 3:
         raise ValueError(
             "tune takes one acquisition: `haadf` (H, W) and `maps` (E, H, W); "
@@ -213,14 +217,16 @@ def tune(
         name: np.reshape(values, (values.size,) + (1,) * (axes - 1 - i))
         for i, (name, values) in enumerate(candidates.items())
     }
-    fields["lambda_chem"] = np.asarray(fields.get("lambda_chem", base.lambda_chem)) * (folds - 1) / folds
+    if base.normalize == "minmax":
+        fields["lambda_chem"] = np.asarray(fields.get("lambda_chem", base.lambda_chem)) * (folds - 1) / folds
     search = base.replace(**{name: value.tolist() for name, value in fields.items()})
     lead = (folds,) + (1,) * axes
     from .api import fuse
 
+    # the search runs in the caller's library and on its device, like the final fusion
     fits = fuse(
-        np.broadcast_to(image, (*lead, *image.shape)),
-        np.reshape(fit, (folds,) + (1,) * axes + fit.shape[1:]),
+        convert(np.broadcast_to(image, (*lead, *image.shape)), input_xp, input_device),
+        convert(np.reshape(fit, (folds,) + (1,) * axes + fit.shape[1:]), input_xp, input_device),
         elements=elements,
         z=z,
         params=search,

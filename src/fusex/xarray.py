@@ -42,7 +42,7 @@ from ._xp import to_numpy
 from .params import PER_ITEM_FIELDS, FusionParams
 from .result import FusionResult
 
-__all__ = ["ELEMENT_DIM", "is_labeled", "label", "params_attrs", "result_to_dataset", "unwrap"]
+__all__ = ["ELEMENT_DIM", "check_params_fit", "is_labeled", "label", "params_attrs", "result_to_dataset", "unwrap"]
 
 ELEMENT_DIM = "element"
 """Name of the element dimension of labeled maps."""
@@ -163,6 +163,21 @@ def unwrap(
     if elements is None and ELEMENT_DIM in maps.coords:
         elements = tuple(str(v) for v in maps.coords[ELEMENT_DIM].values)
     return haadf, maps, elements
+
+
+def check_params_fit(haadf: xr.DataArray, params: FusionParams) -> None:
+    """Refuse per-item parameters that would add batch axes the labeled inputs do not have."""
+    batch = tuple(haadf.shape[:-2])
+    try:
+        fits = np.broadcast_shapes(batch, params.batch_shape) == batch
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"the per-item parameters have shape {params.batch_shape}, which does not fit the batch dimensions "
+            f"{dict(zip(haadf.dims[:-2], batch))} of the labeled inputs; with xarray, give the data a dimension for "
+            "them first, e.g. ds.expand_dims(sweep=3) for three parameter values"
+        )
 
 
 def _host_or_device(x: Any) -> Any:

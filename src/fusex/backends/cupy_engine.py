@@ -25,6 +25,7 @@ from ._scratch import Scratch
 __all__ = ["CupyEngine"]
 
 _BLOCK = (32, 8, 1)
+_GRID_Z = 65535  # CUDA's limit on the grid's z extent, which indexes maps and items
 _CTYPES = {cupy.dtype(cupy.float32): "float", cupy.dtype(cupy.float64): "double"}
 
 
@@ -170,6 +171,11 @@ class CupyEngine:
             dtype = f_.dtype.type
             height, width = f_.shape[-2:]
             maps = f_.reshape(-1, height, width)
+            if maps.shape[0] > _GRID_Z:
+                raise ValueError(
+                    f"the CUDA kernels take at most {_GRID_Z} maps per call, got {maps.shape[0]}; "
+                    "split the stack into smaller ones"
+                )
             per_map = maps.shape[0] // len(weights)
             w = cupy.asarray(numpy.repeat(numpy.asarray(weights), per_map).astype(f_.dtype))
             step = cupy.asarray(numpy.repeat(numpy.asarray(tv_weights(steps_for(weights))), per_map).astype(f_.dtype))
