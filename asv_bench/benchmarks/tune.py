@@ -1,0 +1,54 @@
+"""`fusex.tune` with its default grid: the whole count-splitting search as one batched solve."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+import fusex
+
+from .common import BACKENDS, BackendBenchmark, sample
+
+
+class Tune(BackendBenchmark):
+    """`fusex.tune` on a 3-element 128 x 128 phantom: 4 folds x 35 candidates = 140 fusions, then the refit.
+
+    Only the compiled backends run it (12.5 s per call with numba on a 2-core CPU); the
+    generic CPU code would take minutes.
+    """
+
+    params: ClassVar[list[list[Any]]] = [BACKENDS]
+    param_names: ClassVar[list[str]] = ["backend"]
+    size: ClassVar[int] = 128
+    max_size: ClassVar[Mapping[str, int]] = {"numpy": 0, "numba": 128, "torch-cpu": 0, "torch-cuda": 128, "cupy": 128}
+    number: ClassVar[int] = 1
+    repeat: ClassVar[tuple[int, int, float]] = (1, 3, 60.0)
+    rounds: ClassVar[int] = 1
+    timeout: ClassVar[float] = 900.0
+
+    def prepare(self) -> None:
+        """Put the HAADF image and the raw counts on the device."""
+        self.check_size(self.size)
+        data = sample(self.size)
+        self.elements = data.elements
+        self.haadf, self.maps = self.target.asarray(data.haadf), self.target.asarray(np.round(data.maps))
+
+    def run(self) -> fusex.TuneResult:
+        """Choose the parameters and fuse with them."""
+        return fusex.tune(self.haadf, self.maps, elements=self.elements, backend=self.target.backend)
+
+    def summarize(self, result: fusex.TuneResult) -> float:
+        """Return the chosen lambda_tv."""
+        return float(result.params.lambda_tv)
+
+    def time_tune(self, backend: str) -> None:
+        """Time the search and the refit, GPU work included."""
+        self.call()
+
+    def track_chosen_lambda_tv(self, backend: str) -> float:
+        """Track the chosen lambda_tv: a speed-up must not change the choice."""
+        return self.outcome()
+
+    track_chosen_lambda_tv.unit = "lambda_tv"  # type: ignore[attr-defined]
