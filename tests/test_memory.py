@@ -27,11 +27,12 @@ def test_batch_size_comes_from_free_memory(monkeypatch):
     assert memory.plan_batch_size(64, (3, 256, 256), 4, "numba", npx, "cpu") == 1  # one item is always tried
 
 
-def test_generic_cpu_chunks_are_capped(monkeypatch):
+def test_cpu_chunks_are_capped(monkeypatch):
     monkeypatch.setattr(memory, "free_bytes", lambda xp, device: None)
     stack = 3 * 256 * 256 * 4
-    assert memory.plan_batch_size(64, (3, 256, 256), 4, "generic", npx, "cpu") == memory.GENERIC_CHUNK_BYTES // stack
-    assert memory.plan_batch_size(64, (3, 256, 256), 4, "numba", npx, "cpu") == 64
+    for engine in ("generic", "numba"):
+        assert memory.plan_batch_size(64, (3, 256, 256), 4, engine, npx, "cpu") == memory.CPU_CHUNK_BYTES // stack
+    assert memory.plan_batch_size(64, (3, 2048, 2048), 4, "numba", npx, "cpu") == 1
     assert memory.plan_batch_size(10**5, (3, 8, 8), 4, "cupy", npx, "cpu") == 65535 // 3
     assert memory.plan_batch_size(10**5, (3, 8, 8), 4, "cupy", npx, "cpu", batch_size=30000) == 65535 // 3
 
