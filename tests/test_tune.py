@@ -29,6 +29,8 @@ def test_maps_that_are_not_counts_are_refused():
         tune(np.stack([sample.haadf] * 2), np.stack([sample.maps] * 2), elements=sample.elements)
     with pytest.raises(ValueError, match="`grid` may vary"):
         tune(sample.haadf, sample.maps, elements=sample.elements, grid={"n_iter": [10, 20]})
+    with pytest.raises(TypeError, match="`maps` is missing"):
+        tune(sample.haadf)
     with pytest.raises(ValueError, match="`folds` must be an integer >= 2"):
         tune(sample.haadf, sample.maps, elements=sample.elements, folds=1)
 
@@ -119,3 +121,30 @@ def test_tuned_parameters_are_close_to_the_best_chosen_with_the_truth(lattice, d
     raw = nrmse(sample.maps, sample.truth)
     assert np.all(mine <= 1.15 * oracle), f"tuned {mine} vs oracle {oracle}"
     assert np.all(mine < raw), f"tuned {mine} vs raw {raw}"
+
+
+def test_labeled_input_gives_a_labeled_fusion():
+    from fusex.xarray import label
+
+    sample = phantom((24, 24), dose=4.0, seed=7)
+    ds = label(sample.haadf, sample.maps, sample.elements)
+    res = tune(ds, grid=SMALL_GRID, folds=2)
+    plain = tune(sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=2)
+    assert isinstance(res.result, xr.Dataset) and res.params == plain.params
+    assert res.result.attrs["lambda_tv"] == plain.params.lambda_tv
+    np.testing.assert_array_equal(res.result.maps.values, plain.result.maps)
+
+
+def test_other_fields_can_be_searched_and_raw_units_are_fine():
+    sample = phantom((24, 24), dose=4.0, seed=8)
+    res = tune(sample.haadf, sample.maps, elements=sample.elements, grid={"gamma": [1.4, 1.7, 2.0]}, folds=2)
+    assert res.scores.total.dims == ("gamma",) and res.params.gamma in (1.4, 1.7, 2.0)
+    raw = tune(
+        sample.haadf,
+        sample.maps,
+        elements=sample.elements,
+        params=fusex.FusionParams(normalize="none"),
+        grid=SMALL_GRID,
+        folds=2,
+    )
+    assert np.all(np.isfinite(raw.scores.total.values) | raw.scores.diverged.values)

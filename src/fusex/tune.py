@@ -49,6 +49,7 @@ from ._xp import convert, namespace_of, to_numpy
 from .inputs import stack_maps
 from .params import PER_ITEM_FIELDS, FusionParams
 from .result import FusionResult
+from .xarray import is_labeled, unwrap
 
 __all__ = ["DEFAULT_GRID", "TuneResult", "split_counts", "tune"]
 
@@ -74,14 +75,15 @@ class TuneResult:
         :math:`\sum_e` deviance / signal variance; ``diverged``: candidates whose
         fit diverged in some fold (their scores are NaN).  The grid values are
         the coordinates; attrs record the folds and the choice.
-    result : FusionResult or None
-        The fusion of the full data with `params` (None with ``refit=False``).
+    result : FusionResult, xarray.Dataset or None
+        The fusion of the full data with `params`, a Dataset for labeled input
+        (None with ``refit=False``).
 
     """
 
     params: FusionParams
     scores: xr.Dataset
-    result: FusionResult | None
+    result: FusionResult | xr.Dataset | None
 
     def plot(self, ax: Any = None) -> Any:
         """Plot the score surface with the choice marked (see `fusex.plot.score_surface`)."""
@@ -135,7 +137,7 @@ def _grid(grid: Mapping[str, Sequence[float]] | None, base: FusionParams) -> dic
 
 def tune(
     haadf: Any,
-    maps: Any,
+    maps: Any = None,
     *,
     elements: Sequence[str] | None = None,
     z: Sequence[int] | None = None,
@@ -159,9 +161,10 @@ def tune(
 
     Parameters
     ----------
-    haadf : array (H, W)
-        The HAADF image (one acquisition).
-    maps : array (E, H, W)
+    haadf : array (H, W), xarray.DataArray or xarray.Dataset
+        The HAADF image (one acquisition), or a Dataset holding it and the maps
+        (as `fusex.fuse` accepts them).
+    maps : array (E, H, W), sequence or mapping of maps, or DataArray
         The elemental maps as **raw counts** (non-negative integers, any
         dtype).  Refused otherwise: the criterion is valid for Poisson counts only.
     elements, z :
@@ -194,6 +197,12 @@ def tune(
     if not isinstance(base, FusionParams):
         raise TypeError(f"`params` must be a FusionParams (or None), got {type(base).__name__}")
     candidates = _grid(grid, base)
+    given = (haadf, maps)
+    if is_labeled(haadf, maps):
+        labeled_haadf, labeled_maps, elements = unwrap(haadf, maps, elements)
+        haadf, maps = labeled_haadf.data, labeled_maps.data
+    elif maps is None:
+        raise TypeError("`maps` is missing: pass the elemental maps, or one xarray.Dataset holding HAADF and maps")
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         raise ValueError(f"`folds` must be an integer >= 2, got {folds!r}")
     maps, names = stack_maps(maps)
@@ -265,8 +274,7 @@ def tune(
     result = None
     if refit:
         result = fuse(
-            haadf,
-            maps,
+            *given,
             elements=elements,
             z=z,
             params=chosen,
