@@ -61,3 +61,17 @@ def test_a_local_cluster_of_processes_gives_the_in_memory_result(frames, eager):
     assert len(set(workers.values())) == 2
     np.testing.assert_allclose(out.maps.values, eager.maps.values, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(out.iterations_run.values, eager.iterations_run.values)
+
+
+def test_options_that_cannot_run_lazily_are_named(frames):
+    lazy = frames.chunk({"frame": 2})
+    with pytest.raises(ValueError, match="`callback` cannot follow a lazy fusion"):
+        fusex.fuse(lazy, params=PARAMS, callback=lambda k, state: None)
+    with pytest.raises(ValueError, match="params='auto' needs the data in memory"):
+        fusex.fuse(lazy, params="auto")
+    wild = PARAMS.replace(step=1e60, backtracking=False)  # float32 overflows at once
+    with np.errstate(all="ignore"):
+        with pytest.raises(fusex.FusionDivergedError):
+            fusex.fuse(lazy, params=wild).compute(scheduler="threads")
+        marked = fusex.fuse(lazy, params=wild, on_divergence="mark")  # each chunk finishes, flagged
+        assert not marked.converged.compute(scheduler="threads").any()

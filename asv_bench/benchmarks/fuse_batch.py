@@ -16,7 +16,7 @@ from .common import BACKENDS, BackendBenchmark, sample
 class FuseBatch(BackendBenchmark):
     """`fusex.fuse` of B acquisitions of 3 x 256 x 256 stacked on a leading axis, 50 iterations each.
 
-    Each item is a differently seeded phantom, and the iteration count is fixed
+    Each item has fresh Poisson counts drawn around one cached phantom, and the iteration count is fixed
     (``tol=0``) so that every batch size does the same work per item.  Slow on the
     generic CPU code: 64 items take about 2 minutes per call there.
     """

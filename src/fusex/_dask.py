@@ -55,6 +55,7 @@ def fuse_lazy(
     backend: str | None,
     device: Any,
     batch_size: int | None,
+    on_divergence: str = "raise",
 ) -> xr.Dataset:
     """Return a lazy Dataset of the fusion of aligned ``haadf`` (..., y, x) and ``maps`` (..., element, y, x)."""
     from .api import fuse
@@ -76,7 +77,17 @@ def fuse_lazy(
     dtype = np.dtype(np.float64 if wide else np.float32)
 
     def block(h: Any, m: Any) -> tuple[Any, Any, np.ndarray, np.ndarray]:
-        res = fuse(h, m, elements=elements, z=z, params=params, backend=backend, device=device, batch_size=batch_size)
+        res = fuse(
+            h,
+            m,
+            elements=elements,
+            z=z,
+            params=params,
+            backend=backend,
+            device=device,
+            batch_size=batch_size,
+            on_divergence=on_divergence,
+        )
         return res.maps, res.haadf_model, np.asarray(res.n_iter), np.asarray(res.converged)
 
     fused, model, n_iter, converged = xr.apply_ufunc(

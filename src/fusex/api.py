@@ -129,6 +129,11 @@ def fuse(
         if isinstance(params, FusionParams):
             check_params_fit(labeled_haadf, params)
         if is_lazy(labeled_haadf, labeled_maps):
+            if callback is not None:
+                raise ValueError(
+                    "`callback` cannot follow a lazy fusion: its chunks run later, inside dask tasks; "
+                    "compute the inputs first (.load()) to watch the iterations"
+                )
             return fuse_lazy(
                 labeled_haadf,
                 labeled_maps,
@@ -138,6 +143,7 @@ def fuse(
                 backend=backend,
                 device=device,
                 batch_size=batch_size,
+                on_divergence=on_divergence,
             )
         result = fuse(
             labeled_haadf.data,
