@@ -76,7 +76,7 @@ def fuse_lazy(
     wide = np.float64 in (haadf.dtype, maps.dtype)
     dtype = np.dtype(np.float64 if wide else np.float32)
 
-    def block(h: Any, m: Any) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    def block(h: Any, m: Any) -> tuple[Any, ...]:
         res = fuse(
             h,
             m,
@@ -88,16 +88,22 @@ def fuse_lazy(
             batch_size=batch_size,
             on_divergence=on_divergence,
         )
-        return res.maps, res.haadf_model, np.asarray(res.n_iter), np.asarray(res.converged)
+        batch = np.shape(res.n_iter)
+        scales = (
+            np.broadcast_to(np.asarray(res.scale[k], dtype=np.float64), (*batch, *shape))
+            for k, shape in (("haadf", (2,)), ("maps", (m.shape[-3], 2)))
+        )
+        return (res.maps, res.haadf_model, np.asarray(res.n_iter), np.asarray(res.converged), *scales)
 
-    fused, model, n_iter, converged = xr.apply_ufunc(
+    fused, model, n_iter, converged, haadf_scale, maps_scale = xr.apply_ufunc(
         block,
         haadf,
         maps,
         input_core_dims=[core_h, core_m],
-        output_core_dims=[core_m, core_h, [], []],
+        output_core_dims=[core_m, core_h, [], [], ["bound"], [ELEMENT_DIM, "bound"]],
         dask="parallelized",
-        output_dtypes=[dtype, dtype, np.int64, bool],
+        output_dtypes=[dtype, dtype, np.int64, bool, np.float64, np.float64],
+        dask_gufunc_kwargs={"output_sizes": {"bound": 2}},
     )
     fused.attrs = dict(maps.attrs)
     fused.attrs.setdefault("long_name", "fused elemental maps")
@@ -110,6 +116,8 @@ def fuse_lazy(
             "haadf_model": model,
             "iterations_run": n_iter,
             "converged": converged,
+            "haadf_offset_range": haadf_scale,
+            "maps_offset_range": maps_scale,
         }
     )
     ds.attrs = {**params_attrs(params), "engine": "chosen per chunk"}
