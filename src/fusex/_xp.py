@@ -14,7 +14,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-__all__ = ["BACKENDS", "BackendUnavailableError", "convert", "namespace_of", "resolve_backend"]
+__all__ = ["BACKENDS", "BackendUnavailableError", "convert", "namespace_of", "per_image", "resolve_backend"]
 
 BACKENDS: dict[str, str] = {
     "numpy": "numpy",
@@ -170,6 +170,20 @@ def convert(x: Any, xp: ModuleType, device: Any) -> Any:
 
         return torch.from_numpy(np.array(host, copy=True)).to(device)
     return xp.asarray(host, copy=True, device=device)
+
+
+def per_image(values: np.ndarray, like: Any) -> Any:
+    """Return host values, one per image, as an array that broadcasts over ``like``'s pixels.
+
+    The result has ``like``'s namespace, dtype and device, and shape ``values.shape + (1, 1)``.
+    """
+    xp = array_api_compat.array_namespace(like)
+    flat = xp.asarray(
+        np.asarray(values, dtype=np.float64).reshape(-1).tolist(),
+        dtype=like.dtype,
+        device=array_api_compat.device(like),
+    )
+    return xp.reshape(flat, (*np.shape(values), 1, 1))
 
 
 def to_numpy(x: Any) -> np.ndarray:

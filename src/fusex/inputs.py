@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ._xp import convert, namespace_of, resolve_backend, to_numpy
+from ._xp import convert, namespace_of, per_image, resolve_backend, to_numpy
 from .elements import atomic_numbers
 
 __all__ = ["FusionProblem", "Validated", "prepare", "stack_maps", "validate"]
@@ -189,13 +189,8 @@ class Validated:
             h, m = in_xp.take(h, index, axis=0), in_xp.take(m, index, axis=0)
         h, m = convert(h, xp, self.device), convert(m, xp, self.device)
         (h_lo, m_lo), (h_span, m_span) = self._offsets, self._ranges
-
-        def column(values: np.ndarray, like: Any) -> Any:
-            flat = values[rows].reshape(-1).tolist()
-            return xp.reshape(xp.asarray(flat, dtype=like.dtype, device=self.device), (*values[rows].shape, 1, 1))
-
-        h = (h - column(h_lo, h)) / column(h_span, h)
-        m = (m - column(m_lo, m)) / column(m_span, m)
+        h = (h - per_image(h_lo[rows], h)) / per_image(h_span[rows], h)
+        m = (m - per_image(m_lo[rows], m)) / per_image(m_span[rows], m)
         return FusionProblem(
             h, m, items, self.batch_shape, self.elements, self.z, xp, self.device, self.input_xp, self.input_device
         )

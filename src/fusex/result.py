@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import array_api_compat
 import numpy as np
 import pandas as pd
 
+from ._xp import per_image
 from .params import PER_ITEM_FIELDS, FusionParams
 
 __all__ = ["FusionDivergedError", "FusionResult"]
@@ -143,15 +143,8 @@ class FusionResult:
         batch item (a new array; ``maps`` is unchanged).  With
         ``normalize="none"`` this is a copy of ``maps``.
         """
-        xp = array_api_compat.array_namespace(self.maps)
         scale = np.asarray(self.scale["maps"], dtype=np.float64)
-        shape = (*scale.shape[:-1], 1, 1)
-
-        def column(values: np.ndarray) -> Any:
-            flat = [float(v) for v in values.reshape(-1)]
-            return xp.reshape(xp.asarray(flat, dtype=self.maps.dtype, device=array_api_compat.device(self.maps)), shape)
-
-        return self.maps * column(scale[..., 1]) + column(scale[..., 0])
+        return self.maps * per_image(scale[..., 1], self.maps) + per_image(scale[..., 0], self.maps)
 
     def summary(self) -> str:
         """Return a few lines describing the run, for logs and the command line."""

@@ -18,8 +18,9 @@ import cupy
 import numpy
 
 from ..objectives import Evaluation
-from ..tv import dual_momentum, steps_for, tv_weights
+from ..tv import dual_momentum, tv_weights
 from ._cuda_source import GRADIENT_STEP, TV_KERNELS
+from ._per_item import item_values, map_weights
 from ._scratch import Scratch
 
 __all__ = ["CupyEngine"]
@@ -95,8 +96,7 @@ class CupyEngine:
     # -- the three hot functions ----------------------------------------------------------------
     def _items(self, values: Any, n: int, dtype: Any) -> cupy.ndarray:
         """Per-item scalars (a number or ``n`` values) as a device array of ``n`` values."""
-        host = numpy.broadcast_to(numpy.asarray(values, dtype=numpy.float64), (n,)).astype(dtype)
-        return cupy.asarray(host)
+        return cupy.asarray(item_values(values, n, dtype))
 
     def evaluate(
         self,
@@ -165,8 +165,7 @@ class CupyEngine:
         """TV prox of each map on the last two axes (see `fusex.tv.tv_prox`)."""
         with self._stream():
             f_ = self._in(f)
-            weights = tv_weights(weight)
-            if max(weights) <= 0 or n_iter == 0:
+            if max(tv_weights(weight)) <= 0 or n_iter == 0:
                 return self._out(cupy.maximum(f_, 0) if nonneg else f_.copy())
             dtype = f_.dtype.type
             height, width = f_.shape[-2:]
@@ -176,9 +175,7 @@ class CupyEngine:
                     f"the CUDA kernels take at most {_GRID_Z} maps per call, got {maps.shape[0]}; "
                     "split the stack into smaller ones"
                 )
-            per_map = maps.shape[0] // len(weights)
-            w = cupy.asarray(numpy.repeat(numpy.asarray(weights), per_map).astype(f_.dtype))
-            step = cupy.asarray(numpy.repeat(numpy.asarray(tv_weights(steps_for(weights))), per_map).astype(f_.dtype))
+            w, step = (cupy.asarray(a) for a in map_weights(weight, maps.shape[0], f_.dtype))
             grid = _grid(height, width, maps.shape[0])
             module = _module(f_.dtype)
             dual_step = module.get_function(f"dual_step_{_CTYPES[f_.dtype]}")

@@ -19,8 +19,9 @@ import numba
 import numpy as np
 
 from ..objectives import Evaluation
-from ..tv import dual_momentum, steps_for, tv_weights
+from ..tv import dual_momentum, tv_weights
 from . import _numba_kernels as kernels
+from ._per_item import item_values, map_weights
 from ._scratch import Scratch
 
 __all__ = ["CACHED_MAP_PIXELS", "PARALLEL_MIN_PIXELS", "NumbaEngine"]
@@ -57,11 +58,6 @@ def _host(x: Any, name: str) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def _items(values: Any, n: int, dtype: Any) -> np.ndarray:
-    """Per-item scalars (a number or ``n`` values) as an array of ``n`` values of ``dtype``."""
-    return np.ascontiguousarray(np.broadcast_to(np.asarray(values, dtype=dtype), (n,)))
-
-
 class NumbaEngine:
     """Compiled CPU kernels with per-instance scratch memory (make one per solve)."""
 
@@ -85,7 +81,7 @@ class NumbaEngine:
         x = _host(x, "x")
         n_items = x.shape[0]
         dtype = x.dtype
-        gm1 = (_items(gamma, n_items, np.float64) - 1.0).astype(dtype).reshape(-1, 1, 1, 1)
+        gm1 = (item_values(gamma, n_items, np.float64) - 1.0).astype(dtype).reshape(-1, 1, 1, 1)
         # NumPy's SIMD log and exp outrun numba's scalar libm calls several times over, and
         # exp((gamma-1) log x) beats np.power, which leaves its fast path on the zeros of sparse maps.
         x_pow_m1 = np.empty_like(x)
@@ -97,7 +93,7 @@ class NumbaEngine:
         for n in np.flatnonzero(gm1.reshape(-1) == 0):
             x_pow_m1[n] = 1
         logs = self._scratch.get("log", x.shape, dtype)
-        np.log(np.add(x, _items(eps, n_items, dtype).reshape(-1, 1, 1, 1), out=logs), out=logs)
+        np.log(np.add(x, item_values(eps, n_items, dtype).reshape(-1, 1, 1, 1), out=logs), out=logs)
         residual = np.empty((n_items, *x.shape[2:]), dtype=dtype)
         partials = self._scratch.get("partials", (n_items * x.shape[2], 3), np.float64)
         with _threads_for(x[:, 0].size):
@@ -137,9 +133,9 @@ class NumbaEngine:
                 _host(weights, "weights").reshape(n_items, -1),
                 ev.x_pow_m1,
                 ev.residual,
-                _items(coef_h, n_items, x.dtype),
-                _items(coef_c, n_items, x.dtype),
-                _items(eps, n_items, x.dtype),
+                item_values(coef_h, n_items, x.dtype),
+                item_values(coef_c, n_items, x.dtype),
+                item_values(eps, n_items, x.dtype),
                 out,
             )
         return out
@@ -149,14 +145,11 @@ class NumbaEngine:
     ) -> Any:
         """TV prox of each map on the last two axes (see `fusex.tv.tv_prox`)."""
         f = _host(f, "f")
-        weights = tv_weights(weight)
-        if max(weights) <= 0 or n_iter == 0:
+        if max(tv_weights(weight)) <= 0 or n_iter == 0:
             return np.maximum(f, 0) if nonneg else f.copy()
         height, width = f.shape[-2:]
         maps = f.reshape(-1, height, width)
-        per_map = maps.shape[0] // len(weights)
-        w = np.repeat(np.asarray(weights, dtype=f.dtype), per_map)
-        steps = np.repeat(np.asarray(tv_weights(steps_for(weights)), dtype=f.dtype), per_map)
+        w, steps = map_weights(weight, maps.shape[0], f.dtype)
         out = np.empty_like(maps)
         threads = numba.get_num_threads()
         if maps.size < PARALLEL_MIN_PIXELS or (height * width <= CACHED_MAP_PIXELS and maps.shape[0] >= 4 * threads):
