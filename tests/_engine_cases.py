@@ -20,25 +20,26 @@ def problem(shape, dtype, seed=0):
     return x, counts, haadf, weights
 
 
-def item_terms(n_items, per_item):
-    """Per-item parameters as arrays (different per item) or as shared numbers."""
+def item_terms(shape, per_item):
+    """Per-item parameters as arrays (different per item; the Poisson coefficient per map too) or shared numbers."""
     if not per_item:
         return {"gamma": 1.7, "eps": 0.1}, {"coef_h": 0.35, "coef_c": 0.014}
-    spread = np.linspace(0.0, 1.0, n_items)
+    spread = np.linspace(0.0, 1.0, shape[0])
+    per_map = np.linspace(0.0, 1.0, shape[0] * shape[1]).reshape(shape[:2])
     return (
         {"gamma": 1.0 + 0.8 * spread, "eps": 0.05 + 0.1 * spread},
-        {"coef_h": 0.2 + 0.3 * spread, "coef_c": 0.01 + 0.02 * spread},
+        {"coef_h": 0.2 + 0.3 * spread, "coef_c": 0.01 + 0.02 * per_map},
     )
 
 
 def check_evaluate_and_step(engine, xp, asarray, shape, dtype, per_item, tol):
     """Compare an engine's evaluate and gradient_step with the generic code on one case."""
     x, counts, haadf, weights = (asarray(a) for a in problem(shape, dtype))
-    terms, coefs = item_terms(shape[0], per_item)
+    terms, coefs = item_terms(shape, per_item)
     ours = engine().evaluate(x, haadf, counts, weights, xp=xp, **terms)
     ref = objectives.evaluate(x, haadf, counts, weights, xp=xp, **terms)
     for term in ("haadf", "poisson", "tv"):
-        assert getattr(ours, term).shape == (shape[0],)
+        assert getattr(ours, term).shape == ((shape[0],) if term == "haadf" else shape[:2])
         np.testing.assert_allclose(getattr(ours, term), getattr(ref, term), rtol=1e-5 if dtype == np.float32 else 1e-11)
     for name in ("x_pow_m1", "residual"):
         np.testing.assert_allclose(to_numpy(getattr(ours, name)), to_numpy(getattr(ref, name)), **tol)
@@ -49,7 +50,7 @@ def check_evaluate_and_step(engine, xp, asarray, shape, dtype, per_item, tol):
 
 
 def check_per_item_tv_weights(engine, xp, asarray):
-    """One TV weight per item (one of them 0) gives each item's own prox."""
+    """One TV weight per item (one of them 0), or one per map, gives each map its own prox."""
     f = asarray(np.random.default_rng(4).random((3, 2, 12, 10)) - 0.3)
     weights = [0.0, 0.05, 0.3]
     ours = engine().tv_prox(f, weights, 7, xp=xp)
@@ -57,3 +58,9 @@ def check_per_item_tv_weights(engine, xp, asarray):
     for n, w in enumerate(weights):
         alone = engine().tv_prox(f[n], w, 7, xp=xp)
         np.testing.assert_allclose(to_numpy(ours[n]), to_numpy(alone), rtol=1e-12, atol=1e-12)
+    per_map = np.array([[0.0, 0.2], [0.05, 0.0], [0.3, 0.01]])
+    ours = engine().tv_prox(f, per_map, 7, xp=xp)
+    np.testing.assert_allclose(to_numpy(ours), to_numpy(tv.tv_prox(f, per_map, 7, xp=xp)), rtol=1e-12, atol=1e-12)
+    for n, e in np.ndindex(per_map.shape):
+        alone = engine().tv_prox(f[n, e], float(per_map[n, e]), 7, xp=xp)
+        np.testing.assert_allclose(to_numpy(ours[n, e]), to_numpy(alone), rtol=1e-12, atol=1e-12)

@@ -220,8 +220,29 @@ def test_fuse_file_with_parameters_chosen_from_the_counts(scan: Path, tmp_path: 
     out = tmp_path / "fused.nc"
     assert main(["fuse", str(scan), "-o", str(out), "--preset", "auto", "-q"]) == 0
     result = io.load(out)
-    assert result.attrs["lambda_tv"] in DEFAULT_GRID["lambda_tv"]
-    assert result.attrs["lambda_chem"] in DEFAULT_GRID["lambda_chem"]
+    for name in ("lambda_tv", "lambda_chem"):
+        # one shared value, or one per element when that scored better on the held-out counts
+        chosen = result[f"param_{name}"].values if f"param_{name}" in result else [result.attrs[name]]
+        assert set(chosen) <= set(DEFAULT_GRID[name])
+
+
+def test_fuse_file_with_per_element_weights(scan: Path, tmp_path: Path) -> None:
+    from fusex import io
+
+    out = tmp_path / "fused.nc"
+    argv = [
+        "fuse",
+        str(scan),
+        "-o",
+        str(out),
+        "-q",
+        "--param",
+        "lambda_tv=Sr:0.01, Ti:0.02,O:0.03",
+        "--param",
+        "n_iter=3",
+    ]
+    assert main(argv) == 0
+    assert io.load(out)["param_lambda_tv"].sel(element="Ti") == 0.02
 
 
 @pytest.mark.parametrize(
@@ -231,6 +252,8 @@ def test_fuse_file_with_parameters_chosen_from_the_counts(scan: Path, tmp_path: 
         (["--preset", "auto", "--param", "lambda_tv=0.01"], 2, "cannot be combined with --preset auto"),
         (["--param", "lambda_tv"], 2, "NAME=VALUE"),
         (["--param", "gamma=0.5"], 2, "FusionParams.gamma"),
+        (["--param", "lambda_tv=Sr:0.1,O"], 2, "ELEMENT:VALUE"),
+        (["--param", "lambda_tv=Sr:0.1,O:0.2"], 2, "but the maps are ['Sr', 'Ti', 'O']"),
         (["--elements", "Sr", "Xx"], 3, "Xx"),
         (["--param", "step=1e6", "--param", "backtracking=false"], 4, "diverged"),
     ],

@@ -20,12 +20,12 @@ def _tol(dtype):
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("per_item", [False, True], ids=["shared", "per-item"])
+@pytest.mark.parametrize("per_item", [False, True], ids=["shared", "per-item-and-map"])
 def test_evaluate_and_gradient_step_match_generic(shape, dtype, per_item):
     check_evaluate_and_step(NumbaEngine, npx, np.asarray, shape, dtype, per_item, _tol(dtype))
 
 
-def test_tv_prox_takes_one_weight_per_item():
+def test_tv_prox_takes_one_weight_per_item_or_map():
     check_per_item_tv_weights(NumbaEngine, npx, np.asarray)
 
 

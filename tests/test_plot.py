@@ -170,6 +170,24 @@ def test_convergence_plots_weighted_terms_on_a_log_scale_and_the_step_on_a_twin(
     assert any("step" in t for t in legend)
 
 
+@pytest.mark.parametrize("kind", ["result", "dataset"])
+def test_convergence_with_per_element_weights_shows_their_weighted_sum(kind):
+    from fusex.datasets import phantom
+
+    sample = phantom((20, 20), seed=1)
+    params = FusionParams(n_iter=5, lambda_tv={"Sr": 0.01, "Ti": 0.002, "O": 0.02})
+    if kind == "result":
+        result = fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params=params)
+        history = result.history
+    else:
+        result = fusex.fuse(label(sample.haadf, sample.maps, sample.elements), params=params)
+        history = {k: result[f"history_{k}"].values for k in ("haadf", "total")}
+    lines = {line.get_label(): line for line in plot.convergence(result).axes[0].lines}
+    assert len(lines) == 3
+    both = next(v for k, v in lines.items() if "Poisson" in k and "TV" in k)
+    np.testing.assert_allclose(both.get_ydata(), np.asarray(history["total"]) - np.asarray(history["haadf"]) / 3)
+
+
 def test_convergence_shifts_a_negative_poisson_term_and_says_so():
     poisson = np.array([-5.0, -8.0, -9.0, -9.5, -9.75, -9.8])
     fig = plot.convergence(make_result(ramps(), poisson=poisson))

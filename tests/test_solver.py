@@ -1,11 +1,14 @@
 import math
 
+import array_api_compat.numpy as npx
 import numpy as np
 import pytest
 
 import fusex
 from fusex import ExponentialDecay, FusionDivergedError, FusionParams, PolynomialDecay
 from fusex.datasets import phantom
+from fusex.objectives import tv_magnitude
+from fusex.xarray import label
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +113,98 @@ def test_progress_bar_goes_to_stderr_and_nothing_to_stdout(sample, capsys):
 def test_solver_never_prints(sample, capsys):
     _fuse(sample, n_iter=3)
     assert capsys.readouterr() == ("", "")
+
+
+# per-element weights: each map's own lambda_chem and lambda_tv, on every backend
+
+
+def _engines(xp):
+    # On NumPy both the compiled and the generic engines run; elsewhere the backend's own.
+    return [None, "numpy"] if xp.name == "numpy" else [xp.backend]
+
+
+def test_without_the_haadf_term_each_map_is_fused_alone_with_its_own_weights(xp):
+    # lambda_haadf = 0 decouples the maps exactly (a fixed unit step, no backtracking or early stop
+    # that would couple them through the shared objective), so the per-element fusion of three maps
+    # must equal three one-map fusions with scalar weights.
+    sample = phantom((20, 24), seed=7)
+    tv = {"Sr": 0.002, "Ti": 0.0, "O": 0.03}
+    chem = {"Sr": 0.02, "Ti": 0.005, "O": 0.01}
+    base = FusionParams(lambda_haadf=0.0, n_iter=12, backtracking=False, tol=0.0, divergence_patience=0)
+    haadf = xp.asarray(sample.haadf)
+    for backend in _engines(xp):
+        res = fusex.fuse(
+            haadf,
+            xp.asarray(sample.maps),
+            elements=sample.elements,
+            params=base.replace(lambda_tv=tv, lambda_chem=chem),
+            backend=backend,
+        )
+        for e, name in enumerate(sample.elements):
+            alone = fusex.fuse(
+                haadf,
+                xp.asarray(sample.maps[e : e + 1]),
+                elements=[name],
+                params=base.replace(lambda_tv=tv[name], lambda_chem=chem[name]),
+                backend=backend,
+            )
+            np.testing.assert_allclose(xp.numpy(res.maps[e, ...]), xp.numpy(alone.maps[0, ...]), rtol=1e-5, atol=1e-6)
+
+
+def test_equal_per_element_weights_equal_shared_ones(xp):
+    sample = phantom((24, 24), seed=8)
+    args = (xp.asarray(sample.haadf), xp.asarray(sample.maps))
+    shared = FusionParams(n_iter=20, lambda_tv=0.01, lambda_chem=0.02)
+    mapped = shared.replace(
+        lambda_tv=dict.fromkeys(sample.elements, 0.01), lambda_chem=dict.fromkeys(sample.elements, 0.02)
+    )
+    for backend in _engines(xp):
+        a = fusex.fuse(*args, elements=sample.elements, params=shared, backend=backend)
+        b = fusex.fuse(*args, elements=sample.elements, params=mapped, backend=backend)
+        np.testing.assert_allclose(xp.numpy(b.maps), xp.numpy(a.maps), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(b.history.total, a.history.total, rtol=1e-5)
+
+
+def test_the_objective_weighs_each_maps_terms_by_its_own_weights():
+    sample = phantom((24, 24), seed=9)
+    tv = {"Sr": 0.001, "Ti": 0.01, "O": 0.05}
+    res = fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params=FusionParams(n_iter=1, lambda_tv=tv))
+    start = res.history.iloc[0]
+    x0 = (sample.maps - sample.maps.min(axis=(1, 2), keepdims=True)) / np.ptp(sample.maps, axis=(1, 2), keepdims=True)
+    per_map_tv = tv_magnitude(x0, npx).sum(axis=(1, 2))
+    weighted = sum(tv[e] * per_map_tv[i] for i, e in enumerate(sample.elements))
+    expected = start.haadf / 3 + 0.01 * start.poisson + weighted
+    assert start.tv == pytest.approx(per_map_tv.sum(), rel=1e-5)
+    assert start.total == pytest.approx(expected, rel=1e-5)
+
+
+def test_per_element_weights_with_a_batch_equal_item_by_item():
+    sample = phantom((20, 20), seed=10)
+    tv = {"Sr": [0.001, 0.02], "Ti": 0.005, "O": [0.01, 0.0]}
+    params = FusionParams(n_iter=15, lambda_tv=tv)
+    batch = fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params=params)
+    assert batch.batch_shape == (2,)
+    for n in range(2):
+        one = batch.item(n)
+        assert dict(one.params.lambda_tv) == {"Sr": tv["Sr"][n], "Ti": 0.005, "O": tv["O"][n]}
+        alone = fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params=one.params)
+        np.testing.assert_allclose(one.maps, alone.maps, rtol=1e-5, atol=1e-6)
+
+
+def test_a_mapping_that_misses_a_map_is_refused_before_solving():
+    sample = phantom((16, 16), seed=11)
+    with pytest.raises(ValueError, match=r"lambda_chem gives values for \['Sr', 'Ti'\], but the maps are"):
+        fusex.fuse(
+            sample.haadf, sample.maps, elements=sample.elements, params=FusionParams(lambda_chem={"Sr": 1, "Ti": 2})
+        )
+
+
+def test_labeled_results_carry_the_per_element_weights():
+    sample = phantom((16, 16), seed=12)
+    ds = fusex.fuse(
+        label(sample.haadf, sample.maps, sample.elements),
+        params=FusionParams(n_iter=3, lambda_tv={"Sr": 0.01, "Ti": 0.02, "O": 0.03}),
+    )
+    assert ds["param_lambda_tv"].dims == ("element",)
+    np.testing.assert_allclose(ds["param_lambda_tv"].sel(element="O"), 0.03)
+    assert "lambda_tv" not in ds.attrs and '"O": 0.03' in ds.attrs["fusex_params"]

@@ -6,6 +6,7 @@ import xarray as xr
 
 import fusex
 from fusex.datasets import nrmse, phantom
+from fusex.params import PerElement
 from fusex.tune import DEFAULT_GRID, split_counts, tune
 
 SMALL_GRID = {"lambda_tv": [0.002, 0.01, 0.05], "lambda_chem": [0.005, 0.02]}
@@ -45,7 +46,7 @@ def test_search_is_one_batched_call_with_a_labeled_score_surface(monkeypatch):
         return fuse(haadf, maps, **kwargs)
 
     monkeypatch.setattr(fusex.api, "fuse", spy)
-    res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=3)
+    res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=3, per_element=False)
     assert calls == [(3, 1, 1, 3, 32, 32), (3, 32, 32)]  # the whole search, then the refit
     scores = res.scores
     assert isinstance(scores, xr.Dataset) and scores.total.dims == ("lambda_tv", "lambda_chem")
@@ -53,6 +54,30 @@ def test_search_is_one_batched_call_with_a_labeled_score_surface(monkeypatch):
     i, j = np.unravel_index(int(np.nanargmin(scores.total.values)), scores.total.shape)
     assert res.params.lambda_tv == scores.lambda_tv.values[i] and res.params.lambda_chem == scores.lambda_chem.values[j]
     assert res.result.params.lambda_tv == res.params.lambda_tv
+
+
+def test_each_element_gets_its_own_pick_when_that_scores_better():
+    sample = phantom((48, 48), lattice="rocksalt", dose=5.0, seed=2)
+    res = tune(sample.haadf, sample.maps, elements=sample.elements, folds=3, refit=False)
+    scores = res.scores
+    assert scores.attrs["per_element"] == 1
+    assert scores.attrs["per_element_total"] < scores.attrs["shared_total"]
+    assert scores.attrs["shared_total"] == pytest.approx(float(scores.total.min()))
+    for element in sample.elements:
+        own = scores.deviance.sel(element=element)
+        i, j = np.unravel_index(int(np.nanargmin(own.values)), own.shape)
+        assert res.params.lambda_tv[element] == own.lambda_tv.values[i]
+        assert res.params.lambda_chem[element] == own.lambda_chem.values[j]
+    shared = tune(sample.haadf, sample.maps, elements=sample.elements, folds=3, refit=False, per_element=False)
+    assert isinstance(shared.params.lambda_tv, float) and shared.params.lambda_tv == scores.attrs["chosen_lambda_tv"]
+
+
+def test_the_average_of_the_fold_fits_is_in_counts_of_the_full_dose():
+    sample = phantom((32, 32), dose=6.0, seed=9)
+    res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=4, refit=False)
+    assert res.average.shape == sample.maps.shape and res.average.min() >= 0
+    np.testing.assert_allclose(res.average.sum(axis=(1, 2)), sample.maps.sum(axis=(1, 2)), rtol=1e-6)
+    assert np.all(nrmse(res.average, sample.truth) < nrmse(sample.maps, sample.truth))
 
 
 def test_maps_given_as_a_mapping_name_the_elements():
@@ -67,7 +92,10 @@ def test_fuse_auto_returns_the_tuned_fusion():
     tuned = tune(sample.haadf, sample.maps, elements=sample.elements)
     assert auto.params == tuned.result.params
     np.testing.assert_array_equal(auto.maps, tuned.result.maps)
-    assert auto.params.lambda_tv in DEFAULT_GRID["lambda_tv"]
+    lambda_tv = auto.params.lambda_tv
+    assert set(lambda_tv.values() if isinstance(lambda_tv, PerElement) else [lambda_tv]) <= set(
+        DEFAULT_GRID["lambda_tv"]
+    )
     with pytest.raises(ValueError, match="'auto'"):
         fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params="best")
 
@@ -84,10 +112,11 @@ def test_tune_runs_on_every_backend(xp, monkeypatch):
     ref = tune(sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=2)
     monkeypatch.setattr(fusex.api, "fuse", spy)
     res = tune(xp.asarray(sample.haadf), xp.asarray(sample.maps), elements=sample.elements, grid=SMALL_GRID, folds=2)
-    assert seen == [type(xp.asarray(sample.maps))] * 2  # the search too runs in the caller's library
+    assert len(seen) >= 2 and set(seen) == {type(xp.asarray(sample.maps))}  # the search too runs there
     assert res.params == ref.params
     np.testing.assert_allclose(res.scores.total, ref.scores.total, rtol=1e-3)
-    assert type(res.result.maps) is type(xp.asarray(sample.maps))
+    assert type(res.result.maps) is type(res.average) is type(xp.asarray(sample.maps))
+    np.testing.assert_allclose(xp.numpy(res.average), ref.average, rtol=1e-3, atol=1e-3)
 
 
 def test_score_surface_plot():
@@ -101,9 +130,16 @@ def test_score_surface_plot():
     assert one.plot().axes[0].get_xlabel() == "lambda_tv"
 
 
-# Both lattices, low and high dose. scripts/tune_accuracy.py runs the full sweep (18 cases, 13 meet
-# the 15 % bound for every element); docs/tuning.md shows it, including the cases that miss.
-ACCURACY_CASES = [("rocksalt", 2.0, 3), ("rocksalt", 20.0, 2), ("perovskite", 5.0, 1), ("perovskite", 20.0, 3)]
+# Both lattices at 2, 5 and 20 counts per column. scripts/tune_accuracy.py runs the full sweep (18 cases:
+# the fusion meets both bounds for every element in 14, the fold average in 16); docs/tuning.md shows it,
+# including the cases that miss.
+ACCURACY_CASES = [
+    ("rocksalt", 2.0, 1),
+    ("rocksalt", 20.0, 2),
+    ("perovskite", 2.0, 3),
+    ("perovskite", 5.0, 1),
+    ("perovskite", 20.0, 2),
+]
 
 
 @pytest.mark.parametrize(("lattice", "dose", "seed"), ACCURACY_CASES)
@@ -115,12 +151,13 @@ def test_tuned_parameters_are_close_to_the_best_chosen_with_the_truth(lattice, d
     fused = every.to_input_units()
     errors = np.array([[nrmse(fused[i, j], sample.truth) for j in range(chems.size)] for i in range(tvs.size)])
     oracle = errors[np.unravel_index(np.nanargmin(errors.mean(axis=-1)), errors.shape[:2])]
+    raw = nrmse(sample.maps, sample.truth)
 
     tuned = tune(sample.haadf, sample.maps, elements=sample.elements)
-    mine = nrmse(tuned.result.to_input_units(), sample.truth)
-    raw = nrmse(sample.maps, sample.truth)
-    assert np.all(mine <= 1.15 * oracle), f"tuned {mine} vs oracle {oracle}"
-    assert np.all(mine < raw), f"tuned {mine} vs raw {raw}"
+    for name, estimate in (("fusion", tuned.result.to_input_units()), ("fold average", tuned.average)):
+        mine = nrmse(estimate, sample.truth)
+        assert np.all(mine <= 1.15 * oracle), f"{name}: tuned {mine} vs oracle {oracle}"
+        assert np.all(mine < raw), f"{name}: tuned {mine} vs raw {raw}"
 
 
 def test_labeled_input_gives_a_labeled_fusion():
@@ -128,11 +165,13 @@ def test_labeled_input_gives_a_labeled_fusion():
 
     sample = phantom((24, 24), dose=4.0, seed=7)
     ds = label(sample.haadf, sample.maps, sample.elements)
-    res = tune(ds, grid=SMALL_GRID, folds=2)
-    plain = tune(sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=2)
+    res = tune(ds, grid=SMALL_GRID, folds=2, per_element=False)
+    plain = tune(sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=2, per_element=False)
     assert isinstance(res.result, xr.Dataset) and res.params == plain.params
     assert res.result.attrs["lambda_tv"] == plain.params.lambda_tv
     np.testing.assert_array_equal(res.result.maps.values, plain.result.maps)
+    assert isinstance(res.average, xr.DataArray) and res.average.dims == ds.maps.dims
+    np.testing.assert_array_equal(res.average.values, plain.average)
 
 
 def test_other_fields_can_be_searched_and_raw_units_are_fine():

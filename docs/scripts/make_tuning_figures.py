@@ -6,8 +6,8 @@ Run from the repository root (needs fusex and matplotlib)::
 
 On the built-in example (the tutorial's SrTiO3 phantom, 128 x 128 pixels, 3 counts per column)
 it fuses with the published method's defaults, with fusex's defaults and with `fusex.tune`'s
-choice, and writes ``docs/figures/tuning-compare.png``, ``tuning-surface.png`` and
-``tuning-nrmse.md``.
+choice (and shows tune's average of the fold fits), and writes ``docs/figures/tuning-compare.png``,
+``tuning-surface.png`` and ``tuning-nrmse.md``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,16 @@ import numpy as np
 
 import fusex
 from fusex.datasets import nrmse, phantom
+from fusex.params import PerElement
 
 OUT = Path(__file__).resolve().parents[1] / "figures"
+
+
+def _weights(params: fusex.FusionParams) -> str:
+    def show(value: object) -> str:
+        return ", ".join(f"{k} {v:g}" for k, v in value.items()) if isinstance(value, PerElement) else f"{value:g}"
+
+    return f"lambda_tv: {show(params.lambda_tv)}; lambda_chem: {show(params.lambda_chem)}"
 
 
 def main() -> None:
@@ -37,13 +45,12 @@ def main() -> None:
         "raw counts": sample.maps,
         "published defaults": published.to_input_units(),
         "fusex defaults": default.to_input_units(),
-        f"tuned (lambda_tv={tuned.params.lambda_tv:g}, lambda_chem={tuned.params.lambda_chem:g})": (
-            tuned.result.to_input_units()
-        ),
+        f"tuned ({_weights(tuned.params)})": tuned.result.to_input_units(),
+        "tuned, fold average": tuned.average,
     }
     errors = {name: nrmse(maps, sample.truth) for name, maps in rows.items()}
 
-    fig, axes = plt.subplots(len(sample.elements), len(rows) + 1, figsize=(11, 6.6), constrained_layout=True)
+    fig, axes = plt.subplots(len(sample.elements), len(rows) + 1, figsize=(12.5, 6.4), constrained_layout=True)
     columns = {"truth": sample.truth, **rows}
     for col, (name, maps) in enumerate(columns.items()):
         for e, element in enumerate(sample.elements):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,7 +20,8 @@ def score_surface(scores: Any, *, ax: Axes | None = None) -> Figure:
     """Plot the parameter search of `fusex.tune`: the criterion over the grid, the choice marked.
 
     A two-field grid is shown as a map of the total held-out deviance (relative to
-    its minimum, log colour scale) over the two fields on log axes; a one-field
+    its minimum, log colour scale) over the two fields on log axes, with each
+    element's own pick when `tune` chose weights per element; a one-field
     grid as curves, one per element (each relative to its own minimum) and the total.
 
     Parameters
@@ -72,7 +74,22 @@ def score_surface(scores: Any, *, ax: Axes | None = None) -> Figure:
         shading="nearest",
         cmap="viridis_r",
     )
-    ax.plot(chosen[1], chosen[0], marker="*", ms=14, color="white", mec="black", label="chosen")
+    per_element = bool(scores.attrs.get("per_element", 0))
+    label = "best shared" if per_element else "chosen"
+    ax.plot(chosen[1], chosen[0], marker="*", ms=14, color="white", mec="black", label=label)
+    if per_element and all(f"per_element_{name}" in scores.attrs for name in fields):
+        picks = [json.loads(scores.attrs[f"per_element_{name}"]) for name in fields]
+        for element in picks[0]:
+            x, y = picks[1][element], picks[0][element]
+            ax.plot(x, y, marker="o", ms=6, color="white", mec="black", ls="none")
+            ax.annotate(
+                str(element),
+                (x, y),
+                xytext=(4, 4),
+                textcoords="offset points",
+                fontsize=8,
+                bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
+            )
     ax.set(xscale="log", yscale="log", xlabel=cols, ylabel=rows)
     for axis, name in ((ax.xaxis, cols), (ax.yaxis, rows)):
         axis.set_ticks(scores[name].values, labels=[f"{v:g}" for v in scores[name].values])

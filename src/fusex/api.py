@@ -192,6 +192,7 @@ def fuse(
         device=device,
         params_batch=params.batch_shape,
     )
+    params.check_elements(checked.elements)
     engine = select_engine(backend, checked.xp, checked.device)
     n_items = checked.n_items
     size = plan_batch_size(

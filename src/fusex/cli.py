@@ -77,6 +77,11 @@ def _parse_param(text: str) -> tuple[str, object]:
             return name, convert(raw)
         except ValueError:
             pass
+    if ":" in raw:  # per element: lambda_tv=Sr:0.01,O:0.02
+        try:
+            return name, {k.strip(): float(v) for k, v in (pair.split(":") for pair in raw.split(","))}
+        except ValueError:
+            raise ValueError(f"--param {name}: per-element values read ELEMENT:VALUE,..., got {raw!r}") from None
     if "," in raw:
         return name, tuple(float(v) for v in raw.split(","))
     return name, raw
@@ -171,6 +176,7 @@ def _parser() -> argparse.ArgumentParser:
         "examples:\n"
         "  fusex fuse scan.npz -o fused.nc\n"
         "  fusex fuse scan.npz --elements Co S O --param lambda_tv=0.01 --param gamma=1.6 -o fused.zarr\n"
+        "  fusex fuse scan.npz --param lambda_tv=Co:0.005,S:0.01,O:0.02 -o fused.nc   # one weight per element\n"
         "  fusex fuse scan.npz --preset published -o reference-settings.nc --figure fused.png\n"
         "  fusex fuse scan.npz --preset auto -o fused.nc   # parameters chosen from the counts (fusex.tune)\n\n"
         "exit codes: 0 done, 2 bad arguments or parameters, 3 unreadable input (or elements not in it)\n"

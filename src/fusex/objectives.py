@@ -3,7 +3,8 @@ r"""Cost terms of the fusion objective and their gradients, for a batch of items
 Arrays carry a leading item axis: maps ``x`` and counts ``b`` are
 ``(B, E, H, W)``, the HAADF image ``(B, H, W)`` and the weights ``(B, E, 1, 1)``.
 Per-item scalars (:math:`\gamma`, :math:`\epsilon`, step coefficients) are
-numbers shared by every item or sequences of ``B`` values.  With
+numbers shared by every item or sequences of ``B`` values; the Poisson step
+coefficient may also be a ``(B, E)`` array, one per map.  With
 :math:`r = b_H - \sum_e w_e x_e^\gamma`, for each item:
 
 .. math::
@@ -25,11 +26,12 @@ from types import ModuleType
 from typing import Any
 
 import array_api_compat
+import numpy as np
 
 from ._xp import to_numpy
 from .operators import gradient, haadf_model
 
-__all__ = ["Evaluation", "evaluate", "gradient_step", "per_item", "smooth_gradient", "tv_value"]
+__all__ = ["Evaluation", "evaluate", "gradient_step", "per_item", "smooth_gradient", "split_sums", "tv_value"]
 
 PerItem = float | Sequence[float]
 """A number shared by every item of a batch, or one value per item."""
@@ -41,8 +43,11 @@ class Evaluation:
 
     Attributes
     ----------
-    haadf, poisson, tv : numpy.ndarray, shape (B,)
-        :math:`\Psi_1`, :math:`\Psi_2` and :math:`TV` (unweighted) of each item, on the host.
+    haadf : numpy.ndarray, shape (B,)
+        :math:`\Psi_1` of each item, on the host.
+    poisson, tv : numpy.ndarray, shape (B, E)
+        :math:`\Psi_2` and :math:`TV` (unweighted) of each map of each item, on
+        the host: per map, so that elements can carry their own weights.
     x_pow_m1 : array, shape (B, E, H, W)
         :math:`x^{\gamma-1}`.
     residual : array, shape (B, H, W)
@@ -58,12 +63,15 @@ class Evaluation:
 
 
 def per_item(values: PerItem, like: Any, xp: ModuleType) -> Any:
-    """Return ``values`` as a number, or as an array of ``like``'s dtype that broadcasts over its item axis."""
+    """Return ``values`` as a number, or as an array of ``like``'s dtype broadcasting over its leading axes.
+
+    ``B`` values broadcast over the item axis, a ``(B, E)`` array over the item and map axes.
+    """
     if isinstance(values, (int, float)):
         return float(values)
-    flat = [float(v) for v in values]
-    column = xp.asarray(flat, dtype=like.dtype, device=array_api_compat.device(like))
-    return xp.reshape(column, (len(flat),) + (1,) * (like.ndim - 1))
+    host = np.asarray(values, dtype=np.float64)
+    column = xp.asarray(host.ravel().tolist(), dtype=like.dtype, device=array_api_compat.device(like))
+    return xp.reshape(column, host.shape + (1,) * (like.ndim - host.ndim))
 
 
 def tv_magnitude(x: Any, xp: ModuleType) -> Any:
@@ -91,19 +99,25 @@ def evaluate(
 
     ``x**gamma`` is formed once as :math:`x^{\gamma-1} \cdot x` and kept for
     the gradient, because the power is the costliest operation here.  The
-    three per-item sums cross to the host in one transfer.
+    sums, ``(B, 1 + 2E)``, cross to the host in one transfer.
     """
     x_pow_m1 = x ** (per_item(gamma, x, xp) - 1.0)
     residual = haadf - haadf_model(x_pow_m1 * x, weights, xp)
-    sums = xp.stack(
+    sums = xp.concat(
         [
-            0.5 * xp.sum(residual * residual, axis=(-2, -1)),
-            xp.sum(x - counts * xp.log(x + per_item(eps, x, xp)), axis=(-3, -2, -1)),
-            xp.sum(tv_magnitude(x, xp), axis=(-3, -2, -1)),
-        ]
+            xp.sum(residual * residual, axis=(-2, -1))[:, None],
+            xp.sum(x - counts * xp.log(x + per_item(eps, x, xp)), axis=(-2, -1)),
+            xp.sum(tv_magnitude(x, xp), axis=(-2, -1)),
+        ],
+        axis=-1,
     )
-    psi1, psi2, tv = to_numpy(sums).astype("float64")
-    return Evaluation(psi1, psi2, tv, x_pow_m1, residual)
+    return split_sums(to_numpy(sums).astype("float64"), x_pow_m1, residual)
+
+
+def split_sums(sums: np.ndarray, x_pow_m1: Any, residual: Any) -> Evaluation:
+    r"""Build an `Evaluation` from host sums ``(B, 1 + 2E)``: :math:`\lVert r \rVert^2`, then Psi_2 and TV per map."""
+    n_maps = (sums.shape[1] - 1) // 2
+    return Evaluation(0.5 * sums[:, 0], sums[:, 1 : 1 + n_maps], sums[:, 1 + n_maps :], x_pow_m1, residual)
 
 
 def smooth_gradient(

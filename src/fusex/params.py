@@ -1,20 +1,24 @@
-"""Fusion parameters and step-size schedules."""
+"""Fusion parameters: every knob of the solver, validated, with per-item and per-element weights."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
 
+from .schedules import ConstantStep, ExponentialDecay, PolynomialDecay, StepSchedule
+
 __all__ = [
     "HAADF_WEIGHTINGS",
+    "PER_ELEMENT_FIELDS",
     "PER_ITEM_FIELDS",
     "ConstantStep",
     "ExponentialDecay",
     "FusionParams",
+    "PerElement",
     "PolynomialDecay",
     "StepSchedule",
 ]
@@ -22,47 +26,42 @@ __all__ = [
 PER_ITEM_FIELDS = ("gamma", "lambda_haadf", "lambda_chem", "lambda_tv", "eps")
 """Fields that may hold one value per batch item (an array broadcasting over the batch shape)."""
 
+PER_ELEMENT_FIELDS = ("lambda_chem", "lambda_tv")
+"""Fields that may hold one value per element (a mapping symbol -> value, stored as `PerElement`)."""
+
 HAADF_WEIGHTINGS = ("none", "z_mean", "z_sum", "zgamma_mean", "zgamma_sum")
 """Named HAADF weighting schemes: ``w_e`` as a function of ``Z`` and ``gamma``."""
 
 
-@dataclass(frozen=True)
-class ConstantStep:
-    r"""Constant step size, :math:`\eta_k = \eta_0`."""
+class PerElement(Mapping[str, Any]):
+    """An immutable, hashable mapping element label -> weight, for the `PER_ELEMENT_FIELDS`.
 
-    eta0: float = 1.0
+    Each value is a number, or nested tuples of numbers (one per batch item).
+    `FusionParams` builds it from any mapping it is given.
+    """
 
-    def __call__(self, k: int) -> float:
-        """Return the step size of iteration ``k`` (from 0)."""
-        return float(self.eta0)
+    __slots__ = ("_pairs",)
 
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._pairs = tuple((str(k), v) for k, v in values.items())
 
-@dataclass(frozen=True)
-class ExponentialDecay:
-    r"""Exponentially decaying step size, :math:`\eta_k = \eta_0 e^{-r k}`."""
+    def __getitem__(self, key: str) -> Any:
+        for name, value in self._pairs:
+            if name == key:
+                return value
+        raise KeyError(key)
 
-    eta0: float = 1.0
-    rate: float = 0.01
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._pairs)
 
-    def __call__(self, k: int) -> float:
-        """Return the step size of iteration ``k`` (from 0)."""
-        return float(self.eta0 * math.exp(-self.rate * k))
+    def __len__(self) -> int:
+        return len(self._pairs)
 
+    def __hash__(self) -> int:
+        return hash(frozenset(self._pairs))
 
-@dataclass(frozen=True)
-class PolynomialDecay:
-    r"""Polynomially decaying step size, :math:`\eta_k = \eta_0 (\beta k + 1)^{-\alpha}`."""
-
-    eta0: float = 1.0
-    alpha: float = 0.5
-    beta: float = 1.0
-
-    def __call__(self, k: int) -> float:
-        """Return the step size of iteration ``k`` (from 0)."""
-        return float(self.eta0 * (self.beta * k + 1.0) ** (-self.alpha))
-
-
-StepSchedule = float | ConstantStep | ExponentialDecay | PolynomialDecay | Callable[[int], float]
+    def __repr__(self) -> str:
+        return repr(dict(self._pairs))
 
 
 @dataclass(frozen=True)
@@ -87,11 +86,13 @@ class FusionParams:
     lambda_haadf : float or None
         Weight :math:`\lambda_H` of the HAADF consistency term.  ``None``
         (default) means :math:`1/E` for ``E`` elements, as in the published method.
-    lambda_chem : float
+    lambda_chem : float or mapping
         Weight :math:`\lambda_C` of the Poisson fidelity of the chemical maps.
-        Default 0.01.
-    lambda_tv : float
+        Default 0.01.  A mapping ``{element: value}`` gives each map its own
+        weight :math:`\lambda_{C,e}` (every map must be named).
+    lambda_tv : float or mapping
         Weight :math:`\lambda_{TV}` of the total variation.  Default 0.005.
+        A mapping ``{element: value}`` gives each map its own :math:`\lambda_{TV,e}`.
     n_iter : int
         Maximum number of outer iterations.  Default 150.
     n_tv : int
@@ -145,6 +146,13 @@ class FusionParams:
     single acquisition runs three fusions of it in one vectorized solve.  They
     are stored as nested tuples, so parameters stay hashable and comparable.
 
+    ``lambda_chem`` and ``lambda_tv`` may also be mappings from element labels
+    to values (numbers or per-item arrays), ``lambda_tv={"Sr": 0.01, "Ti": 0.005,
+    "O": 0.02}``: the terms then read :math:`\sum_e \lambda_{C,e}\Psi_{2,e}` and
+    :math:`\sum_e \lambda_{TV,e} \lVert x_e \rVert_{TV}`.  Elements differ in
+    dose and in how much the HAADF image says about them, so their best
+    weights differ; `fusex.tune` chooses them per element.
+
     The Poisson term is a likelihood of counts only for ``normalize="none"``
     on raw counts.  After min-max normalization it is a fidelity term that
     weights low-signal pixels more, which is what the published method uses;
@@ -154,8 +162,8 @@ class FusionParams:
 
     gamma: float | Sequence[float] = 1.7
     lambda_haadf: float | Sequence[float] | None = None
-    lambda_chem: float | Sequence[float] = 0.01
-    lambda_tv: float | Sequence[float] = 0.005
+    lambda_chem: float | Sequence[float] | Mapping[str, Any] = 0.01
+    lambda_tv: float | Sequence[float] | Mapping[str, Any] = 0.005
     n_iter: int = 150
     n_tv: int = 15
     tv_method: Literal["fgp", "gp"] = "fgp"
@@ -215,19 +223,47 @@ class FusionParams:
     @property
     def batch_shape(self) -> tuple[int, ...]:
         """Broadcast shape of the per-item fields (``()`` when every field is one number)."""
-        return np.broadcast_shapes(*(np.shape(getattr(self, name)) for name in PER_ITEM_FIELDS))
+        return np.broadcast_shapes(*(_shape(getattr(self, name)) for name in PER_ITEM_FIELDS))
 
     def item_values(self, name: str, batch_shape: tuple[int, ...]) -> np.ndarray:
         """Field ``name`` broadcast to ``batch_shape`` and flattened: one float64 per item."""
         value = getattr(self, name)
-        try:
-            full = np.broadcast_to(np.asarray(value, dtype=np.float64), batch_shape)
-        except ValueError:
-            raise ValueError(
-                f"FusionParams.{name} has shape {np.shape(value)}, which does not broadcast against the "
-                f"batch shape {batch_shape} of the inputs; give one value, or one per batch item"
-            ) from None
-        return full.reshape(-1)
+        if isinstance(value, PerElement):
+            raise ValueError(f"FusionParams.{name} holds one value per element; use map_values")
+        return _broadcast(name, value, batch_shape).reshape(-1)
+
+    def map_values(self, name: str, batch_shape: tuple[int, ...], elements: Sequence[str]) -> np.ndarray:
+        """Field ``name`` as one float64 per item and map: shape ``(prod(batch_shape), E)``."""
+        value = getattr(self, name)
+        if not isinstance(value, PerElement):
+            return np.repeat(self.item_values(name, batch_shape)[:, None], len(elements), axis=1)
+        self.check_elements(elements)
+        return np.stack([_broadcast(name, value[e], batch_shape).reshape(-1) for e in elements], axis=-1)
+
+    def check_elements(self, elements: Sequence[str]) -> None:
+        """Raise unless every per-element field names exactly the maps ``elements``."""
+        for name in PER_ELEMENT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, PerElement) and set(value) != {str(e) for e in elements}:
+                raise ValueError(
+                    f"FusionParams.{name} gives values for {list(value)}, but the maps are {list(elements)}: "
+                    "give one value for each map, or one number for all"
+                )
+
+    def at(self, index: tuple[int, ...], batch_shape: tuple[int, ...]) -> FusionParams:
+        """Return the parameters of batch item ``index``: every per-item field reduced to its value there."""
+
+        def pick(name: str, value: Any) -> float:
+            return float(_broadcast(name, value, batch_shape)[index])
+
+        changes: dict[str, Any] = {}
+        for name in PER_ITEM_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, PerElement):
+                changes[name] = {e: pick(name, v) for e, v in value.items()}
+            elif value is not None:
+                changes[name] = pick(name, value)
+        return self.replace(**changes)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the parameters as plain Python values (schedules as their ``repr``)."""
@@ -236,7 +272,27 @@ class FusionParams:
             out["step"] = repr(self.step)
         if not isinstance(self.haadf_weights, str):
             out["haadf_weights"] = [float(w) for w in self.haadf_weights]
+        for name in PER_ELEMENT_FIELDS:
+            if isinstance(getattr(self, name), PerElement):
+                out[name] = dict(getattr(self, name))
         return out
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    """Batch shape of one per-item field value (the broadcast of its entries for a `PerElement`)."""
+    if isinstance(value, PerElement):
+        return np.broadcast_shapes(*(np.shape(v) for v in value.values()))
+    return np.shape(value)
+
+
+def _broadcast(name: str, value: Any, batch_shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        return np.broadcast_to(np.asarray(value, dtype=np.float64), batch_shape)
+    except ValueError:
+        raise ValueError(
+            f"FusionParams.{name} has shape {np.shape(value)}, which does not broadcast against the "
+            f"batch shape {batch_shape} of the inputs; give one value, or one per batch item"
+        ) from None
 
 
 def _check_params(p: FusionParams) -> None:
@@ -253,12 +309,18 @@ def _check_params(p: FusionParams) -> None:
     def values(name: str) -> np.ndarray:
         # A number stays a float; an array-like becomes nested tuples, so the dataclass stays hashable.
         value = getattr(p, name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return np.asarray(number(name))
-        array = np.asarray(value)
-        if array.dtype == bool or array.dtype.kind not in "iuf" or array.size == 0 or not np.all(np.isfinite(array)):
-            raise TypeError(f"FusionParams.{name} must be a finite number or a non-empty array of them (got {value!r})")
-        object.__setattr__(p, name, _nested_tuple(array.astype(np.float64)))
+        if isinstance(value, Mapping):
+            if name not in PER_ELEMENT_FIELDS or not value:
+                raise TypeError(
+                    f"FusionParams.{name} must be a number or an array of them"
+                    + (", or a non-empty mapping element -> value" if name in PER_ELEMENT_FIELDS else "")
+                    + f" (got {value!r})"
+                )
+            entries = {str(k): _plain(name, v) for k, v in value.items()}
+            object.__setattr__(p, name, PerElement({k: _nested_tuple(a) for k, a in entries.items()}))
+            return np.concatenate([a.ravel() for a in entries.values()])
+        array = _plain(name, value)
+        object.__setattr__(p, name, _nested_tuple(array))
         return array
 
     require(
@@ -273,7 +335,10 @@ def _check_params(p: FusionParams) -> None:
         value = getattr(p, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "n_iter" else 0):
             raise ValueError(f"FusionParams.{name} must be a non-negative integer (n_iter >= 1), got {value!r}")
-    shapes = {name: np.shape(getattr(p, name)) for name in PER_ITEM_FIELDS if np.shape(getattr(p, name))}
+    try:
+        shapes = {name: _shape(getattr(p, name)) for name in PER_ITEM_FIELDS if _shape(getattr(p, name))}
+    except ValueError:
+        raise ValueError("the per-element values of a FusionParams field must broadcast against each other") from None
     try:
         np.broadcast_shapes(*shapes.values())
     except ValueError:
@@ -300,10 +365,13 @@ def _check_params(p: FusionParams) -> None:
         require(math.isfinite(p.step) and p.step > 0, "step", "must be a finite number > 0")
 
 
+def _plain(name: str, value: Any) -> np.ndarray:
+    """``value`` as a float64 array of finite numbers, or a TypeError naming the field."""
+    array = np.asarray(value) if not isinstance(value, bool) else np.asarray(None)
+    if array.dtype == bool or array.dtype.kind not in "iuf" or array.size == 0 or not np.all(np.isfinite(array)):
+        raise TypeError(f"FusionParams.{name} must be a finite number or a non-empty array of them (got {value!r})")
+    return array.astype(np.float64)
+
+
 def _nested_tuple(array: np.ndarray) -> Any:
     return float(array) if array.ndim == 0 else tuple(_nested_tuple(a) for a in array)
-
-
-def step_schedule(step: StepSchedule) -> Callable[[int], float]:
-    """Return ``step`` as a callable ``k -> eta``."""
-    return ConstantStep(float(step)) if isinstance(step, (int, float)) else step

@@ -9,6 +9,7 @@ Dataset in its spatial coordinates, those of a `FusionResult` in pixels.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -121,14 +122,16 @@ def _history(result: Result) -> tuple[np.ndarray, dict[str, np.ndarray], dict[st
     """Return the iterations, history columns and lambdas of a FusionResult or a result Dataset."""
     one_fusion(result)
     names = ("haadf", "poisson", "tv", "total", "step", "backtracks")
+    weights = ("lambda_haadf", "lambda_chem", "lambda_tv")
     if isinstance(result, xr.Dataset):
         hist = {k: _host(result[f"history_{k}"]) for k in names}
-        lam = {k: float(result.attrs[k]) for k in ("lambda_haadf", "lambda_chem", "lambda_tv")}
+        # weights given per element are variables, not attrs: NaN marks them
+        lam = {k: float(result.attrs[k]) if k in result.attrs else math.nan for k in weights}
         return _host(result["iteration"]), hist, lam
     if not isinstance(result, FusionResult):
         raise TypeError(f"`result` must be a FusionResult or the Dataset from fusex.fuse, got {type(result).__name__}")
     hist = {k: result.history[k].to_numpy(dtype=float) for k in names}
-    lam = {k: float(getattr(result.params, k)) for k in ("lambda_haadf", "lambda_chem", "lambda_tv")}
+    lam = {k: float(v) if isinstance(v := getattr(result.params, k), (int, float)) else math.nan for k in weights}
     return result.history.index.to_numpy(dtype=float), hist, lam
 
 
@@ -137,6 +140,9 @@ def convergence(result: Result, *, ax: Axes | None = None) -> Figure:
 
     The terms and their sum (the objective, dashed) share a log axis; the step size
     (dotted, a marker where it was backtracked) has a twin axis on the right.
+
+    With weights given per element, the Poisson and TV terms are shown as one
+    series, their weighted sum (the history records each term summed over the maps).
 
     The Poisson term :math:`\sum x - b\log(x+\epsilon)` is positive for min-max
     normalized maps (the default) but may be negative with ``normalize="none"``.
@@ -159,10 +165,19 @@ def convergence(result: Result, *, ax: Axes | None = None) -> Figure:
     plt = _pyplot()
     it, h, lam = _history(result)
     fig, ax = _figure(plt, ax, (6, 3.8))
+    haadf = lam["lambda_haadf"] * h["haadf"]
+    if math.isnan(lam["lambda_chem"] + lam["lambda_tv"]):
+        # per-element weights: the history holds each term summed over the maps, so only the
+        # weighted sum of the two per-map terms is known
+        terms = [(r"$\sum_e \lambda_{C,e}\,$Poisson$_e + \lambda_{TV,e}\,$TV$_e$", h["total"] - haadf, {})]
+    else:
+        terms = [
+            (r"$\lambda_C\,$Poisson", lam["lambda_chem"] * h["poisson"], {}),
+            (r"$\lambda_{TV}\,$TV", lam["lambda_tv"] * h["tv"], {}),
+        ]
     series = [
-        (r"$\lambda_H\,$HAADF", lam["lambda_haadf"] * h["haadf"], {}),
-        (r"$\lambda_C\,$Poisson", lam["lambda_chem"] * h["poisson"], {}),
-        (r"$\lambda_{TV}\,$TV", lam["lambda_tv"] * h["tv"], {}),
+        (r"$\lambda_H\,$HAADF", haadf, {}),
+        *terms,
         ("total", h["total"], {"color": "black", "ls": (0, (4, 2)), "lw": 1.5}),
     ]
     for label, values, style in series:

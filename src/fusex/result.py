@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ._xp import per_image
-from .params import PER_ITEM_FIELDS, FusionParams
+from .params import FusionParams
 
 __all__ = ["FusionDivergedError", "FusionResult"]
 
@@ -109,13 +109,7 @@ class FusionResult:
             raise ValueError(f"give one index per batch axis: the batch shape is {shape}, got index {index}")
         index = tuple(int(i) + n if int(i) < 0 else int(i) for i, n in zip(index, shape, strict=True))
         flat = int(np.ravel_multi_index(index, shape))  # raises ValueError for an index out of range
-        params = self.params.replace(
-            **{
-                name: float(np.broadcast_to(np.asarray(getattr(self.params, name), dtype=float), shape)[index])
-                for name in PER_ITEM_FIELDS
-                if getattr(self.params, name) is not None
-            }
-        )
+        params = self.params.at(index, shape)
         weights = self.weights
         if isinstance(weights, np.ndarray):
             weights = tuple(float(w) for w in weights[index])

@@ -27,8 +27,9 @@ from .backends import Engine
 from .inputs import FusionProblem
 from .objectives import Evaluation
 from .operators import haadf_weights
-from .params import FusionParams, step_schedule
+from .params import FusionParams
 from .result import FusionDivergedError
+from .schedules import step_schedule
 
 __all__ = ["IterationState", "solve"]
 
@@ -81,7 +82,7 @@ def solve(
     """
     xp = problem.xp
     n_items, n_elements = problem.counts.shape[:2]
-    values = _item_values(params, problem.batch_shape, n_elements, problem.items)
+    values = _item_values(params, problem.batch_shape, problem.elements, problem.items)
     weight_rows = [haadf_weights(params.haadf_weights, problem.z, g, n_elements) for g in values["gamma"]]
     weights = xp.reshape(
         xp.asarray(weight_rows, dtype=problem.counts.dtype, device=problem.device), (n_items, n_elements, 1, 1)
@@ -94,7 +95,7 @@ def solve(
     )
     live.values["start"] = live.total.copy()
     history = History()
-    history.record(0, problem.items, ev.haadf, ev.poisson, ev.tv, live.total, np.full(n_items, math.nan), zeros)
+    history.record(0, problem.items, *_terms_per_item(ev), live.total, np.full(n_items, math.nan), zeros)
     outcome = Outcome(n_items)
     batched = problem.batch_shape != ()
 
@@ -107,9 +108,7 @@ def solve(
                 raise ValueError(f"the step schedule returned {base!r} at iteration {k}; it must give finite steps > 0")
             eta = live.values["shrink"] * base
             x_new, ev_new, total_new, backtracks = _step_with_backtracking(live, eta, params, engine, xp)
-            history.record(
-                k + 1, problem.items[live.items], ev_new.haadf, ev_new.poisson, ev_new.tv, total_new, eta, backtracks
-            )
+            history.record(k + 1, problem.items[live.items], *_terms_per_item(ev_new), total_new, eta, backtracks)
             v = live.values
             improved = total_new <= live.total
             v["rises"] = np.where(improved, 0, v["rises"] + 1)
@@ -139,12 +138,14 @@ def solve(
 
 
 def _item_values(
-    params: FusionParams, batch_shape: tuple[int, ...], n_elements: int, items: np.ndarray
+    params: FusionParams, batch_shape: tuple[int, ...], elements: tuple[str, ...], items: np.ndarray
 ) -> dict[str, np.ndarray]:
-    names = ("gamma", "lambda_chem", "lambda_tv", "eps")
-    values = {name: params.item_values(name, batch_shape)[items] for name in names}
+    """Per-item host values (``(n,)``; ``(n, E)`` for the per-map weights ``lambda_chem``, ``lambda_tv``)."""
+    values = {name: params.item_values(name, batch_shape)[items] for name in ("gamma", "eps")}
+    for name in ("lambda_chem", "lambda_tv"):
+        values[name] = params.map_values(name, batch_shape, elements)[items]
     if params.lambda_haadf is None:
-        values["lambda_haadf"] = np.full(items.shape, 1.0 / n_elements)
+        values["lambda_haadf"] = np.full(items.shape, 1.0 / len(elements))
     else:
         values["lambda_haadf"] = params.item_values("lambda_haadf", batch_shape)[items]
     return values
@@ -155,12 +156,23 @@ def _terms(values: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 def _compact(values: np.ndarray) -> Any:
-    """One number when all items share it (the engines' fast path), else the per-item array."""
-    return float(values[0]) if np.all(values == values[0]) else values
+    """One number when all share it (the engines' fast path), else per item ``(n,)``, else per map ``(n, E)``."""
+    flat = values.reshape(-1)
+    if np.all(flat == flat[0]):
+        return float(flat[0])
+    if values.ndim == 2 and np.all(values == values[:, :1]):
+        return values[:, 0]
+    return values
 
 
 def _total(ev: Evaluation, values: dict[str, np.ndarray]) -> np.ndarray:
-    return values["lambda_haadf"] * ev.haadf + values["lambda_chem"] * ev.poisson + values["lambda_tv"] * ev.tv
+    chem = np.sum(values["lambda_chem"] * ev.poisson, axis=-1)
+    return values["lambda_haadf"] * ev.haadf + chem + np.sum(values["lambda_tv"] * ev.tv, axis=-1)
+
+
+def _terms_per_item(ev: Evaluation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the unweighted cost terms of each item (per-map ones summed over maps), as the history holds them."""
+    return ev.haadf, np.sum(ev.poisson, axis=-1), np.sum(ev.tv, axis=-1)
 
 
 def _advance(live: Live, eta: np.ndarray, params: FusionParams, engine: Engine, xp: Any) -> tuple[Any, Evaluation]:
@@ -172,10 +184,11 @@ def _advance(live: Live, eta: np.ndarray, params: FusionParams, engine: Engine, 
         live.ev,
         eps=_compact(v["eps"]),
         coef_h=_compact(eta * v["gamma"] * v["lambda_haadf"]),
-        coef_c=_compact(eta * v["lambda_chem"]),
+        coef_c=_compact(eta[:, None] * v["lambda_chem"]),
         xp=xp,
     )
-    x_new = engine.tv_prox(y, _compact(eta * v["lambda_tv"]), params.n_tv, method=params.tv_method, nonneg=True, xp=xp)
+    tv_weight = _compact(eta[:, None] * v["lambda_tv"])
+    x_new = engine.tv_prox(y, tv_weight, params.n_tv, method=params.tv_method, nonneg=True, xp=xp)
     return x_new, engine.evaluate(x_new, live.haadf, live.counts, live.weights, xp=xp, **_terms(v))
 
 
@@ -252,17 +265,11 @@ def _retire(live: Live, reasons: np.ndarray, iteration: int, outcome: Outcome, x
 
 
 def _state(k: int, live: Live, items: np.ndarray, eta: np.ndarray, batched: bool) -> IterationState:
-    ev = live.ev
+    haadf, poisson, tv = _terms_per_item(live.ev)
     if batched:
-        return IterationState(k, live.x, ev.haadf, ev.poisson, ev.tv, live.total, eta, items)
+        return IterationState(k, live.x, haadf, poisson, tv, live.total, eta, items)
     return IterationState(
-        k,
-        live.x[0, ...],
-        float(ev.haadf[0]),
-        float(ev.poisson[0]),
-        float(ev.tv[0]),
-        float(live.total[0]),
-        float(eta[0]),
+        k, live.x[0, ...], float(haadf[0]), float(poisson[0]), float(tv[0]), float(live.total[0]), float(eta[0])
     )
 
 

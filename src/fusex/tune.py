@@ -38,6 +38,7 @@ refused.  The HAADF image is not split: it enters every fit in full.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,9 +46,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ._folds import Folds, Scored, signal_variance
 from ._xp import convert, namespace_of, to_numpy
 from .inputs import stack_maps
-from .params import PER_ITEM_FIELDS, FusionParams
+from .params import PER_ELEMENT_FIELDS, PER_ITEM_FIELDS, FusionParams
 from .result import FusionResult
 from .xarray import is_labeled, unwrap
 
@@ -78,12 +80,22 @@ class TuneResult:
     result : FusionResult, xarray.Dataset or None
         The fusion of the full data with `params`, a Dataset for labeled input
         (None with ``refit=False``).
+    average : array or xarray.DataArray
+        The cross-fitted estimate ``(E, H, W)``: the :math:`K` fold fusions
+        with `params`, each brought to counts by the score's affine fit,
+        averaged and scaled to the full dose.  Every count enters :math:`K-1`
+        of the fits, so it uses all the data; averaging fits of independent
+        splits also averages out the fits' own variability, which at low dose
+        makes it more accurate than `result` (see the accuracy table in the
+        docs).  In the caller's array library and device (a DataArray like
+        the maps for labeled input), in counts, not min-max units.
 
     """
 
     params: FusionParams
     scores: xr.Dataset
     result: FusionResult | xr.Dataset | None
+    average: Any = None
 
     def plot(self, ax: Any = None) -> Any:
         """Plot the score surface with the choice marked (see `fusex.plot.score_surface`)."""
@@ -151,6 +163,7 @@ def tune(
     progress: bool = False,
     batch_size: int | None = None,
     callback: Any = None,
+    per_element: bool = True,
 ) -> TuneResult:
     r"""Choose fusion parameters from the data alone, by count splitting.
 
@@ -187,6 +200,13 @@ def tune(
         As in `fusex.fuse`; the whole search is one batched call.
     callback : callable, optional
         As in `fusex.fuse`, for the final fusion of the full data.
+    per_element : bool
+        After the shared search, give each element the ``lambda_chem`` and
+        ``lambda_tv`` of its own smallest held-out deviance, and keep this
+        choice if its criterion, scored on the same folds, beats the best
+        shared candidate (default True).  Elements differ in dose and in what
+        the HAADF image says about them, so one shared pair must trade one
+        element's error against another's.
 
     Returns
     -------
@@ -198,6 +218,7 @@ def tune(
         raise TypeError(f"`params` must be a FusionParams (or None), got {type(base).__name__}")
     candidates = _grid(grid, base)
     given = (haadf, maps)
+    labeled_maps = None
     if is_labeled(haadf, maps):
         labeled_haadf, labeled_maps, elements = unwrap(haadf, maps, elements)
         haadf, maps = labeled_haadf.data, labeled_maps.data
@@ -218,6 +239,7 @@ def tune(
     image = np.asarray(to_numpy(haadf))
     split = split_counts(counts, folds, np.random.default_rng(seed))
     fit = (counts[None].astype(np.int64) - split).astype(np.float32 if counts.dtype.itemsize <= 4 else np.float64)
+    from .api import fuse
 
     names = list(candidates)
     shape = tuple(v.size for v in candidates.values())
@@ -226,49 +248,39 @@ def tune(
         name: np.reshape(values, (values.size,) + (1,) * (axes - 1 - i))
         for i, (name, values) in enumerate(candidates.items())
     }
-    if base.normalize == "minmax":
-        fields["lambda_chem"] = np.asarray(fields.get("lambda_chem", base.lambda_chem)) * (folds - 1) / folds
-    search = base.replace(**{name: value.tolist() for name, value in fields.items()})
-    lead = (folds,) + (1,) * axes
-    from .api import fuse
-
-    # the search runs in the caller's library and on its device, like the final fusion
-    fits = fuse(
-        convert(np.broadcast_to(image, (*lead, *image.shape)), input_xp, input_device),
-        convert(np.reshape(fit, (folds,) + (1,) * axes + fit.shape[1:]), input_xp, input_device),
-        elements=elements,
-        z=z,
-        params=search,
-        backend=backend,
-        device=device,
-        progress=progress,
-        on_divergence="mark",
-        batch_size=batch_size,
+    folds_data = Folds(image, fit, split, input_xp, input_device)
+    common = {"elements": elements, "z": z, "backend": backend, "device": device, "batch_size": batch_size}
+    search = folds_data.score(
+        base.replace(**{name: value.tolist() for name, value in fields.items()}), axes, progress, common
     )
-    deviance, diverged = _heldout_deviance(fits, fit, split, folds)
-    spread = counts.astype(np.float64)
-    signal = np.sum((spread - spread.mean(axis=(-2, -1), keepdims=True)) ** 2, axis=(-2, -1)) - spread.sum(
-        axis=(-2, -1)
-    )
-    signal = np.maximum(signal, 1e-6 * np.maximum(spread.sum(axis=(-2, -1)), 1.0))
+    deviance, search_diverged, fused_elements = search.deviance, search.diverged, search.fits.elements
+    signal = signal_variance(counts)
     total = np.sum(deviance / signal, axis=-1)
     if np.all(np.isnan(total)):
         raise RuntimeError("every candidate diverged in some fold; widen the grid towards smaller weights")
     best = np.unravel_index(int(np.nanargmin(total)), shape)
     chosen = base.replace(**{name: float(candidates[name][i]) for name, i in zip(names, best)})
+    attrs = {f"chosen_{name}": float(candidates[name][i]) for name, i in zip(names, best)}
+    winner = (search.fits, best)
+    if per_element and len(fused_elements) > 1:
+        chosen, attrs, winner = _per_element_choice(
+            chosen, attrs, float(total[best]), candidates, search, signal, folds_data, common, winner
+        )
+    average = convert(folds_data.average(*winner).astype(fit.dtype), input_xp, input_device)
+    del search, winner  # the grid's fits: let them go before the refit
     scores = xr.Dataset(
         {
             "deviance": ((*names, "element"), deviance),
             "signal_variance": ("element", signal),
             "total": (tuple(names), total),
-            "diverged": (tuple(names), diverged),
+            "diverged": (tuple(names), search_diverged),
         },
-        coords={**{name: values for name, values in candidates.items()}, "element": list(fits.elements)},
+        coords={**{name: values for name, values in candidates.items()}, "element": list(fused_elements)},
         attrs={
             "criterion": "held-out Poisson deviance of count splits",
             "folds": folds,
             "seed": "None" if seed is None else seed,
-            **{f"chosen_{name}": float(candidates[name][i]) for name, i in zip(names, best)},
+            **attrs,
         },
     )
     result = None
@@ -283,30 +295,44 @@ def tune(
             progress=progress,
             callback=callback,
         )
-    return TuneResult(chosen, scores, result)
+    if labeled_maps is not None:
+        average = labeled_maps.copy(data=average)
+    return TuneResult(chosen, scores, result, average)
 
 
-def _heldout_deviance(
-    fits: FusionResult, fitted: np.ndarray, split: np.ndarray, folds: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Deviance ``grid + (E,)`` summed over folds and pixels, and which candidates diverged."""
-    estimate = np.asarray(to_numpy(fits.maps), dtype=np.float64)  # (K, *grid, E, H, W)
-    diverged = np.any(np.asarray(fits.stop_reason) == "diverged", axis=0)
-    floor = 1e-3 * max(float(split.mean()), 1e-12)  # a zero prediction of a nonzero count is infinitely bad
-    grid_axes = estimate.ndim - 4
-    deviance = 0.0
-    for k in range(folds):
-        x = estimate[k]
-        target = np.reshape(fitted[k], (1,) * grid_axes + fitted.shape[1:]).astype(np.float64)
-        x_mean = x.mean(axis=(-2, -1), keepdims=True)
-        t_mean = target.mean(axis=(-2, -1), keepdims=True)
-        covariance = ((x - x_mean) * (target - t_mean)).mean(axis=(-2, -1), keepdims=True)
-        variance = ((x - x_mean) ** 2).mean(axis=(-2, -1), keepdims=True)
-        slope = covariance / np.maximum(variance, 1e-30)
-        mu = np.maximum((slope * (x - x_mean) + t_mean) / (folds - 1), floor)
-        held = np.reshape(split[k], (1,) * grid_axes + split.shape[1:]).astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            term = np.where(held > 0, held * np.log(held / mu), 0.0) - (held - mu)
-        deviance = deviance + 2.0 * term.sum(axis=(-2, -1))
-    deviance = np.where(diverged[..., None], np.nan, deviance)
-    return deviance, diverged
+def _per_element_choice(
+    shared: FusionParams,
+    attrs: dict[str, Any],
+    shared_total: float,
+    candidates: dict[str, np.ndarray],
+    search: Scored,
+    signal: np.ndarray,
+    folds: Folds,
+    common: dict[str, Any],
+    winner: tuple[FusionResult, tuple[int, ...]],
+) -> tuple[FusionParams, dict[str, Any], tuple[FusionResult, tuple[int, ...]]]:
+    """Give each element the grid point of its own smallest deviance, if that scores better on the folds."""
+    names = list(candidates)
+    per = [name for name in names if name in PER_ELEMENT_FIELDS]
+    if not per:
+        return shared, attrs, winner
+    picks = {}
+    for e, element in enumerate(search.fits.elements):
+        dev = search.deviance[..., e]
+        if np.all(np.isnan(dev)):
+            return shared, attrs, winner
+        picks[element] = np.unravel_index(int(np.nanargmin(dev)), dev.shape)
+    if all(index == winner[1] for index in picks.values()):
+        return shared, attrs, winner  # every element's own pick is the shared one
+    changes = {
+        name: {el: float(candidates[name][index[names.index(name)]]) for el, index in picks.items()} for name in per
+    }
+    trial = shared.replace(**changes)
+    scored = folds.score(trial, 0, False, common)
+    trial_total = float(np.sum(scored.deviance / signal))
+    attrs = {**attrs, "shared_total": shared_total, "per_element_total": trial_total}
+    if bool(scored.diverged) or not trial_total < shared_total:
+        return shared, {**attrs, "per_element": 0}, winner
+    for name in per:
+        attrs[f"per_element_{name}"] = json.dumps(changes[name])
+    return trial, {**attrs, "per_element": 1}, (scored.fits, ())

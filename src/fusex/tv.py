@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from .objectives import PerItem, per_item
 from .operators import divergence, gradient
 
@@ -47,8 +49,9 @@ def dual_momentum(n_iter: int, method: str) -> Iterator[float]:
 def tv_prox(f: Any, weight: PerItem, n_iter: int, *, method: str = "fgp", nonneg: bool = True, xp: ModuleType) -> Any:
     """Return the TV prox of ``f`` (``..., H, W``) with weight ``weight`` (generic array-API code).
 
-    ``weight`` is one number, or one value per entry of ``f``'s first axis (a
-    batch item).  See `fusex.tv_denoise` for the public, validated entry point.
+    ``weight`` is one number, one value per entry of ``f``'s first axis (a
+    batch item), or an array matching ``f``'s leading axes (one per map).
+    See `fusex.tv_denoise` for the public, validated entry point.
     """
     clip = (lambda u: xp.clip(u, min=0.0)) if nonneg else (lambda u: u)
     weights = tv_weights(weight)
@@ -71,12 +74,14 @@ def tv_prox(f: Any, weight: PerItem, n_iter: int, *, method: str = "fgp", nonneg
 
 
 def tv_weights(weight: PerItem) -> list[float]:
-    """Return ``weight`` as a list of floats (one entry for a shared number)."""
-    return [float(weight)] if isinstance(weight, (int, float)) else [float(v) for v in weight]
+    """Return ``weight`` as a flat list of floats (one entry for a shared number)."""
+    return [float(weight)] if isinstance(weight, (int, float)) else [float(v) for v in np.ravel(weight)]
 
 
 def steps_for(weight: PerItem) -> PerItem:
-    r"""Dual step :math:`1 / (8 w)` of each weight, 0 where :math:`w = 0`."""
+    r"""Dual step :math:`1 / (8 w)` of each weight (same shape), 0 where :math:`w = 0`."""
     if isinstance(weight, (int, float)):
         return 1.0 / (8.0 * weight) if weight > 0 else 0.0
-    return [1.0 / (8.0 * float(v)) if v > 0 else 0.0 for v in weight]
+    w = np.asarray(weight, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return np.where(w > 0, 1.0 / (8.0 * w), 0.0)

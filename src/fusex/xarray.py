@@ -21,6 +21,7 @@ The result Dataset holds
   batch dimensions; NaN after an item stopped);
 * for a batch, ``iterations_run``, ``converged`` and ``stop_reason`` over the
   batch dimensions, and per-item parameters as ``param_<name>``;
+* ``param_lambda_chem``, ``param_lambda_tv`` (..., element) when they were given per element;
 * coordinates ``element``, ``z`` and ``weight`` (per element) and the spatial
   coordinates of the inputs;
 * attrs: every `FusionParams` field (``lambda_haadf`` resolved; ``n_iter`` is
@@ -39,7 +40,7 @@ import numpy as np
 import xarray as xr
 
 from ._xp import to_numpy
-from .params import PER_ITEM_FIELDS, FusionParams
+from .params import PER_ELEMENT_FIELDS, PER_ITEM_FIELDS, FusionParams
 from .result import FusionResult
 
 __all__ = ["ELEMENT_DIM", "check_params_fit", "is_labeled", "label", "params_attrs", "result_to_dataset", "unwrap"]
@@ -210,6 +211,10 @@ def result_to_dataset(result: FusionResult, haadf: xr.DataArray, maps: xr.DataAr
     params = result.params.to_dict()
     per_item = {k: v for k, v in params.items() if k in PER_ITEM_FIELDS and isinstance(v, (list, tuple))}
     ds.attrs = {**params_attrs(result.params), "engine": result.engine}
+    for key in PER_ELEMENT_FIELDS:
+        if isinstance(params[key], dict):
+            values = result.params.map_values(key, result.batch_shape, result.elements)
+            ds[f"param_{key}"] = ((*batch_dims, ELEMENT_DIM), values.reshape(*result.batch_shape, -1))
     if batch_dims:
         shape = result.batch_shape
         for key, value in per_item.items():
@@ -237,7 +242,7 @@ def params_attrs(params: FusionParams) -> dict[str, Any]:
     from . import __version__
 
     values = params.to_dict()
-    scalar = {k: v for k, v in values.items() if not (k in PER_ITEM_FIELDS and isinstance(v, (list, tuple)))}
+    scalar = {k: v for k, v in values.items() if not (k in PER_ITEM_FIELDS and isinstance(v, (list, tuple, dict)))}
     return {
         **{key: _attr_value(value) for key, value in scalar.items()},
         "fusex_params": json.dumps(values),

@@ -69,43 +69,48 @@ __device__ __forceinline__ double warp_sum(double v) {
 }
 
 // Cost terms of the E maps of item blockIdx.z at one pixel; x**(gamma-1) and the HAADF residual are kept
-// for the gradient.  weights is (B, E); gm1, eps are per item; sums is (B, 3).
+// for the gradient.  weights is (B, E); gm1, eps are per item; sums is (B, 1 + 2E): r^2, then the Poisson
+// term and the TV of each map.  Every lane of a warp takes part in each warp_sum, inside the image or not.
 __global__ void evaluate_T(const T* x, const T* haadf, const T* counts, const T* weights, const T* gm1s,
                            const T* epss, T* x_pow_m1, T* residual, double* sums, int E, int H, int W) {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
     int i = blockIdx.y * blockDim.y + threadIdx.y;
     int n = blockIdx.z;
-    double sq = 0, poisson = 0, tv = 0;
-    if (i < H && j < W) {
-        long plane = (long)H * W;
-        long p = (long)n * plane + (long)i * W + j;
-        long first = (long)n * E * plane + (long)i * W + j;
-        T gm1 = gm1s[n];
-        T eps = epss[n];
-        T model = 0;
-        for (int e = 0; e < E; ++e) {
+    bool inside = i < H && j < W;
+    bool lead = ((threadIdx.y * blockDim.x + threadIdx.x) & 31) == 0;
+    double* out = sums + (long)n * (1 + 2 * E);
+    long plane = (long)H * W;
+    long first = (long)n * E * plane + (long)i * W + j;
+    T model = 0;
+    for (int e = 0; e < E; ++e) {
+        double poisson = 0, tv = 0;
+        if (inside) {
             long k = first + e * plane;
             T v = x[k];
-            T pw = pow(v, gm1);
+            T pw = pow(v, gm1s[n]);
             x_pow_m1[k] = pw;
             model += weights[n * E + e] * pw * v;
-            poisson += (double)(v - counts[k] * log(v + eps));
+            poisson = (double)(v - counts[k] * log(v + epss[n]));
             T dy = i < H - 1 ? x[k + W] - v : (T)0;
             T dx = j < W - 1 ? x[k + 1] - v : (T)0;
-            tv += (double)sqrt(dy * dy + dx * dx);
+            tv = (double)sqrt(dy * dy + dx * dx);
         }
+        poisson = warp_sum(poisson);
+        tv = warp_sum(tv);
+        if (lead) {
+            atomicAdd(out + 1 + e, poisson);
+            atomicAdd(out + 1 + E + e, tv);
+        }
+    }
+    double sq = 0;
+    if (inside) {
+        long p = (long)n * plane + (long)i * W + j;
         T r = haadf[p] - model;
         residual[p] = r;
         sq = (double)r * (double)r;
     }
     sq = warp_sum(sq);
-    poisson = warp_sum(poisson);
-    tv = warp_sum(tv);
-    if (((threadIdx.y * blockDim.x + threadIdx.x) & 31) == 0) {
-        atomicAdd(sums + 3 * n, sq);
-        atomicAdd(sums + 3 * n + 1, poisson);
-        atomicAdd(sums + 3 * n + 2, tv);
-    }
+    if (lead) atomicAdd(out, sq);
 }
 
 }

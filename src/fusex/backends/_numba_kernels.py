@@ -171,8 +171,8 @@ def evaluate(x, haadf, counts, weights, x_pow_m1, log_x_eps, residual, partials)
     r"""Cost terms and HAADF residual of each item, from :math:`x^{\gamma-1}` and :math:`\log(x+\epsilon)`.
 
     ``x`` is (B, E, H, W) and ``weights`` (B, E).  Writes ``residual``
-    (B, H, W); per-row sums of :math:`r^2`, of :math:`x - b\log(x+\epsilon)`
-    and of :math:`|\nabla x|` go to ``partials`` (B * H, 3) in float64.
+    (B, H, W); per-row sums go to ``partials`` (B * H, 1 + 2E) in float64:
+    :math:`r^2`, then :math:`x_e - b_e\log(x_e+\epsilon)` and :math:`|\nabla x_e|` of each map.
     """
     B, E, H, W = x.shape
     for t in prange(B * H):
@@ -182,40 +182,43 @@ def evaluate(x, haadf, counts, weights, x_pow_m1, log_x_eps, residual, partials)
         for j in range(W):
             res[j] = haadf[n, i, j]
         down = min(i + 1, H - 1)  # on the last row x[down] is x[i]: zero difference
-        poisson = 0.0
-        tv = 0.0
         for e in range(E):
             w = weights[n, e]
             xe = x[n, e]
+            poisson = 0.0
             for j in range(W):
                 v = xe[i, j]
                 res[j] -= w * x_pow_m1[n, e, i, j] * v
                 poisson += v - counts[n, e, i, j] * log_x_eps[n, e, i, j]
+            tv = 0.0
             for j in range(W - 1):
                 dy = xe[down, j] - xe[i, j]
                 dx = xe[i, j + 1] - xe[i, j]
                 tv += math.sqrt(dy * dy + dx * dx)
             tv += abs(xe[down, W - 1] - xe[i, W - 1])
+            partials[t, 1 + e] = poisson
+            partials[t, 1 + E + e] = tv
         sq = 0.0
         for j in range(W):
             sq += res[j] * res[j]
         partials[t, 0] = sq
-        partials[t, 1] = poisson
-        partials[t, 2] = tv
 
 
 @nb.njit(parallel=True, **_JIT)
 def gradient_step(x, counts, weights, x_pow_m1, residual, coef_h, coef_c, eps, out):  # pragma: no cover
-    """Out = max(x - coef_c (1 - b/(x+eps)) + coef_h w x**(gamma-1) r, 0), per item n (coef_h = eta gamma lambda_H)."""
+    """Out = max(x - coef_c (1 - b/(x+eps)) + coef_h w x**(gamma-1) r, 0).
+
+    ``coef_h`` (= eta gamma lambda_H) and ``eps`` are per item n, ``coef_c`` (= eta lambda_C) per map (B, E).
+    """
     B, E, H, W = x.shape
     zero = x.dtype.type(0)
     one = x.dtype.type(1)
     for t in prange(B * H):
         n = t // H
         i = t - n * H
-        cc = coef_c[n]
         ep = eps[n]
         for e in range(E):
+            cc = coef_c[n, e]
             ch = coef_h[n] * weights[n, e]
             for j in range(W):
                 v = x[n, e, i, j]

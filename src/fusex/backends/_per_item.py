@@ -14,8 +14,16 @@ def item_values(values: Any, n: int, dtype: Any) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(np.asarray(values, dtype=np.float64), (n,)).astype(dtype))
 
 
+def map_values(values: Any, n_items: int, n_maps: int, dtype: Any) -> np.ndarray:
+    """Per-map scalars (a number, ``n_items`` values or an ``(n_items, n_maps)`` array) as ``(n_items, n_maps)``."""
+    host = np.asarray(values, dtype=np.float64)
+    if host.ndim == 1:
+        host = host[:, None]
+    return np.ascontiguousarray(np.broadcast_to(host, (n_items, n_maps)).astype(dtype))
+
+
 def map_weights(weight: Any, n_maps: int, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
-    r"""TV weights and dual steps :math:`1/(8w)` of each of ``n_maps`` maps, from one weight or one per item."""
+    r"""TV weights and dual steps :math:`1/(8w)` of ``n_maps`` maps, from one weight, one per item or one per map."""
     weights = tv_weights(weight)
     per_map = n_maps // len(weights)
     steps = tv_weights(steps_for(weights))

@@ -4,7 +4,7 @@
 of the generic functions in `fusex.objectives` and `fusex.tv` and are
 parity-tested against them.  Each TV dual iteration is one kernel launch for
 the whole stack of maps, and the cost terms are reduced on the device, so one
-iteration moves three numbers to the host.
+iteration moves 1 + 2E numbers per item to the host.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import array_api_compat
 import cupy
 import numpy
 
-from ..objectives import Evaluation
+from ..objectives import Evaluation, split_sums
 from ..tv import dual_momentum, tv_weights
 from ._cuda_source import GRADIENT_STEP, TV_KERNELS
-from ._per_item import item_values, map_weights
+from ._per_item import item_values, map_values, map_weights
 from ._scratch import Scratch
 
 __all__ = ["CupyEngine"]
@@ -115,7 +115,7 @@ class CupyEngine:
             n_items, n_maps, height, width = x_.shape
             x_pow_m1 = cupy.empty_like(x_)
             residual = cupy.empty((n_items, height, width), dtype=x_.dtype)
-            sums = cupy.zeros((n_items, 3), dtype=cupy.float64)
+            sums = cupy.zeros((n_items, 1 + 2 * n_maps), dtype=cupy.float64)
             gm1 = self._items(numpy.asarray(gamma, dtype=numpy.float64) - 1.0, n_items, x_.dtype)
             _module(x_.dtype).get_function(f"evaluate_{_CTYPES[x_.dtype]}")(
                 _grid(height, width, n_items),
@@ -135,8 +135,8 @@ class CupyEngine:
                     _int(width),
                 ),
             )
-            sq, poisson, tv = sums.get().T
-        return Evaluation(0.5 * sq, poisson, tv, self._out(x_pow_m1), self._out(residual))
+            host = sums.get()
+        return split_sums(host, self._out(x_pow_m1), self._out(residual))
 
     def gradient_step(
         self,
@@ -153,9 +153,10 @@ class CupyEngine:
         """Projected gradient step (see `fusex.objectives.gradient_step`)."""
         with self._stream():
             x_, b_, w_, p_, r_ = (self._in(a) for a in (x, counts, weights, ev.x_pow_m1, ev.residual))
-            n_items = x_.shape[0]
+            n_items, n_maps = x_.shape[:2]
             column = (n_items, 1, 1, 1)
-            c_h, c_c, e_ = (self._items(v, n_items, x_.dtype).reshape(column) for v in (coef_h, coef_c, eps))
+            c_h, e_ = (self._items(v, n_items, x_.dtype).reshape(column) for v in (coef_h, eps))
+            c_c = cupy.asarray(map_values(coef_c, n_items, n_maps, x_.dtype)).reshape(n_items, n_maps, 1, 1)
             out = _step_kernel(x_.dtype)(x_, b_, w_, p_, r_.reshape(n_items, 1, *r_.shape[1:]), c_h, c_c, e_)
         return self._out(out)
 

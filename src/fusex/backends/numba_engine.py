@@ -18,10 +18,10 @@ from typing import Any
 import numba
 import numpy as np
 
-from ..objectives import Evaluation
+from ..objectives import Evaluation, split_sums
 from ..tv import dual_momentum, tv_weights
 from . import _numba_kernels as kernels
-from ._per_item import item_values, map_weights
+from ._per_item import item_values, map_values, map_weights
 from ._scratch import Scratch
 
 __all__ = ["CACHED_MAP_PIXELS", "PARALLEL_MIN_PIXELS", "NumbaEngine"]
@@ -95,7 +95,7 @@ class NumbaEngine:
         logs = self._scratch.get("log", x.shape, dtype)
         np.log(np.add(x, item_values(eps, n_items, dtype).reshape(-1, 1, 1, 1), out=logs), out=logs)
         residual = np.empty((n_items, *x.shape[2:]), dtype=dtype)
-        partials = self._scratch.get("partials", (n_items * x.shape[2], 3), np.float64)
+        partials = self._scratch.get("partials", (n_items * x.shape[2], 1 + 2 * x.shape[1]), np.float64)
         with _threads_for(x[:, 0].size):
             kernels.evaluate(
                 x,
@@ -107,8 +107,7 @@ class NumbaEngine:
                 residual,
                 partials,
             )
-        sq, poisson, tv = partials.reshape(n_items, -1, 3).sum(axis=1).T
-        return Evaluation(0.5 * sq, poisson, tv, x_pow_m1, residual)
+        return split_sums(partials.reshape(n_items, x.shape[2], -1).sum(axis=1), x_pow_m1, residual)
 
     def gradient_step(
         self,
@@ -134,7 +133,7 @@ class NumbaEngine:
                 ev.x_pow_m1,
                 ev.residual,
                 item_values(coef_h, n_items, x.dtype),
-                item_values(coef_c, n_items, x.dtype),
+                map_values(coef_c, n_items, x.shape[1], x.dtype),
                 item_values(eps, n_items, x.dtype),
                 out,
             )

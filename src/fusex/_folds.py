@@ -1,0 +1,112 @@
+"""Count splits of one acquisition: fitting on some folds, scoring on the held-out one, averaging the fits.
+
+See `fusex.tune` for the method.  Every array here is on the host except
+inside `Folds.fuse`, which runs the fits in the caller's library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._xp import convert, to_numpy
+from .params import FusionParams, PerElement
+from .result import FusionResult
+
+
+@dataclass(frozen=True)
+class Folds:
+    """The count splits of one acquisition, and how to score parameters on them."""
+
+    image: np.ndarray
+    fit: np.ndarray  # (K, E, H, W): the counts each fit sees
+    split: np.ndarray  # (K, E, H, W): the held-out counts
+    xp: Any
+    device: Any
+
+    def score(self, params: FusionParams, axes: int, progress: bool, common: dict[str, Any]) -> Scored:
+        """Fit ``params`` (whose per-item fields span ``axes`` grid axes) on every fold and score them."""
+        from .api import fuse
+
+        folds = self.fit.shape[0]
+        if params.normalize == "minmax":
+            params = params.replace(lambda_chem=scaled(params.lambda_chem, (folds - 1) / folds))
+        lead = (folds,) + (1,) * axes
+        # the search runs in the caller's library and on its device, like the final fusion
+        fits = fuse(
+            convert(np.broadcast_to(self.image, (*lead, *self.image.shape)), self.xp, self.device),
+            convert(np.reshape(self.fit, lead + self.fit.shape[1:]), self.xp, self.device),
+            params=params,
+            progress=progress,
+            on_divergence="mark",
+            **common,
+        )
+        deviance, diverged = _heldout_deviance(fits, self.fit, self.split, folds)
+        return Scored(deviance, diverged, fits)
+
+    def average(self, fits: FusionResult, index: tuple[int, ...]) -> np.ndarray:
+        r"""Return the cross-fitted estimate ``(E, H, W)`` of candidate ``index``, in counts of the full dose.
+
+        Each fold's fit, brought to the counts it was fitted to by the same affine fit
+        as in the score, is averaged over the folds and scaled by :math:`K/(K-1)`.
+        Every count enters :math:`K-1` of the :math:`K` fits, so all the data count equally.
+        """
+        folds = self.fit.shape[0]
+        maps = np.asarray(to_numpy(fits.maps[(slice(None), *index, ...)]), dtype=np.float64)
+        calibrated = _calibrate(maps, self.fit.astype(np.float64))
+        return np.maximum(calibrated.mean(axis=0) * folds / (folds - 1), 0.0)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The held-out deviance ``(*grid, E)`` of candidates, which of them diverged, and their fits."""
+
+    deviance: np.ndarray
+    diverged: np.ndarray
+    fits: FusionResult
+
+
+def scaled(value: Any, factor: float) -> Any:
+    """Return a ``lambda_chem`` value (number, per-item values or per-element mapping) times ``factor``."""
+    if isinstance(value, PerElement):
+        return {name: scaled(v, factor) for name, v in value.items()}
+    return (np.asarray(value, dtype=np.float64) * factor).tolist()
+
+
+def signal_variance(counts: np.ndarray) -> np.ndarray:
+    """Per-element variance of the signal: the counts' spread minus their Poisson variance (floored)."""
+    spread = counts.astype(np.float64)
+    total = spread.sum(axis=(-2, -1))
+    signal = np.sum((spread - spread.mean(axis=(-2, -1), keepdims=True)) ** 2, axis=(-2, -1)) - total
+    return np.maximum(signal, 1e-6 * np.maximum(total, 1.0))
+
+
+def _heldout_deviance(
+    fits: FusionResult, fitted: np.ndarray, split: np.ndarray, folds: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Deviance ``grid + (E,)`` summed over folds and pixels, and which candidates diverged."""
+    estimate = np.asarray(to_numpy(fits.maps), dtype=np.float64)  # (K, *grid, E, H, W)
+    diverged = np.any(np.asarray(fits.stop_reason) == "diverged", axis=0)
+    floor = 1e-3 * max(float(split.mean()), 1e-12)  # a zero prediction of a nonzero count is infinitely bad
+    grid_axes = estimate.ndim - 4
+    deviance = 0.0
+    for k in range(folds):
+        target = np.reshape(fitted[k], (1,) * grid_axes + fitted.shape[1:]).astype(np.float64)
+        mu = np.maximum(_calibrate(estimate[k], target) / (folds - 1), floor)
+        held = np.reshape(split[k], (1,) * grid_axes + split.shape[1:]).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            term = np.where(held > 0, held * np.log(held / mu), 0.0) - (held - mu)
+        deviance = deviance + 2.0 * term.sum(axis=(-2, -1))
+    deviance = np.where(diverged[..., None], np.nan, deviance)
+    return deviance, diverged
+
+
+def _calibrate(x: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``x`` mapped by the least-squares affine fit to ``target``, per map (last two axes)."""
+    x_mean = x.mean(axis=(-2, -1), keepdims=True)
+    t_mean = target.mean(axis=(-2, -1), keepdims=True)
+    covariance = ((x - x_mean) * (target - t_mean)).mean(axis=(-2, -1), keepdims=True)
+    variance = ((x - x_mean) ** 2).mean(axis=(-2, -1), keepdims=True)
+    return covariance / np.maximum(variance, 1e-30) * (x - x_mean) + t_mean
