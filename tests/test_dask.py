@@ -51,6 +51,17 @@ def test_per_item_parameters_are_refused_with_dask(frames):
         fusex.fuse(frames.chunk({"frame": 2}), params=fusex.FusionParams(lambda_tv=[0.1, 0.2, 0.3, 0.4]))
 
 
+def test_per_element_weights_run_lazily_and_are_checked_before_computing(frames):
+    tv = {"Sr": 0.01, "Ti": 0.002, "O": 0.02}
+    params = PARAMS.replace(lambda_tv=tv)
+    lazy = fusex.fuse(frames.chunk({"frame": 2}), params=params)
+    np.testing.assert_array_equal(lazy.param_lambda_tv.sel(element=["Sr", "Ti", "O"]).values, [0.01, 0.002, 0.02])
+    eager = fusex.fuse(frames, params=params)
+    np.testing.assert_array_equal(lazy.maps.compute(scheduler="threads").values, eager.maps.values)
+    with pytest.raises(ValueError, match="but the maps are"):
+        fusex.fuse(frames.chunk({"frame": 2}), params=PARAMS.replace(lambda_tv={"Sr": 0.01, "Ti": 0.01, "Fe": 0.1}))
+
+
 def test_a_local_cluster_of_processes_gives_the_in_memory_result(frames, eager):
     distributed = pytest.importorskip("dask.distributed")
     with (

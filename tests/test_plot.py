@@ -188,6 +188,23 @@ def test_convergence_with_per_element_weights_shows_their_weighted_sum(kind):
     np.testing.assert_allclose(both.get_ydata(), np.asarray(history["total"]) - np.asarray(history["haadf"]) / 3)
 
 
+def test_convergence_of_one_item_of_a_labeled_batch_reads_its_per_item_weights():
+    from fusex.datasets import phantom
+
+    frames = [phantom((20, 20), seed=i) for i in range(2)]
+    ds = label(frames[0].haadf, frames[0].maps, frames[0].elements)
+    series = ds.expand_dims(frame=2).copy(
+        data={"haadf": np.stack([f.haadf for f in frames]), "maps": np.stack([f.maps for f in frames])}
+    )
+    out = fusex.fuse(series, params=FusionParams(n_iter=4, lambda_chem=[0.01, 0.03]))
+    one = out.isel(frame=1)
+    lines = {line.get_label(): line for line in plot.convergence(one).axes[0].lines}
+    poisson = next(v for k, v in lines.items() if "Poisson" in k)
+    np.testing.assert_allclose(poisson.get_ydata(), 0.03 * one.history_poisson.values)
+    with pytest.raises(ValueError, match="records no 'lambda_chem'"):
+        plot.convergence(one.drop_vars("param_lambda_chem"))
+
+
 def test_convergence_shifts_a_negative_poisson_term_and_says_so():
     poisson = np.array([-5.0, -8.0, -9.0, -9.5, -9.75, -9.8])
     fig = plot.convergence(make_result(ramps(), poisson=poisson))

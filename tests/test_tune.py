@@ -1,5 +1,7 @@
 """Parameter choice by count splitting: the splits, the criterion, and its accuracy on phantoms."""
 
+import json
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -70,6 +72,19 @@ def test_each_element_gets_its_own_pick_when_that_scores_better():
         assert res.params.lambda_chem[element] == own.lambda_chem.values[j]
     shared = tune(sample.haadf, sample.maps, elements=sample.elements, folds=3, refit=False, per_element=False)
     assert isinstance(shared.params.lambda_tv, float) and shared.params.lambda_tv == scores.attrs["chosen_lambda_tv"]
+
+
+def test_per_element_picks_keep_other_grid_fields_at_the_shared_choice():
+    sample = phantom((32, 32), dose=4.0, seed=3)
+    grid = {"gamma": [1.5, 1.7, 1.9], "lambda_tv": [0.002, 0.005, 0.01, 0.02]}
+    res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=grid, folds=2, refit=False)
+    gamma = res.scores.attrs["chosen_gamma"]
+    assert res.params.gamma == gamma
+    picks = json.loads(res.scores.attrs["per_element_lambda_tv"])
+    for element in sample.elements:
+        own = res.scores.deviance.sel(element=element, gamma=gamma)
+        assert picks[element] == float(own.lambda_tv[int(np.nanargmin(own.values))])
+    assert picks != dict.fromkeys(sample.elements, res.scores.attrs["chosen_lambda_tv"])
 
 
 def test_the_average_of_the_fold_fits_is_in_counts_of_the_full_dose():

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .params import FusionParams
+from .params import PER_ELEMENT_FIELDS, FusionParams, PerElement
 
 __all__ = ["fuse_lazy", "is_lazy"]
 
@@ -70,6 +70,8 @@ def fuse_lazy(
             "per-item parameters (array-valued FusionParams fields) cannot follow dask chunks; with dask-backed "
             "input give one value per field, and run one fuse per parameter set"
         )
+    labels = [str(v) for v in maps[ELEMENT_DIM].values] if elements is None else list(elements)
+    params.check_elements(labels)  # here, not when the first chunk is computed
     y, x = haadf.dims[-2:]
     core_h, core_m = [y, x], [ELEMENT_DIM, y, x]
     haadf, maps = _one_chunk(haadf, core_h, "haadf"), _one_chunk(maps, core_m, "maps")
@@ -121,4 +123,7 @@ def fuse_lazy(
         }
     )
     ds.attrs = {**params_attrs(params), "engine": "chosen per chunk"}
+    for name in PER_ELEMENT_FIELDS:
+        if isinstance(getattr(params, name), PerElement):
+            ds[f"param_{name}"] = (ELEMENT_DIM, params.map_values(name, (), labels)[0])
     return ds

@@ -125,14 +125,24 @@ def _history(result: Result) -> tuple[np.ndarray, dict[str, np.ndarray], dict[st
     weights = ("lambda_haadf", "lambda_chem", "lambda_tv")
     if isinstance(result, xr.Dataset):
         hist = {k: _host(result[f"history_{k}"]) for k in names}
-        # weights given per element are variables, not attrs: NaN marks them
-        lam = {k: float(result.attrs[k]) if k in result.attrs else math.nan for k in weights}
-        return _host(result["iteration"]), hist, lam
+        return _host(result["iteration"]), hist, {k: _dataset_weight(result, k) for k in weights}
     if not isinstance(result, FusionResult):
         raise TypeError(f"`result` must be a FusionResult or the Dataset from fusex.fuse, got {type(result).__name__}")
     hist = {k: result.history[k].to_numpy(dtype=float) for k in names}
     lam = {k: float(v) if isinstance(v := getattr(result.params, k), (int, float)) else math.nan for k in weights}
     return result.history.index.to_numpy(dtype=float), hist, lam
+
+
+def _dataset_weight(ds: xr.Dataset, name: str) -> float:
+    """Return a weight of a result Dataset: its attr, or its ``param_<name>`` of one item; NaN if per element."""
+    if name in ds.attrs:
+        return float(ds.attrs[name])
+    var = ds.get(f"param_{name}")
+    if var is None:
+        raise ValueError(f"the result Dataset records no {name!r}: pass the Dataset that fusex.fuse returned")
+    if "element" in var.dims:
+        return math.nan
+    return float(var)
 
 
 def convergence(result: Result, *, ax: Axes | None = None) -> Figure:

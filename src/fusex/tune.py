@@ -202,7 +202,8 @@ def tune(
         As in `fusex.fuse`, for the final fusion of the full data.
     per_element : bool
         After the shared search, give each element the ``lambda_chem`` and
-        ``lambda_tv`` of its own smallest held-out deviance, and keep this
+        ``lambda_tv`` of its own smallest held-out deviance (any other grid
+        field stays at the shared choice), and keep this
         choice if its criterion, scored on the same folds, beats the best
         shared candidate (default True).  Elements differ in dose and in what
         the HAADF image says about them, so one shared pair must trade one
@@ -316,12 +317,15 @@ def _per_element_choice(
     per = [name for name in names if name in PER_ELEMENT_FIELDS]
     if not per:
         return shared, attrs, winner
+    # other grid fields (gamma, ...) stay at the shared choice: each element searches the weights only
+    free = tuple(slice(None) if name in per else i for name, i in zip(names, winner[1]))
     picks = {}
     for e, element in enumerate(search.fits.elements):
-        dev = search.deviance[..., e]
+        dev = search.deviance[(*free, e)]
         if np.all(np.isnan(dev)):
             return shared, attrs, winner
-        picks[element] = np.unravel_index(int(np.nanargmin(dev)), dev.shape)
+        own = iter(np.unravel_index(int(np.nanargmin(dev)), dev.shape))
+        picks[element] = tuple(next(own) if name in per else i for name, i in zip(names, winner[1]))
     if all(index == winner[1] for index in picks.values()):
         return shared, attrs, winner  # every element's own pick is the shared one
     changes = {
@@ -331,8 +335,7 @@ def _per_element_choice(
     scored = folds.score(trial, 0, False, common)
     trial_total = float(np.sum(scored.deviance / signal))
     attrs = {**attrs, "shared_total": shared_total, "per_element_total": trial_total}
+    attrs.update({f"per_element_{name}": json.dumps(changes[name]) for name in per})
     if bool(scored.diverged) or not trial_total < shared_total:
         return shared, {**attrs, "per_element": 0}, winner
-    for name in per:
-        attrs[f"per_element_{name}"] = json.dumps(changes[name])
     return trial, {**attrs, "per_element": 1}, (scored.fits, ())
