@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from .params import PER_ELEMENT_FIELDS, FusionParams, PerElement
+from .params import FusionParams
 
 __all__ = ["fuse_lazy", "is_lazy"]
 
@@ -59,7 +59,7 @@ def fuse_lazy(
 ) -> xr.Dataset:
     """Return a lazy Dataset of the fusion of aligned ``haadf`` (..., y, x) and ``maps`` (..., element, y, x)."""
     from .api import fuse
-    from .xarray import ELEMENT_DIM, params_attrs
+    from .xarray import ELEMENT_DIM, params_attrs, per_element_params
 
     if isinstance(params, str):
         raise ValueError("params='auto' needs the data in memory: tune on one frame (fusex.tune), then fuse the series")
@@ -123,7 +123,5 @@ def fuse_lazy(
         }
     )
     ds.attrs = {**params_attrs(params), "engine": "chosen per chunk"}
-    for name in PER_ELEMENT_FIELDS:
-        if isinstance(getattr(params, name), PerElement):
-            ds[f"param_{name}"] = (ELEMENT_DIM, params.map_values(name, (), labels)[0])
+    ds.update(per_element_params(params, (), labels, ()))
     return ds

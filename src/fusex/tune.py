@@ -264,9 +264,8 @@ def tune(
     attrs = {f"chosen_{name}": float(candidates[name][i]) for name, i in zip(names, best)}
     winner = (search.fits, best)
     if per_element and len(fused_elements) > 1:
-        chosen, attrs, winner = _per_element_choice(
-            chosen, attrs, float(total[best]), candidates, search, signal, folds_data, common, winner
-        )
+        chosen, found, winner = _per_element_choice(chosen, candidates, search, signal, folds_data, common, winner)
+        attrs.update(found)
     average = convert(folds_data.average(*winner).astype(fit.dtype), input_xp, input_device)
     del search, winner  # the grid's fits: let them go before the refit
     scores = xr.Dataset(
@@ -303,8 +302,6 @@ def tune(
 
 def _per_element_choice(
     shared: FusionParams,
-    attrs: dict[str, Any],
-    shared_total: float,
     candidates: dict[str, np.ndarray],
     search: Scored,
     signal: np.ndarray,
@@ -312,29 +309,34 @@ def _per_element_choice(
     common: dict[str, Any],
     winner: tuple[FusionResult, tuple[int, ...]],
 ) -> tuple[FusionParams, dict[str, Any], tuple[FusionResult, tuple[int, ...]]]:
-    """Give each element the grid point of its own smallest deviance, if that scores better on the folds."""
+    """Give each element the grid point of its own smallest deviance, if that scores better on the folds.
+
+    Returns the parameters, the attrs that record the trial (none when there was none), and the
+    fits and index the fold average is taken from.
+    """
     names = list(candidates)
     per = [name for name in names if name in PER_ELEMENT_FIELDS]
     if not per:
-        return shared, attrs, winner
+        return shared, {}, winner
     # other grid fields (gamma, ...) stay at the shared choice: each element searches the weights only
     free = tuple(slice(None) if name in per else i for name, i in zip(names, winner[1]))
     picks = {}
     for e, element in enumerate(search.fits.elements):
         dev = search.deviance[(*free, e)]
         if np.all(np.isnan(dev)):
-            return shared, attrs, winner
+            return shared, {}, winner
         own = iter(np.unravel_index(int(np.nanargmin(dev)), dev.shape))
         picks[element] = tuple(next(own) if name in per else i for name, i in zip(names, winner[1]))
     if all(index == winner[1] for index in picks.values()):
-        return shared, attrs, winner  # every element's own pick is the shared one
+        return shared, {}, winner  # every element's own pick is the shared one
     changes = {
         name: {el: float(candidates[name][index[names.index(name)]]) for el, index in picks.items()} for name in per
     }
     trial = shared.replace(**changes)
     scored = folds.score(trial, 0, False, common)
     trial_total = float(np.sum(scored.deviance / signal))
-    attrs = {**attrs, "shared_total": shared_total, "per_element_total": trial_total}
+    shared_total = float(np.sum(search.deviance[winner[1]] / signal))
+    attrs = {"shared_total": shared_total, "per_element_total": trial_total}
     attrs.update({f"per_element_{name}": json.dumps(changes[name]) for name in per})
     if bool(scored.diverged) or not trial_total < shared_total:
         return shared, {**attrs, "per_element": 0}, winner

@@ -40,10 +40,19 @@ import numpy as np
 import xarray as xr
 
 from ._xp import to_numpy
-from .params import PER_ELEMENT_FIELDS, PER_ITEM_FIELDS, FusionParams
+from .params import PER_ELEMENT_FIELDS, PER_ITEM_FIELDS, FusionParams, PerElement
 from .result import FusionResult
 
-__all__ = ["ELEMENT_DIM", "check_params_fit", "is_labeled", "label", "params_attrs", "result_to_dataset", "unwrap"]
+__all__ = [
+    "ELEMENT_DIM",
+    "check_params_fit",
+    "is_labeled",
+    "label",
+    "params_attrs",
+    "per_element_params",
+    "result_to_dataset",
+    "unwrap",
+]
 
 ELEMENT_DIM = "element"
 """Name of the element dimension of labeled maps."""
@@ -211,10 +220,7 @@ def result_to_dataset(result: FusionResult, haadf: xr.DataArray, maps: xr.DataAr
     params = result.params.to_dict()
     per_item = {k: v for k, v in params.items() if k in PER_ITEM_FIELDS and isinstance(v, (list, tuple))}
     ds.attrs = {**params_attrs(result.params), "engine": result.engine}
-    for key in PER_ELEMENT_FIELDS:
-        if isinstance(params[key], dict):
-            values = result.params.map_values(key, result.batch_shape, result.elements)
-            ds[f"param_{key}"] = ((*batch_dims, ELEMENT_DIM), values.reshape(*result.batch_shape, -1))
+    ds.update(per_element_params(result.params, result.batch_shape, result.elements, batch_dims))
     if batch_dims:
         shape = result.batch_shape
         for key, value in per_item.items():
@@ -235,6 +241,20 @@ def result_to_dataset(result: FusionResult, haadf: xr.DataArray, maps: xr.DataAr
     ds["maps"].attrs.setdefault("long_name", "fused elemental maps")
     ds["haadf_model"].attrs["long_name"] = "HAADF model sum_e w_e x_e^gamma"
     return ds
+
+
+def per_element_params(
+    params: FusionParams, batch_shape: tuple[int, ...], elements: Sequence[str], batch_dims: tuple
+) -> dict[str, Any]:
+    """Variables ``param_lambda_chem``/``param_lambda_tv`` (..., element) for the weights given per element."""
+    return {
+        f"param_{name}": (
+            (*batch_dims, ELEMENT_DIM),
+            params.map_values(name, batch_shape, elements).reshape(*batch_shape, len(elements)),
+        )
+        for name in PER_ELEMENT_FIELDS
+        if isinstance(getattr(params, name), PerElement)
+    }
 
 
 def params_attrs(params: FusionParams) -> dict[str, Any]:
