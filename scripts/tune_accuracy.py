@@ -7,8 +7,9 @@ the oracle's and with the raw maps': the fusion of the full data with the chosen
 (``TuneResult.result``) and the average of the fold fits (``TuneResult.average``).  The summary
 also counts the cases within 15 % of each element's own best on the grid, a stricter bound.
 
-    python scripts/tune_accuracy.py                 # 2 lattices x 3 doses x 3 seeds, 96 x 96
+    python scripts/tune_accuracy.py                 # 2 lattices x 3 doses x 6 seeds, 96 x 96
     python scripts/tune_accuracy.py --size 128 --seeds 1 2
+    python scripts/tune_accuracy.py --criterion deviance   # the held-out Poisson deviance instead
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--doses", type=float, nargs="+", default=[2.0, 5.0, 20.0])
     parser.add_argument("--lattices", nargs="+", default=["perovskite", "rocksalt"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6])
     parser.add_argument("--folds", type=int, default=4)
+    parser.add_argument("--criterion", choices=["nrmse", "deviance"], default="nrmse")
     args = parser.parse_args()
     tvs, chems = (np.asarray(DEFAULT_GRID[k]) for k in ("lambda_tv", "lambda_chem"))
     grid = fusex.FusionParams(lambda_tv=tvs[:, None].tolist(), lambda_chem=chems.tolist())
@@ -64,7 +66,7 @@ def main() -> None:
                 i, j = np.unravel_index(np.nanargmin(err.mean(axis=-1)), err.shape[:2])
                 best = np.nanmin(err.reshape(-1, err.shape[-1]), axis=0)
                 raw = nrmse(s.maps, s.truth)
-                tuned = tune(s.haadf, s.maps, elements=s.elements, folds=args.folds)
+                tuned = tune(s.haadf, s.maps, elements=s.elements, folds=args.folds, criterion=args.criterion)
                 estimates = {
                     "fusion": nrmse(tuned.result.to_input_units(), s.truth),
                     "average": nrmse(tuned.average, s.truth),

@@ -212,7 +212,7 @@ def test_convergence_shifts_a_negative_poisson_term_and_says_so():
     line = next(line for line in ax.lines if "Poisson" in line.get_label())
     assert "shifted" in line.get_label()
     y = np.asarray(line.get_ydata())
-    np.testing.assert_allclose(y[:-1], 0.01 * (poisson[:-1] - poisson.min()))
+    np.testing.assert_allclose(y[:-1], FusionParams().lambda_chem * (poisson[:-1] - poisson.min()))
     assert np.isnan(y[-1])  # its minimum, 0, has no place on a log axis
     assert "backtracked" in [t.get_text() for t in ax.get_legend().get_texts()]
 

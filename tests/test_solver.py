@@ -25,8 +25,8 @@ def test_history_records_every_term_and_the_step(sample):
     h = res.history
     assert list(h.columns) == ["haadf", "poisson", "tv", "total", "step", "backtracks"]
     assert len(h) == 13 and res.n_iter == 12 and h.index[0] == 0
-    lam_h = 1 / 3
-    np.testing.assert_allclose(h.total, lam_h * h.haadf + 0.01 * h.poisson + 0.005 * h.tv, rtol=1e-12)
+    lam_h, p = 1 / 3, res.params
+    np.testing.assert_allclose(h.total, lam_h * h.haadf + p.lambda_chem * h.poisson + p.lambda_tv * h.tv, rtol=1e-12)
     np.testing.assert_allclose(h.step.iloc[1:], np.exp(-0.1 * np.arange(12)), rtol=1e-12)
     assert math.isnan(h.step.iloc[0])
     assert res.params.lambda_haadf == pytest.approx(lam_h)
@@ -173,7 +173,7 @@ def test_the_objective_weighs_each_maps_terms_by_its_own_weights():
     x0 = (sample.maps - sample.maps.min(axis=(1, 2), keepdims=True)) / np.ptp(sample.maps, axis=(1, 2), keepdims=True)
     per_map_tv = tv_magnitude(x0, npx).sum(axis=(1, 2))
     weighted = sum(tv[e] * per_map_tv[i] for i, e in enumerate(sample.elements))
-    expected = start.haadf / 3 + 0.01 * start.poisson + weighted
+    expected = start.haadf / 3 + res.params.lambda_chem * start.poisson + weighted
     assert start.tv == pytest.approx(per_map_tv.sum(), rel=1e-5)
     assert start.total == pytest.approx(expected, rel=1e-5)
 

@@ -52,7 +52,8 @@ def test_search_is_one_batched_call_with_a_labeled_score_surface(monkeypatch):
     assert calls == [(3, 1, 1, 3, 32, 32), (3, 32, 32)]  # the whole search, then the refit
     scores = res.scores
     assert isinstance(scores, xr.Dataset) and scores.total.dims == ("lambda_tv", "lambda_chem")
-    assert scores.deviance.dims == ("lambda_tv", "lambda_chem", "element")
+    assert scores.nrmse.dims == ("lambda_tv", "lambda_chem", "element") and scores.attrs["score"] == "nrmse"
+    np.testing.assert_allclose(scores.total, scores.nrmse.mean("element"))
     i, j = np.unravel_index(int(np.nanargmin(scores.total.values)), scores.total.shape)
     assert res.params.lambda_tv == scores.lambda_tv.values[i] and res.params.lambda_chem == scores.lambda_chem.values[j]
     assert res.result.params.lambda_tv == res.params.lambda_tv
@@ -66,7 +67,7 @@ def test_each_element_gets_its_own_pick_when_that_scores_better():
     assert scores.attrs["per_element_total"] < scores.attrs["shared_total"]
     assert scores.attrs["shared_total"] == pytest.approx(float(scores.total.min()))
     for element in sample.elements:
-        own = scores.deviance.sel(element=element)
+        own = scores.nrmse.sel(element=element)
         i, j = np.unravel_index(int(np.nanargmin(own.values)), own.shape)
         assert res.params.lambda_tv[element] == own.lambda_tv.values[i]
         assert res.params.lambda_chem[element] == own.lambda_chem.values[j]
@@ -75,23 +76,36 @@ def test_each_element_gets_its_own_pick_when_that_scores_better():
 
 
 def test_per_element_picks_keep_other_grid_fields_at_the_shared_choice():
-    sample = phantom((32, 32), dose=4.0, seed=3)
-    grid = {"gamma": [1.5, 1.7, 1.9], "lambda_tv": [0.002, 0.005, 0.01, 0.02]}
+    sample = phantom((32, 32), dose=4.0, seed=5)
+    grid = {"gamma": [1.5, 1.7, 1.9], "lambda_tv": [0.002, 0.005, 0.01, 0.02, 0.05]}
     res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=grid, folds=2, refit=False)
     gamma = res.scores.attrs["chosen_gamma"]
     assert res.params.gamma == gamma
     picks = json.loads(res.scores.attrs["per_element_lambda_tv"])
     for element in sample.elements:
-        own = res.scores.deviance.sel(element=element, gamma=gamma)
+        own = res.scores.nrmse.sel(element=element, gamma=gamma)
         assert picks[element] == float(own.lambda_tv[int(np.nanargmin(own.values))])
     assert picks != dict.fromkeys(sample.elements, res.scores.attrs["chosen_lambda_tv"])
+
+
+def test_the_deviance_criterion_weights_each_element_by_its_signal_variance():
+    sample = phantom((32, 32), dose=4.0, seed=2)
+    res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=2, criterion="deviance")
+    scores = res.scores
+    assert scores.attrs["score"] == "deviance" and "nrmse" not in scores
+    np.testing.assert_allclose(scores.total, (scores.deviance / scores.signal_variance).sum("element"))
+    assert np.all(scores.deviance.values > 0)
+    with pytest.raises(ValueError, match="`criterion` must be one of"):
+        tune(sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, criterion="likelihood")
 
 
 def test_the_average_of_the_fold_fits_is_in_counts_of_the_full_dose():
     sample = phantom((32, 32), dose=6.0, seed=9)
     res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=4, refit=False)
     assert res.average.shape == sample.maps.shape and res.average.min() >= 0
-    np.testing.assert_allclose(res.average.sum(axis=(1, 2)), sample.maps.sum(axis=(1, 2)), rtol=1e-6)
+    # the affine fits preserve each fold's total; clipping their negative values at zero adds a little
+    totals, counts = res.average.sum(axis=(1, 2)), sample.maps.sum(axis=(1, 2))
+    assert np.all(totals >= counts * (1 - 1e-6)) and np.all(totals <= 1.03 * counts)
     assert np.all(nrmse(res.average, sample.truth) < nrmse(sample.maps, sample.truth))
 
 
@@ -145,15 +159,17 @@ def test_score_surface_plot():
     assert one.plot().axes[0].get_xlabel() == "lambda_tv"
 
 
-# Both lattices at 2, 5 and 20 counts per column. scripts/tune_accuracy.py runs the full sweep (18 cases:
-# the fusion meets both bounds for every element in 14, the fold average in 16); docs/tuning.md shows it,
-# including the cases that miss.
+# Both lattices at 2, 5 and 20 counts per column, including the cases an earlier criterion missed.
+# scripts/tune_accuracy.py runs the full sweep (36 cases, seeds 1-6: both estimates meet both bounds in
+# every one); docs/tuning.md shows it.
 ACCURACY_CASES = [
-    ("rocksalt", 2.0, 1),
-    ("rocksalt", 20.0, 2),
+    ("perovskite", 2.0, 1),
     ("perovskite", 2.0, 3),
-    ("perovskite", 5.0, 1),
-    ("perovskite", 20.0, 2),
+    ("perovskite", 5.0, 2),
+    ("perovskite", 20.0, 3),
+    ("rocksalt", 2.0, 2),
+    ("rocksalt", 5.0, 1),
+    ("rocksalt", 20.0, 1),
 ]
 
 

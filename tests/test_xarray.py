@@ -37,7 +37,7 @@ def test_dataset_in_dataset_out_with_coordinates_and_attrs(sample, dataset):
     assert res.maps.attrs["long_name"] == "EDS counts"
     np.testing.assert_allclose(res.history_total.values, plain.history["total"].to_numpy())
     assert res.sizes["iteration"] == 5
-    assert res.attrs["lambda_tv"] == 0.005 and res.attrs["lambda_haadf"] == pytest.approx(1 / 3)
+    assert res.attrs["lambda_tv"] == FusionParams().lambda_tv and res.attrs["lambda_haadf"] == pytest.approx(1 / 3)
     assert res.attrs["engine"] == plain.engine and res.attrs["iterations_run"] == 4
 
 

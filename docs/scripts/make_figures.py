@@ -34,9 +34,9 @@ DOSE = 3.0
 SEED = 0
 CROP = (slice(0, 64), slice(0, 64))  # 4 x 4 unit cells: enough to see the columns in small panels
 CMAP = "magma"
-TOO_LITTLE_TV, TOO_MUCH_TV = 0.0, 0.05
-TV_SWEEP = (0.0003, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
-CHEM_SWEEP = (0.001, 0.003, 0.01, 0.03, 0.1)
+TOO_LITTLE_TV, TOO_MUCH_TV = 0.0, 0.2
+TV_SWEEP = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+CHEM_SWEEP = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 BIG_STEP = 50.0
 DOSES = (1.0, 3.0, 10.0, 30.0)
 VARIANTS = (
@@ -48,7 +48,7 @@ VARIANTS = (
     ("`gamma=2.0`", fusex.FusionParams(gamma=2.0)),
     ('`tv_method="gp"`', fusex.FusionParams(tv_method="gp")),
     ("`n_tv=3`", fusex.FusionParams(n_tv=3)),
-    ("`eps=0.01`", fusex.FusionParams(eps=0.01)),
+    ("`eps=0.1` (the published value)", fusex.FusionParams(eps=0.1)),
     ("`FusionParams.published()`", fusex.FusionParams.published()),
 )
 

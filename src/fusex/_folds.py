@@ -1,13 +1,13 @@
 """Count splits of one acquisition: fitting on some folds, scoring on the held-out one, averaging the fits.
 
 See `fusex.tune` for the method.  Every array here is on the host except
-inside `Folds.fuse`, which runs the fits in the caller's library.
+inside `Folds.score`, which runs the fits in the caller's library.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -25,6 +25,7 @@ class Folds:
     split: np.ndarray  # (K, E, H, W): the held-out counts
     xp: Any
     device: Any
+    criterion: Literal["nrmse", "deviance"] = "nrmse"
 
     def score(self, params: FusionParams, axes: int, progress: bool, common: dict[str, Any]) -> Scored:
         """Fit ``params`` (whose per-item fields span ``axes`` grid axes) on every fold and score them."""
@@ -43,14 +44,26 @@ class Folds:
             on_divergence="mark",
             **common,
         )
-        deviance, diverged = _heldout_deviance(fits, self.fit, self.split, folds)
-        return Scored(deviance, diverged, fits)
+        estimate = np.asarray(to_numpy(fits.maps), dtype=np.float64)  # (K, *grid, E, H, W)
+        diverged = np.any(np.asarray(fits.stop_reason) == "diverged", axis=0)
+        if self.criterion == "nrmse":
+            values = _heldout_nrmse(estimate, self.split)
+        else:
+            values = _heldout_deviance(estimate, self.fit, self.split)
+        return Scored(np.where(diverged[..., None], np.nan, values), diverged, fits)
+
+    def total(self, values: np.ndarray) -> np.ndarray:
+        """Combine the per-element scores (last axis) into the criterion: mean NRMSE, or deviance / signal variance."""
+        if self.criterion == "nrmse":
+            return np.mean(values, axis=-1)
+        return np.sum(values / signal_variance(self.fit[0] + self.split[0]), axis=-1)
 
     def average(self, fits: FusionResult, index: tuple[int, ...]) -> np.ndarray:
         r"""Return the cross-fitted estimate ``(E, H, W)`` of candidate ``index``, in counts of the full dose.
 
-        Each fold's fit, brought to the counts it was fitted to by the same affine fit
-        as in the score, is averaged over the folds and scaled by :math:`K/(K-1)`.
+        Each fold's fit, brought to the counts it was fitted to by a least-squares
+        affine fit, is averaged over the folds, scaled by :math:`K/(K-1)` and
+        clipped at zero.
         Every count enters :math:`K-1` of the :math:`K` fits, so all the data count equally.
         """
         folds = self.fit.shape[0]
@@ -61,9 +74,9 @@ class Folds:
 
 @dataclass(frozen=True)
 class Scored:
-    """The held-out deviance ``(*grid, E)`` of candidates, which of them diverged, and their fits."""
+    """The held-out score ``(*grid, E)`` of candidates (NaN where diverged), which of them diverged, and their fits."""
 
-    deviance: np.ndarray
+    values: np.ndarray
     diverged: np.ndarray
     fits: FusionResult
 
@@ -83,12 +96,42 @@ def signal_variance(counts: np.ndarray) -> np.ndarray:
     return np.maximum(signal, 1e-6 * np.maximum(total, 1.0))
 
 
-def _heldout_deviance(
-    fits: FusionResult, fitted: np.ndarray, split: np.ndarray, folds: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Deviance ``grid + (E,)`` summed over folds and pixels, and which candidates diverged."""
-    estimate = np.asarray(to_numpy(fits.maps), dtype=np.float64)  # (K, *grid, E, H, W)
-    diverged = np.any(np.asarray(fits.stop_reason) == "diverged", axis=0)
+def _heldout_nrmse(estimate: np.ndarray, split: np.ndarray) -> np.ndarray:
+    r"""Estimate ``(*grid, E)`` of each candidate's NRMSE against the truth, from the held-out folds.
+
+    Fold :math:`k`'s fit :math:`\hat x_k`, fitted by least squares to the held-out
+    counts :math:`b^{(k)}` with an affine map (two numbers per map, as the NRMSE
+    allows), leaves the residual :math:`R_k = \lVert P^\perp b^{(k)} \rVert^2`, with
+    :math:`P^\perp` the projection off :math:`\{1, \hat x_k\}`.  The held-out counts
+    :math:`b^{(k)} = \mu_k + n` have noise independent of :math:`\hat x_k` with variance
+    :math:`\mu_k` (Poisson), so :math:`E[R_k] = \lVert P^\perp\mu_k\rVert^2 + \sum_{px}
+    \mu_k P^\perp_{px,px}`: the first term is the NRMSE's numerator, and the second is
+    estimated without bias by :math:`\sum_{px} b^{(k)} P^\perp_{px,px}`, with
+    :math:`P^\perp_{px,px} = 1 - 1/N - (\hat x_{px} - \bar x)^2 / \sum (\hat x - \bar x)^2`.
+    Likewise :math:`\lVert\mu_k - \bar\mu_k\rVert^2` is estimated by
+    :math:`\lVert b^{(k)} - \bar b^{(k)}\rVert^2 - (1 - 1/N)\sum b^{(k)}`.  Pooled over
+    folds, their ratio estimates NRMSE squared; the signed square root keeps the
+    ranking where noise makes the estimate negative.
+    """
+    pixels = split.shape[-1] * split.shape[-2]
+    grid_axes = estimate.ndim - 4
+    residual = signal = 0.0
+    for k in range(split.shape[0]):
+        held = np.reshape(split[k], (1,) * grid_axes + split.shape[1:]).astype(np.float64)
+        x = estimate[k] - estimate[k].mean(axis=(-2, -1), keepdims=True)
+        spread_x = np.maximum(np.sum(x**2, axis=(-2, -1), keepdims=True), 1e-300)
+        fitted = _calibrate(estimate[k], np.broadcast_to(held, estimate[k].shape))
+        kept = 1.0 - 1.0 / pixels - x**2 / spread_x  # diagonal of the projection off {1, x}
+        residual = residual + np.sum((held - fitted) ** 2 - held * kept, axis=(-2, -1))
+        spread = np.sum((held - held.mean(axis=(-2, -1), keepdims=True)) ** 2, axis=(-2, -1))
+        signal = signal + spread - held.sum(axis=(-2, -1)) * (1.0 - 1.0 / pixels)
+    ratio = residual / np.maximum(signal, 1e-12)
+    return np.sign(ratio) * np.sqrt(np.abs(ratio))
+
+
+def _heldout_deviance(estimate: np.ndarray, fitted: np.ndarray, split: np.ndarray) -> np.ndarray:
+    """Poisson deviance ``(*grid, E)`` of the held-out folds, summed over folds and pixels."""
+    folds = split.shape[0]
     floor = 1e-3 * max(float(split.mean()), 1e-12)  # a zero prediction of a nonzero count is infinitely bad
     grid_axes = estimate.ndim - 4
     deviance = 0.0
@@ -99,8 +142,7 @@ def _heldout_deviance(
         with np.errstate(divide="ignore", invalid="ignore"):
             term = np.where(held > 0, held * np.log(held / mu), 0.0) - (held - mu)
         deviance = deviance + 2.0 * term.sum(axis=(-2, -1))
-    deviance = np.where(diverged[..., None], np.nan, deviance)
-    return deviance, diverged
+    return deviance
 
 
 def _calibrate(x: np.ndarray, target: np.ndarray) -> np.ndarray:

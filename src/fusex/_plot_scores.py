@@ -19,8 +19,8 @@ __all__ = ["score_surface"]
 def score_surface(scores: Any, *, ax: Axes | None = None) -> Figure:
     """Plot the parameter search of `fusex.tune`: the criterion over the grid, the choice marked.
 
-    A two-field grid is shown as a map of the total held-out deviance (relative to
-    its minimum, log colour scale) over the two fields on log axes, with each
+    A two-field grid is shown as a map of the criterion (relative to its
+    minimum, log colour scale) over the two fields on log axes, with each
     element's own pick when `tune` chose weights per element; a one-field
     grid as curves, one per element (each relative to its own minimum) and the total.
 
@@ -48,12 +48,13 @@ def score_surface(scores: Any, *, ax: Axes | None = None) -> Figure:
     if len(fields) == 1:
         (name,) = fields
         x = scores[name].values
+        score = scores.attrs.get("score", "deviance")
         for element in scores["element"].values:
-            curve = scores["deviance"].sel(element=element)
+            curve = scores[score].sel(element=element)
             ax.plot(x, curve - float(curve.min()), marker="o", ms=3, label=str(element))
         ax.plot(x, excess, color="black", lw=2, label="total")
         ax.axvline(chosen[0], color="0.4", ls=":", label="chosen")
-        ax.set(xscale="log", yscale="symlog", xlabel=name, ylabel="held-out deviance - min")
+        ax.set(xscale="log", yscale="symlog", xlabel=name, ylabel=f"held-out {score} - min")
         ax.xaxis.set_ticks(x, labels=[f"{v:g}" for v in x])
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.legend(fontsize=8, frameon=False)

@@ -88,10 +88,10 @@ class FusionParams:
         (default) means :math:`1/E` for ``E`` elements, as in the published method.
     lambda_chem : float or mapping
         Weight :math:`\lambda_C` of the Poisson fidelity of the chemical maps.
-        Default 0.01.  A mapping ``{element: value}`` gives each map its own
+        Default 0.02.  A mapping ``{element: value}`` gives each map its own
         weight :math:`\lambda_{C,e}` (every map must be named).
     lambda_tv : float or mapping
-        Weight :math:`\lambda_{TV}` of the total variation.  Default 0.005.
+        Weight :math:`\lambda_{TV}` of the total variation.  Default 0.02.
         A mapping ``{element: value}`` gives each map its own :math:`\lambda_{TV,e}`.
     n_iter : int
         Maximum number of outer iterations.  Default 150.
@@ -102,7 +102,8 @@ class FusionParams:
         ``"gp"``: the same without momentum, as the published reference code does.
     eps : float
         Offset :math:`\epsilon` inside the Poisson logarithm, in the units of the
-        (normalized) maps.  Default 0.1.
+        (normalized) maps.  Default 0.01 (the published method's 0.1 is half a
+        count where the brightest pixel holds 5 counts, which biases low-dose maps).
     haadf_weights : str or sequence of float
         The weights :math:`w_e`: ``"none"`` (:math:`w_e = 1`), ``"z_mean"``
         (:math:`Z_e / \overline{Z}`), ``"z_sum"`` (:math:`Z_e / \sum Z`),
@@ -162,12 +163,12 @@ class FusionParams:
 
     gamma: float | Sequence[float] = 1.7
     lambda_haadf: float | Sequence[float] | None = None
-    lambda_chem: float | Sequence[float] | Mapping[str, Any] = 0.01
-    lambda_tv: float | Sequence[float] | Mapping[str, Any] = 0.005
+    lambda_chem: float | Sequence[float] | Mapping[str, Any] = 0.02
+    lambda_tv: float | Sequence[float] | Mapping[str, Any] = 0.02
     n_iter: int = 150
     n_tv: int = 15
     tv_method: Literal["fgp", "gp"] = "fgp"
-    eps: float | Sequence[float] = 0.1
+    eps: float | Sequence[float] = 0.01
     haadf_weights: str | Sequence[float] = "zgamma_sum"
     normalize: Literal["minmax", "none"] = "minmax"
     step: StepSchedule = 1.0
