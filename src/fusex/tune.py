@@ -53,7 +53,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -187,7 +187,7 @@ def tune(
     batch_size: int | None = None,
     callback: Any = None,
     per_element: bool = True,
-    criterion: str = "nrmse",
+    criterion: Literal["nrmse", "deviance"] = "nrmse",
 ) -> TuneResult:
     r"""Choose fusion parameters from the data alone, by count splitting.
 
