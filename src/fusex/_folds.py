@@ -7,6 +7,7 @@ inside `Folds.score`, which runs the fits in the caller's library.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -56,7 +57,12 @@ class Folds:
         """Combine the per-element scores (last axis) into the criterion: mean NRMSE, or deviance / signal variance."""
         if self.criterion == "nrmse":
             return np.mean(values, axis=-1)
-        return np.sum(values / signal_variance(self.fit[0] + self.split[0]), axis=-1)
+        return np.sum(values / self.signal_variance, axis=-1)
+
+    @cached_property
+    def signal_variance(self) -> np.ndarray:
+        """Per-element signal variance of the full counts (see `signal_variance`), the deviance's weights."""
+        return signal_variance(self.fit[0] + self.split[0])
 
     def average(self, fits: FusionResult, index: tuple[int, ...]) -> np.ndarray:
         r"""Return the cross-fitted estimate ``(E, H, W)`` of candidate ``index``, in counts of the full dose.
@@ -115,17 +121,19 @@ def _heldout_nrmse(estimate: np.ndarray, split: np.ndarray) -> np.ndarray:
     """
     pixels = split.shape[-1] * split.shape[-2]
     grid_axes = estimate.ndim - 4
-    residual = signal = 0.0
+    explained = signal = 0.0
     for k in range(split.shape[0]):
         held = np.reshape(split[k], (1,) * grid_axes + split.shape[1:]).astype(np.float64)
+        centred = held - held.mean(axis=(-2, -1), keepdims=True)
         x = estimate[k] - estimate[k].mean(axis=(-2, -1), keepdims=True)
-        spread_x = np.maximum(np.sum(x**2, axis=(-2, -1), keepdims=True), 1e-300)
-        fitted = _calibrate(estimate[k], np.broadcast_to(held, estimate[k].shape))
-        kept = 1.0 - 1.0 / pixels - x**2 / spread_x  # diagonal of the projection off {1, x}
-        residual = residual + np.sum((held - fitted) ** 2 - held * kept, axis=(-2, -1))
-        spread = np.sum((held - held.mean(axis=(-2, -1), keepdims=True)) ** 2, axis=(-2, -1))
-        signal = signal + spread - held.sum(axis=(-2, -1)) * (1.0 - 1.0 / pixels)
-    ratio = residual / np.maximum(signal, 1e-12)
+        spread_x = np.maximum(np.sum(x**2, axis=(-2, -1)), 1e-300)
+        # R_k minus its noise is the signal estimate below minus this: the spread the affine fit
+        # removes, (x . centred)^2 / |x|^2, less the noise it removes with it, sum b x^2 / |x|^2
+        explained = (
+            explained + (np.sum(x * centred, axis=(-2, -1)) ** 2 - np.sum(held * x**2, axis=(-2, -1))) / spread_x
+        )
+        signal = signal + np.sum(centred**2, axis=(-2, -1)) - held.sum(axis=(-2, -1)) * (1.0 - 1.0 / pixels)
+    ratio = (signal - explained) / np.maximum(signal, 1e-12)
     return np.sign(ratio) * np.sqrt(np.abs(ratio))
 
 

@@ -58,7 +58,7 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
-from ._folds import Folds, Scored, signal_variance
+from ._folds import Folds, Scored
 from ._xp import convert, namespace_of, to_numpy
 from .inputs import stack_maps
 from .params import PER_ELEMENT_FIELDS, PER_ITEM_FIELDS, FusionParams
@@ -298,7 +298,7 @@ def tune(
     del search, winner  # the grid's fits: let them go before the refit
     variables = {criterion: ((*names, "element"), values)}
     if criterion == "deviance":
-        variables["signal_variance"] = ("element", signal_variance(counts))
+        variables["signal_variance"] = ("element", folds_data.signal_variance)
     scores = xr.Dataset(
         {**variables, "total": (tuple(names), total), "diverged": (tuple(names), search_diverged)},
         coords={**{name: values for name, values in candidates.items()}, "element": list(fused_elements)},
