@@ -32,18 +32,33 @@ def item_terms(shape, per_item):
     )
 
 
-def check_evaluate_and_step(engine, xp, asarray, shape, dtype, per_item, tol):
-    """Compare an engine's evaluate and gradient_step with the generic code on one case."""
+def haadf_mask(shape, dtype, seed=3):
+    """A 0/1 HAADF pixel mask (B, H, W) leaving out about a third of the pixels, but never all of an item."""
+    keep = np.random.default_rng(seed).random((shape[0], *shape[2:])) > 0.35
+    keep[:, 0, 0] = True
+    keep[:, -1, -1] = False
+    return keep.astype(dtype)
+
+
+def check_evaluate_and_step(engine, xp, asarray, shape, dtype, per_item, tol, masked=False):
+    """Compare an engine's evaluate and gradient_step with the generic code on one case.
+
+    With ``masked``, both get the same HAADF pixel mask (see `haadf_mask`).
+    """
     x, counts, haadf, weights = (asarray(a) for a in problem(shape, dtype))
     terms, coefs = item_terms(shape, per_item)
+    if masked:
+        terms["mask"] = asarray(haadf_mask(shape, dtype))
     ours = engine().evaluate(x, haadf, counts, weights, xp=xp, **terms)
     ref = objectives.evaluate(x, haadf, counts, weights, xp=xp, **terms)
+    if masked:  # the masked pixels hold no residual, so they pull on nothing
+        assert np.all(to_numpy(ours.residual)[to_numpy(terms["mask"]) == 0] == 0)
     for term in ("haadf", "poisson", "tv"):
         assert getattr(ours, term).shape == ((shape[0],) if term == "haadf" else shape[:2])
         np.testing.assert_allclose(getattr(ours, term), getattr(ref, term), rtol=1e-5 if dtype == np.float32 else 1e-11)
     for name in ("x_pow_m1", "residual"):
         np.testing.assert_allclose(to_numpy(getattr(ours, name)), to_numpy(getattr(ref, name)), **tol)
-    step = {"eps": terms["eps"], **coefs, "xp": xp}
+    step = {"eps": terms["eps"], **coefs, "xp": xp}  # the mask acts through the evaluation's residual
     y = engine().gradient_step(x, counts, weights, ours, **step)
     assert y.dtype == dtype
     np.testing.assert_allclose(to_numpy(y), to_numpy(objectives.gradient_step(x, counts, weights, ref, **step)), **tol)

@@ -117,3 +117,21 @@ def test_integer_counts_are_accepted_as_float32():
     res = fusex.fuse(sample.haadf, counts, elements=sample.elements, params=FusionParams(n_iter=3))
     assert res.maps.dtype == np.float32
     assert counts.dtype == np.int64
+
+
+def test_tune_refuses_elements_that_contradict_a_mappings_keys_up_front():
+    sample = phantom((16, 16), seed=5)
+    by_name = dict(zip(sample.elements, sample.maps))
+    with pytest.raises(ValueError, match=r"`elements` \['Sr', 'Ti', 'Fe'\] contradicts the keys of `maps`"):
+        fusex.tune(sample.haadf, by_name, elements=["Sr", "Ti", "Fe"])
+    with pytest.raises(ValueError, match=r"`elements` names \['Sr'\] more than once"):
+        fusex.tune(sample.haadf, sample.maps, elements=["Sr", "Sr", "O"])
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_tv_denoise_refuses_masked_arrays_and_matrices():
+    image = phantom((16, 16), seed=6).haadf
+    with pytest.raises(TypeError, match=r"`x` is a NumPy masked array.*np.ma.filled\(x, value\)"):
+        fusex.tv_denoise(np.ma.masked_greater(image, 0.5), 0.1)
+    with pytest.raises(TypeError, match=r"`x` is an np.matrix.*np.asarray\(x\)"):
+        fusex.tv_denoise(np.asmatrix(image), 0.1)

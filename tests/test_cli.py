@@ -53,6 +53,18 @@ def test_demo_prints_summary_and_writes_both_figures(
     assert list(workdir.iterdir()) == []  # nothing written to the default path
 
 
+def test_demo_of_the_shipped_dysco3_acquisition(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    figure = tmp_path / "dysco3.png"
+    assert main(["demo", "--data", "dysco3", "-o", str(figure)]) == 0
+    out = capsys.readouterr().out
+    assert "DyScO3" in out and "256x256 px" in out and "(Sc, Dy, O)" in out
+    assert "30 iterations" in out  # the tutorial's parameters
+    assert "10.69761/MXVR4353" in out and "10.1038/s41524-021-00692-5" in out  # what to cite
+    assert_png(figure)
+    assert_png(tmp_path / "dysco3-convergence.png")
+
+
 def test_help_exits_zero_and_lists_demo(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
@@ -65,7 +77,7 @@ def test_demo_help_lists_its_options(capsys: pytest.CaptureFixture[str]) -> None
         main(["demo", "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for option in ("--size", "--dose", "--seed", "--backend", "--output"):
+    for option in ("--size", "--dose", "--seed", "--backend", "--output", "--data"):
         assert option in out
 
 

@@ -29,6 +29,12 @@ def test_evaluate_and_gradient_step_match_generic(shape, dtype, per_item):
     check_evaluate_and_step(CupyEngine, cpx, cupy.asarray, shape, dtype, per_item, _tol(dtype))
 
 
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_masked_evaluate_and_gradient_step_match_generic(shape, dtype):
+    check_evaluate_and_step(CupyEngine, cpx, cupy.asarray, shape, dtype, True, _tol(dtype), masked=True)
+
+
 def test_tv_prox_takes_one_weight_per_item_or_map():
     check_per_item_tv_weights(CupyEngine, cpx, cupy.asarray)
 

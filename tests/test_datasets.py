@@ -1,7 +1,12 @@
+from importlib import resources
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from fusex.datasets import LATTICES, nrmse, phantom
+from fusex.datasets import LATTICES, dysco3, nrmse, phantom
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def test_phantom_shapes_types_and_ranges():
@@ -35,3 +40,27 @@ def test_nrmse_is_affine_invariant():
     assert np.allclose(nrmse(3.0 * t + 1.0, t), 0.0, atol=1e-12)
     noisy = t + 0.1 * np.random.default_rng(1).standard_normal(t.shape)
     assert np.all((nrmse(noisy, t) > 0) & (nrmse(noisy, t) < 1))
+
+
+def test_dysco3_is_the_tutorial_acquisition_with_its_notice_and_citations():
+    data = dysco3()
+    assert data.haadf.shape == (256, 256) and data.maps.shape == (3, 256, 256)
+    assert data.haadf.dtype == data.maps.dtype == np.float32
+    assert data.elements == ("Sc", "Dy", "O") and data.z == (21, 66, 8)
+    assert 6393 <= data.haadf.min() and data.haadf.max() <= 33573 and 0 <= data.maps.min() and data.maps.max() < 1
+    assert "not counts" in data.units
+    assert "10.69761/MXVR4353" in data.citation and "10.1038/s41524-021-00692-5" in data.citation
+    notice = resources.files("fusex").joinpath("data", "LICENSE-dysco3.txt").read_text()
+    assert "Copyright (c) 2023 Microscopy Society of America - EM Journal" in notice and "MIT License" in notice
+    data.maps[0] = -1  # every call returns new arrays
+    assert dysco3().maps.min() >= 0
+
+
+def test_dysco3_holds_the_tutorial_file_values():
+    if not (SHARED / "PTO_Trilayer_dataset.npz").is_file():
+        pytest.skip("the shared data folder is not here")
+    with np.load(SHARED / "PTO_Trilayer_dataset.npz") as original:
+        data = dysco3()
+        np.testing.assert_array_equal(data.haadf, original["HAADF"])
+        for e, element in enumerate(data.elements):
+            np.testing.assert_array_equal(data.maps[e], original[element])  # float32 loses nothing here

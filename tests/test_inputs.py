@@ -118,3 +118,75 @@ def test_torch_results_carry_no_autograd_graph():
     haadf = torch.tensor(SAMPLE.haadf, requires_grad=True)
     res = fusex.fuse(haadf, torch.tensor(SAMPLE.maps), elements=SAMPLE.elements, params=FusionParams(n_iter=2))
     assert not res.maps.requires_grad and res.maps.grad_fn is None
+
+
+def _by_name():
+    return dict(zip(SAMPLE.elements, SAMPLE.maps))  # Sr, Ti, O
+
+
+def test_elements_that_contradict_a_mappings_keys_are_refused_naming_both():
+    with pytest.raises(
+        ValueError, match=r"`elements` \['Sr', 'Ti', 'Fe'\] contradicts the keys of `maps` \['Sr', 'Ti', 'O'\]"
+    ):
+        _fuse(maps=_by_name(), elements=["Sr", "Ti", "Fe"])
+    with pytest.raises(ValueError, match=r"`elements` \['Sr', 'Ti'\] contradicts the keys"):
+        _fuse(maps=_by_name(), elements=["Sr", "Ti"])
+
+
+def test_elements_in_another_order_take_a_mappings_maps_by_name():
+    order = ["O", "Sr", "Ti"]
+    res = _fuse(maps=_by_name(), elements=order)
+    ref = _fuse(maps=np.stack([_by_name()[e] for e in order]), elements=order)
+    assert res.elements == tuple(order) and res.z == (8, 38, 22)
+    np.testing.assert_array_equal(res.maps, ref.maps)
+    assert _fuse(maps=_by_name(), elements=list(SAMPLE.elements)).elements == SAMPLE.elements
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"elements": ["Sr", "Sr", "O"]}, r"`elements` names \['Sr'\] more than once"),
+        ({"elements": ["O", "O", "O"], "z": [8, 8, 8]}, r"`elements` names \['O'\] more than once"),
+        ({"maps": {1: SAMPLE.maps[0], "1": SAMPLE.maps[1]}, "elements": None}, r"the keys of `maps` names \['1'\]"),
+        ({"maps": _by_name(), "elements": ["Sr", "Sr", "O"]}, r"`elements` names \['Sr'\] more than once"),
+    ],
+)
+def test_repeated_element_names_are_refused(changes, match):
+    with pytest.raises(ValueError, match=match):
+        _fuse(**changes)
+
+
+def test_elements_must_be_names():
+    with pytest.raises(TypeError, match=r"`elements` must hold names .*got 38; give atomic numbers with `z=`"):
+        _fuse(elements=[38, 22, 8])
+
+
+@pytest.mark.parametrize("z", [[True, 22, 8], [38, np.True_, 8], np.array([True, True, False])])
+def test_booleans_are_not_atomic_numbers(z):
+    with pytest.raises(TypeError, match=r"`z` must hold integer atomic numbers \(not booleans\)"):
+        _fuse(elements=None, z=z)
+
+
+def test_numpy_integers_are_atomic_numbers():
+    assert _fuse(elements=None, z=np.array([38, 22, 8])).z == (38, 22, 8)
+    assert _fuse(elements=None, z=[np.int64(38), np.uint8(22), 8]).z == (38, 22, 8)
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        (
+            lambda: {"haadf": np.ma.masked_greater(SAMPLE.haadf, 0.5)},
+            r"`haadf` is a NumPy masked array.*np.ma.filled\(haadf, value\).*saturated=haadf.mask",
+        ),
+        (lambda: {"maps": np.ma.masked_array(SAMPLE.maps)}, r"`maps` is a NumPy masked array.*np.ma.getdata\(maps\)"),
+        (lambda: {"maps": [np.ma.masked_array(m) for m in SAMPLE.maps]}, r"`maps\[0\]` is a NumPy masked array"),
+        (lambda: {"maps": {"Sr": np.ma.masked_array(SAMPLE.maps[0])}, "elements": None}, r"`maps\[0\]` is a NumPy"),
+        (lambda: {"haadf": np.asmatrix(SAMPLE.haadf)}, r"`haadf` is an np.matrix.*pass np.asarray\(haadf\)"),
+        (lambda: {"maps": [np.asmatrix(m) for m in SAMPLE.maps]}, r"`maps\[0\]` is an np.matrix"),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_masked_arrays_and_matrices_are_refused_with_what_to_pass(changes, match):
+    with pytest.raises(TypeError, match=match):
+        _fuse(**changes())

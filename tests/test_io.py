@@ -92,3 +92,75 @@ def test_reading_a_result_gives_back_its_inputs(tmp_path, npz, sample):
     again = io.read(path)
     assert set(again.data_vars) == {"haadf", "maps"}
     np.testing.assert_array_equal(again.maps.values, sample.maps)
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _empty(path):
+    path.write_bytes(b"")
+
+
+def _garble_a_chunk(path):
+    (path / "maps" / "0.0.0").write_bytes(b"\x00not a compressed chunk" * 8)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "damage"),
+    [(".npz", _truncate), (".npz", _empty), (".nc", _truncate), (".nc", _empty), (".zarr", _garble_a_chunk)],
+    ids=["npz-truncated", "npz-empty", "nc-truncated", "nc-empty", "zarr-garbled-chunk"],
+)
+def test_a_damaged_file_raises_one_fusex_error_naming_it(tmp_path, npz, suffix, damage):
+    damaged = npz if suffix == ".npz" else io.save(io.read(npz), tmp_path / f"scan{suffix}")
+    damage(damaged)
+    for reader in (io.read, io.read_npz if suffix == ".npz" else io.load):
+        with pytest.raises(fusex.UnreadableFileError) as info:
+            reader(damaged)
+        error = info.value
+        assert isinstance(error, OSError) and isinstance(error, ValueError) and isinstance(error, fusex.FusexError)
+        assert str(error).startswith(f"cannot read {damaged}: ") and error.path == damaged
+        assert "\n" not in str(error)
+        if damage is _empty:
+            assert "empty" in error.reason
+
+
+def test_an_unreadable_file_error_survives_pickling(tmp_path):
+    import pickle
+
+    error = fusex.UnreadableFileError(tmp_path / "a.npz", "truncated")
+    back = pickle.loads(pickle.dumps(error))
+    assert type(back) is fusex.UnreadableFileError and str(back) == str(error) and back.path == error.path
+
+
+def test_read_refuses_a_single_npy_array(tmp_path):
+    path = tmp_path / "one.npz"
+    with open(path, "wb") as f:
+        np.save(f, np.ones(3))
+    with pytest.raises(fusex.UnreadableFileError, match=r"single \.npy array"):
+        io.read(path)
+
+
+def test_read_refuses_repeated_elements(tmp_path, npz, sample):
+    with pytest.raises(ValueError, match=r"\['Sr'\] more than once"):
+        io.read(npz, elements=["Sr", "O", "Sr"])
+    ds = xr.Dataset(
+        {"haadf": (("y", "x"), sample.haadf), "maps": (("element", "y", "x"), sample.maps)},
+        coords={"element": ["Sr", "Sr", "O"]},
+    )
+    path = tmp_path / "repeated.nc"
+    ds.to_netcdf(path)
+    for elements in (None, ["Sr", "O"]):
+        with pytest.raises(fusex.UnreadableFileError, match=r"repeat \['Sr'\]"):
+            io.read(path, elements=elements)
+
+
+def test_read_names_what_a_dataset_file_lacks(tmp_path, npz):
+    path = io.save(io.read(npz), tmp_path / "scan.nc")
+    with pytest.raises(fusex.UnreadableFileError, match=r"no map for element\(s\) \['Xx'\]; its maps are"):
+        io.read(path, elements=["Sr", "Xx"])
+    other = tmp_path / "other.nc"
+    xr.Dataset({"v": ("x", np.arange(3.0))}).to_netcdf(other)
+    with pytest.raises(fusex.UnreadableFileError, match=r"no 'haadf' and 'maps' variables \(it holds \['v'\]\)"):
+        io.read(other)

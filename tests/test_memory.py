@@ -1,3 +1,8 @@
+import pickle
+import subprocess
+import sys
+import textwrap
+
 import array_api_compat.numpy as npx
 import numpy as np
 import pytest
@@ -5,6 +10,7 @@ import pytest
 import fusex
 from fusex import memory
 from fusex.datasets import phantom
+from fusex.errors import FusexError, InsufficientMemoryError
 
 
 def test_bytes_per_item_follows_the_engine_table():
@@ -23,8 +29,8 @@ def test_batch_size_comes_from_free_memory(monkeypatch):
     monkeypatch.setattr(memory, "free_bytes", lambda xp, device: 10 * per_item)
     assert memory.plan_batch_size(64, (3, 256, 256), 4, "numba", npx, "cpu") == 8  # 80 % of 10 items
     assert memory.plan_batch_size(5, (3, 256, 256), 4, "numba", npx, "cpu") == 5
-    monkeypatch.setattr(memory, "free_bytes", lambda xp, device: 1)
-    assert memory.plan_batch_size(64, (3, 256, 256), 4, "numba", npx, "cpu") == 1  # one item is always tried
+    monkeypatch.setattr(memory, "free_bytes", lambda xp, device: per_item)
+    assert memory.plan_batch_size(64, (3, 256, 256), 4, "numba", npx, "cpu") == 1  # fits, if not in 80 %
 
 
 def test_cpu_chunks_are_capped(monkeypatch):
@@ -84,3 +90,126 @@ def test_memory_does_not_grow_with_iterations(backend):
     short, long = peak(30), peak(90)
     # the history table grows by a few hundred bytes per iteration; the arrays must not grow at all
     assert long <= 1.02 * short, f"peak memory grew from {short} to {long} bytes with 3x the iterations"
+
+
+def _spy_on_solve(monkeypatch):
+    calls = []
+    monkeypatch.setattr(fusex.api, "solve", lambda *args, **kwargs: calls.append(args))
+    return calls
+
+
+def test_an_item_that_cannot_fit_is_refused_before_solving(monkeypatch):
+    sample = phantom((32, 32), seed=0)
+    calls = _spy_on_solve(monkeypatch)
+    needed = memory.bytes_per_item("generic", 3, 32, 32, 4)
+    monkeypatch.setattr(memory, "free_bytes", lambda xp, device: needed - 1)
+    with pytest.raises(InsufficientMemoryError) as info:
+        fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, backend="numpy")
+    assert isinstance(info.value, MemoryError) and isinstance(info.value, FusexError)
+    assert (info.value.needed, info.value.available) == (needed, needed - 1)
+    message = str(info.value)
+    for part in ("1 item of 3 x 32 x 32 float32 maps", "on the host", "generic engine", "crop", "bin", "GPU"):
+        assert part in message
+    assert "backend='numba'" in message and calls == []
+
+
+def test_an_explicit_batch_size_that_cannot_fit_is_refused(monkeypatch):
+    per_item = memory.bytes_per_item("numba", 3, 64, 64, 8)
+    monkeypatch.setattr(memory, "free_bytes", lambda xp, device: 5 * per_item)
+    assert memory.plan_batch_size(10, (3, 64, 64), 8, "numba", npx, "cpu", batch_size=5) == 5
+    with pytest.raises(InsufficientMemoryError, match=r"batch_size=5 or fewer .*float32 inputs"):
+        memory.plan_batch_size(10, (3, 64, 64), 8, "numba", npx, "cpu", batch_size=6)
+
+
+def test_the_refusal_names_the_gpu(monkeypatch):
+    class Cuda:
+        type = "cuda"
+
+        def __str__(self):
+            return "cuda:1"
+
+    monkeypatch.setattr(memory, "free_bytes", lambda xp, device: 2**20)
+    expected = r"on cuda:1 with the cupy engine, but only 1.0 MiB .*device='cpu'"
+    with pytest.raises(InsufficientMemoryError, match=expected):
+        memory.plan_batch_size(1, (3, 512, 512), 4, "cupy", npx, Cuda())
+
+
+def test_the_error_survives_pickling():
+    error = InsufficientMemoryError("needs 2 GiB", needed=2, available=1)
+    copy = pickle.loads(pickle.dumps(error))
+    assert (str(copy), copy.needed, copy.available) == ("needs 2 GiB", 2, 1)
+
+
+def test_host_memory_is_the_least_of_every_limit(monkeypatch):
+    monkeypatch.setattr(memory, "_system_available", lambda: 8 * 2**30)
+    monkeypatch.setattr(memory, "_cgroup_headroom", lambda: 3 * 2**30)
+    monkeypatch.setattr(memory, "_rlimit_headroom", lambda: None)
+    assert memory.host_available_bytes() == memory.free_bytes(npx, "cpu") == 3 * 2**30
+    monkeypatch.setattr(memory, "_rlimit_headroom", lambda: 2**30)
+    assert memory.host_available_bytes() == 2**30
+
+
+def _write_group(path, limit, usage, inactive, limit_file, usage_file, stat_key):
+    path.mkdir(parents=True, exist_ok=True)
+    (path / limit_file).write_text(f"{limit}\n")
+    (path / usage_file).write_text(f"{usage}\n")
+    (path / "memory.stat").write_text(f"anon 1\n{stat_key} {inactive}\n")
+
+
+def test_cgroup_v2_limits_count_up_to_the_root(tmp_path):
+    root = tmp_path / "cgroup"
+    v2 = ("memory.max", "memory.current", "inactive_file")
+    _write_group(root / "user" / "job", "max", 10, 0, *v2)
+    _write_group(root / "user", 8 * 2**30, 5 * 2**30, 2**30, *v2)  # the parent's limit binds the job
+    membership = tmp_path / "self-cgroup"
+    membership.write_text("0::/user/job\n")
+    assert memory._cgroup_headroom(root, membership) == 4 * 2**30
+    _write_group(root / "user" / "job", 2**30, 2**29, 0, *v2)
+    assert memory._cgroup_headroom(root, membership) == 2**29
+    membership.write_text("0::/elsewhere\n")  # a cgroup namespace: the process sits at the root
+    assert memory._cgroup_headroom(root, membership) is None
+
+
+def test_cgroup_v1_memory_controller(tmp_path):
+    root = tmp_path / "cgroup"
+    v1 = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+    _write_group(root / "memory", 9223372036854771712, 1, 0, *v1)  # v1's "unlimited"
+    _write_group(root / "memory" / "batch", 6 * 2**30, 3 * 2**30, 2**30, *v1)
+    membership = tmp_path / "self-cgroup"
+    membership.write_text("5:cpu,cpuacct:/batch\n4:memory:/batch\n0::/\n")
+    assert memory._cgroup_headroom(root, membership) == 4 * 2**30
+    assert memory._cgroup_headroom(root, tmp_path / "missing") is None
+
+
+_UNDER_ULIMIT = """
+import resource, sys, tracemalloc
+import numpy as np
+import fusex
+from fusex import memory
+
+height = width = 2900  # about 1.3 GB of working memory for 3 float32 maps
+rng = np.random.default_rng(0)
+haadf = rng.random((height, width), dtype=np.float32)
+maps = rng.random((3, height, width), dtype=np.float32)
+with open("/proc/self/status") as status:
+    mapped = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (mapped + 400 * 2**20, resource.RLIM_INFINITY))  # ulimit -v
+tracemalloc.start()
+try:
+    fusex.fuse(haadf, maps, elements=["Sr", "Ti", "O"], backend="numba")
+except fusex.errors.InsufficientMemoryError as error:
+    peak = tracemalloc.get_traced_memory()[1]
+    print(error.needed, error.available, peak)
+    sys.exit(0)
+sys.exit("fused without an error")
+"""
+
+
+def test_an_address_space_limit_is_respected_before_allocating():
+    pytest.importorskip("numba")
+    run = subprocess.run([sys.executable, "-c", textwrap.dedent(_UNDER_ULIMIT)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    needed, available, peak = map(int, run.stdout.split())
+    assert needed == memory.bytes_per_item("numba", 3, 2900, 2900, 4)
+    assert available <= 400 * 2**20 < needed
+    assert peak < needed // 4, f"{peak} bytes were allocated before the error"

@@ -1,5 +1,9 @@
 """The numba kernels against the generic array-API code they replace."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -23,6 +27,12 @@ def _tol(dtype):
 @pytest.mark.parametrize("per_item", [False, True], ids=["shared", "per-item-and-map"])
 def test_evaluate_and_gradient_step_match_generic(shape, dtype, per_item):
     check_evaluate_and_step(NumbaEngine, npx, np.asarray, shape, dtype, per_item, _tol(dtype))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_masked_evaluate_and_gradient_step_match_generic(shape, dtype):
+    check_evaluate_and_step(NumbaEngine, npx, np.asarray, shape, dtype, True, _tol(dtype), masked=True)
 
 
 def test_tv_prox_takes_one_weight_per_item_or_map():
@@ -80,3 +90,58 @@ def test_scratch_memory_is_bounded_across_batch_sizes():
         engine.tv_prox(f, 0.1, 3, xp=npx)
     sizes = [a.size for a in engine._scratch.arrays.values()]
     assert len(sizes) == 3 and max(sizes) == 2 * 300 * 300  # three dual buffers, one (2, H, W) each
+
+
+_TWO_THREADS = """
+import sys, threading
+import numba
+import numpy as np
+import fusex
+from fusex.backends.numba_engine import serialized
+
+one = fusex.datasets.phantom((256, 256), seed=0)  # large enough for every kernel to run threaded
+many = [fusex.datasets.phantom((64, 64), seed=s) for s in range(4)]  # the one-map-per-thread TV prox
+batch = (np.stack([s.haadf for s in many]), np.stack([s.maps for s in many]))
+params = fusex.FusionParams(n_iter=4, tol=0.0)
+
+
+def fuse_both():
+    return (
+        fusex.fuse(one.haadf, one.maps, elements=one.elements, params=params, backend="numba").maps,
+        fusex.fuse(*batch, elements=one.elements, params=params, backend="numba").maps,
+    )
+
+
+start = threading.Barrier(2)
+results = [None, None]
+
+
+def work(k):
+    start.wait()
+    results[k] = [fuse_both() for _ in range(2)]
+
+
+threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+alone = fuse_both()
+same = all(np.array_equal(a, b) for runs in results for run in runs for a, b in zip(run, alone))
+print(numba.threading_layer(), serialized(), same)
+sys.exit(0 if same else 1)
+"""
+
+
+@pytest.mark.parametrize("layer", ["workqueue", "default"])
+def test_two_threads_fuse_at_once_under_any_threading_layer(layer):
+    env = {key: value for key, value in os.environ.items() if key != "NUMBA_THREADING_LAYER"}
+    if layer != "default":
+        env["NUMBA_THREADING_LAYER"] = layer
+    run = subprocess.run([sys.executable, "-c", _TWO_THREADS], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}"
+    chosen, serial, same = run.stdout.split()
+    assert same == "True"
+    assert serial == str(chosen == "workqueue")
+    if layer != "default":
+        assert chosen == layer

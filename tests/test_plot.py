@@ -16,6 +16,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 import fusex  # noqa: E402
 from fusex import FusionParams, plot  # noqa: E402
+from fusex._plot_data import bar_length  # noqa: E402
 from fusex.result import FusionResult  # noqa: E402
 from fusex.xarray import label, result_to_dataset  # noqa: E402
 
@@ -116,6 +117,34 @@ def test_compare_maps_of_a_dataset_defaults_raw_and_has_a_scale_bar_in_its_units
     np.testing.assert_allclose(extent, [-0.02, 1.26, 1.26, -0.02])
     assert scale_bar_texts(axes[0, 0]) == []  # one bar per column, in the bottom row
     assert not any(scale_bar_texts(ax) for ax in plot.compare_maps(ds, scalebar=False).axes)
+
+
+@pytest.mark.parametrize(
+    ("most", "unit", "text"),
+    [
+        (0.005, "µm", "5 nm"),
+        (0.0052, "um", "5 nm"),
+        (6000.0, "nm", "5 µm"),
+        (12.0, "nm", "10 nm"),
+        (50.0, "Å", "50 Å"),
+        (0.3, "nm", "0.2 nm"),
+        (2e4, "pm", "20 nm"),
+        (0.3, "Å", "0.2 Å"),
+        (3.0, "px", "2 px"),
+        (0.3, "", "0.2"),
+    ],
+)
+def test_scale_bars_take_the_prefix_that_gives_a_plain_number(most, unit, text):
+    length, label_text = bar_length(most, unit)
+    assert label_text == text
+    assert 0 < length <= most * (1 + 1e-9)
+
+
+def test_a_dataset_in_micrometres_gets_a_bar_in_nanometres(fused):
+    s, _, _ = fused
+    ds = fusex.fuse(label(s.haadf, s.maps, s.elements, pixel_size=4e-4, unit="µm"), params=FusionParams(n_iter=3))
+    axes = np.array(plot.compare_maps(ds).axes[:6]).reshape(2, 3)
+    assert scale_bar_texts(axes[1, 0]) == ["2 nm"]  # 32 px of 0.4 nm: a fifth is 2.56 nm
 
 
 def test_compare_maps_draws_on_given_axes(fused):

@@ -106,3 +106,23 @@ def test_quirk_reference_z_gamma_weights_fail(method):
     sample = phantom((16, 16), seed=5)
     with pytest.raises(TypeError):
         _reference(sample, n_iter=1, method=method)
+
+
+def test_the_tutorial_parameters_reproduce_the_reference_on_dysco3():
+    """The published tutorial's DyScO3 fusion, as `fusex.datasets.dysco3` documents it."""
+    data = fusex.datasets.dysco3()
+    ref = DataFusion(list(data.elements), gamma=1.6)
+    ref.load_chemical_maps({e: m.copy() for e, m in zip(data.elements, data.maps)}, method=1)  # w = Z / mean(Z)
+    ref.load_haadf(data.haadf.copy())
+    ref.run(nIter=30, lambdaEDS=0.08, lambdaTV=0.15, ng=3, bkg=0.24, plot_images=False, plot_convergence=False)
+    theirs = np.stack([ref.get_results()[e] for e in data.elements])
+    tutorial = data.params
+    assert tutorial == FusionParams.published(
+        gamma=1.6, lambda_chem=0.08, lambda_tv=0.15, eps=0.24, n_iter=30, n_tv=2, haadf_weights="z_mean"
+    )
+    ours = fusex.fuse(data.haadf, data.maps, elements=data.elements, params=tutorial)
+    assert np.all(_relative_l2(ours.maps, theirs) < 1e-4)  # about 4e-5: the reference's weights are float16
+    z = np.asarray(data.z, dtype=float)
+    same_weights = tutorial.replace(haadf_weights=tuple((z / z.mean()).astype(np.float16).astype(float)))
+    ours = fusex.fuse(data.haadf, data.maps, elements=data.elements, params=same_weights)
+    assert np.all(_relative_l2(ours.maps, theirs) < 1e-6)

@@ -68,8 +68,10 @@ def test_too_large_step_raises_diverged_error_naming_the_step(sample):
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
 def test_non_finite_step_result_raises(sample):
+    # float64 holds x**gamma of this step's move, so the parameters pass and the squared residual overflows
+    haadf, maps = sample.haadf.astype(np.float64), sample.maps.astype(np.float64)
     with pytest.raises(FusionDivergedError, match="became"):
-        _fuse(sample, n_iter=5, step=1e300)
+        fusex.fuse(haadf, maps, elements=sample.elements, params=FusionParams(n_iter=5, step=1e100, backtracking=False))
 
 
 def test_backtracking_rescues_a_step_that_makes_the_objective_nan(sample):
@@ -208,3 +210,106 @@ def test_labeled_results_carry_the_per_element_weights():
     assert ds["param_lambda_tv"].dims == ("element",)
     np.testing.assert_allclose(ds["param_lambda_tv"].sel(element="O"), 0.03)
     assert "lambda_tv" not in ds.attrs and '"O": 0.03' in ds.attrs["fusex_params"]
+
+
+def test_the_divergence_advice_follows_the_settings_in_force(sample):
+    haadf, maps = sample.haadf.astype(np.float64), sample.maps.astype(np.float64)
+    with pytest.raises(FusionDivergedError) as info:
+        with np.errstate(all="ignore"):
+            fusex.fuse(haadf, maps, elements=sample.elements, params=FusionParams(n_iter=30, lambda_haadf=1e30))
+    message = str(info.value)
+    assert "backtracking=True" not in message  # it is on already
+    assert "Backtracking is on" in message and "lambda_haadf=1e+30" in message and "max_backtracks, now 20" in message
+    with pytest.raises(FusionDivergedError, match=r"or backtracking=True; or lower the weights in force") as info:
+        _fuse(sample, n_iter=60, step=100.0, backtracking=False)
+    assert "decaying schedule" in str(info.value)
+    with pytest.raises(FusionDivergedError) as info:
+        _fuse(sample, n_iter=60, step=ExponentialDecay(100.0, 1e-9), backtracking=False)
+    assert "decaying schedule" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"eps": 1e-300}, r"FusionParams.eps=1e-300 is below the smallest normal number of the compute dtype float32"),
+        ({"lambda_chem": 1e30}, r"FusionParams.lambda_chem=1e\+30 with eps=0.01 cannot be computed in float32"),
+    ],
+)
+def test_parameters_float32_cannot_hold_are_refused_before_solving(sample, changes, match):
+    assert sample.maps.dtype == np.float32
+    seen = []
+    with pytest.raises(ValueError, match=match):
+        fusex.fuse(
+            sample.haadf, sample.maps, elements=sample.elements, params=FusionParams(**changes), callback=seen.append
+        )
+    assert not seen
+
+
+@pytest.mark.parametrize(("returned", "kind"), [(None, "NoneType"), (np.ones(2), "ndarray")])
+def test_a_step_schedule_returning_no_number_names_step(sample, returned, kind):
+    with pytest.raises(TypeError, match=rf"FusionParams.step returned .* \({kind}\) at iteration 0"):
+        _fuse(sample, n_iter=3, step=lambda k: returned)
+
+
+def test_a_callback_sees_read_only_numpy_views(sample):
+    flags = []
+
+    def callback(k, state):
+        flags.append(state.maps.flags.writeable)
+        with pytest.raises(ValueError, match="read-only"):
+            state.maps[...] = 0
+
+    _fuse(sample, n_iter=3, tol=0.0)
+    fusex.fuse(
+        sample.haadf, sample.maps, elements=sample.elements, params=FusionParams(n_iter=3, tol=0.0), callback=callback
+    )
+    assert flags == [False, False, False]
+
+
+def test_a_batch_callback_sees_read_only_arrays(sample):
+    seen = []
+
+    def callback(k, state):
+        seen.append([a.flags.writeable for a in (state.maps, state.total, state.step, state.items, state.haadf)])
+
+    params = FusionParams(n_iter=2, tol=0.0, lambda_tv=[0.01, 0.02])
+    fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params=params, callback=callback)
+    assert seen == [[False] * 5] * 2
+
+
+def test_a_callback_cannot_change_the_fusion(sample, xp):
+    haadf, maps = xp.asarray(sample.haadf), xp.asarray(sample.maps)
+    params = FusionParams(n_iter=4, tol=0.0)
+
+    def vandal(k, state):
+        try:
+            state.maps[...] = 0  # a copy on backends without read-only arrays
+        except ValueError:
+            pass  # a read-only NumPy view
+
+    plain = fusex.fuse(haadf, maps, elements=sample.elements, params=params)
+    watched = fusex.fuse(haadf, maps, elements=sample.elements, params=params, callback=vandal)
+    np.testing.assert_array_equal(xp.numpy(watched.maps), xp.numpy(plain.maps))
+
+
+@pytest.mark.parametrize("answer", [True, np.True_, 1, np.int64(2), 0.5, np.float32(1.0), np.array(True)])
+def test_any_true_boolean_or_non_zero_number_stops(sample, answer):
+    res = _fuse_with_callback(sample, lambda k, state: answer)
+    assert res.stop_reason == "callback" and res.n_iter == 1
+
+
+@pytest.mark.parametrize("answer", [None, False, np.False_, 0, np.int64(0), 0.0, np.array(0)])
+def test_none_false_or_zero_goes_on(sample, answer):
+    res = _fuse_with_callback(sample, lambda k, state: answer)
+    assert res.stop_reason == "n_iter" and res.n_iter == 3
+
+
+@pytest.mark.parametrize("answer", ["stop", [True], np.array([True, False]), {"stop": True}])
+def test_any_other_callback_answer_raises_naming_callback(sample, answer):
+    with pytest.raises(TypeError, match=r"`callback` returned .* return True or a non-zero number to stop"):
+        _fuse_with_callback(sample, lambda k, state: answer)
+
+
+def _fuse_with_callback(sample, callback):
+    params = FusionParams(n_iter=3, tol=0.0)
+    return fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params=params, callback=callback)

@@ -29,8 +29,9 @@ def test_dataset_in_dataset_out_with_coordinates_and_attrs(sample, dataset):
     res = fusex.fuse(dataset, params=PARAMS)
     plain = fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params=PARAMS)
     assert isinstance(res, xr.Dataset)
-    np.testing.assert_array_equal(res.maps.values, plain.maps)
-    np.testing.assert_array_equal(res.haadf_model.values, plain.haadf_model)
+    np.testing.assert_allclose(res.maps.values, plain.to_input_units(), rtol=1e-6)  # in the input maps' units
+    h_lo, h_span = plain.scale["haadf"]
+    np.testing.assert_allclose(res.haadf_model.values, plain.haadf_model * h_span + h_lo, rtol=1e-6)
     np.testing.assert_array_equal(res.raw.values, sample.maps)
     assert list(res.element.values) == ["Sr", "Ti", "O"] and list(res.z.values) == [38, 22, 8]
     assert res.x.attrs["units"] == "nm" and float(res.x[1]) == pytest.approx(0.05)
@@ -137,3 +138,69 @@ def test_parameters_that_would_add_batch_axes_are_refused(dataset):
         fusex.fuse(dataset, params=FusionParams(n_iter=2, lambda_tv=[0.001, 0.01, 0.1]))
     swept = fusex.fuse(dataset.expand_dims(sweep=3), params=FusionParams(n_iter=2, lambda_tv=[0.001, 0.01, 0.1]))
     assert swept.maps.dims[0] == "sweep" and swept.param_lambda_tv.dims == ("sweep",)
+
+
+def test_elements_that_contradict_the_element_coordinate_are_refused_naming_both(dataset):
+    with pytest.raises(
+        ValueError,
+        match=r"`elements` \['O', 'Ti', 'Fe'\] contradicts the 'element' coordinate of `maps` \['Sr', 'Ti', 'O'\]",
+    ):
+        fusex.fuse(dataset, elements=["O", "Ti", "Fe"], params=PARAMS)
+
+
+def test_elements_in_another_order_reorder_labeled_maps_by_name(dataset):
+    order = ["O", "Sr", "Ti"]
+    res = fusex.fuse(dataset, elements=order, params=PARAMS)
+    ref = fusex.fuse(dataset.isel(element=[2, 0, 1]), params=PARAMS)
+    assert list(res.element.values) == order and list(res.z.values) == [8, 38, 22]
+    np.testing.assert_array_equal(res.maps.values, ref.maps.values)
+    np.testing.assert_array_equal(res.raw.sel(element="O").values, dataset.maps.sel(element="O").values)
+
+
+def test_repeated_element_names_are_refused_in_labeled_input(sample, dataset):
+    with pytest.raises(ValueError, match=r"`elements` names \['Sr'\] more than once"):
+        label(sample.haadf, sample.maps, ["Sr", "Sr", "O"])
+    repeated = dataset.assign_coords(element=["Sr", "Sr", "O"])
+    with pytest.raises(ValueError, match=r"the 'element' coordinate of `maps` names \['Sr'\] more than once"):
+        fusex.fuse(repeated, params=PARAMS)
+    unlabeled = dataset.drop_vars("element")
+    with pytest.raises(ValueError, match=r"`elements` names \['O'\] more than once"):
+        fusex.fuse(unlabeled, elements=["Sr", "O", "O"], params=PARAMS)
+
+
+def test_labeled_maps_are_in_the_input_units_with_a_units_attr(sample):
+    counts = np.random.default_rng(2).poisson(sample.maps * 8).astype(np.int32)
+    ds = fusex.fuse(label(sample.haadf, counts, sample.elements), params=PARAMS)
+    plain = fusex.fuse(sample.haadf, counts, elements=sample.elements, params=PARAMS)
+    assert ds.maps.attrs["units"] == "counts" and ds.attrs["normalization_undone"] == 1
+    np.testing.assert_allclose(ds.maps.values, plain.to_input_units(), rtol=1e-6)
+    assert abs(float(ds.maps.max()) - counts.max()) < 0.5 * counts.max()  # counts, not [0, 1]
+    given = label(sample.haadf, sample.maps, sample.elements)
+    given["maps"].attrs["units"] = "counts per 10 ms"
+    assert fusex.fuse(given, params=PARAMS).maps.attrs["units"] == "counts per 10 ms"
+    assert "units" not in fusex.fuse(label(sample.haadf, sample.maps, sample.elements), params=PARAMS).maps.attrs
+
+
+def test_to_input_units_reads_results_and_datasets_old_and_new(sample, dataset):
+    res = fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params=PARAMS)
+    np.testing.assert_array_equal(fusex.to_input_units(res), res.to_input_units())
+    ds = fusex.fuse(dataset, params=PARAMS)
+    np.testing.assert_array_equal(fusex.to_input_units(ds).values, ds.maps.values)
+    # a Dataset of fusex 0.1 held the normalized maps and no normalization_undone attr
+    old = ds.copy()
+    old["maps"] = old.maps.copy(data=np.asarray(res.maps))
+    del old.attrs["normalization_undone"]
+    np.testing.assert_allclose(fusex.to_input_units(old).values, ds.maps.values, rtol=1e-6)
+    frames = fusex.fuse(dataset.expand_dims(frame=2), params=PARAMS)
+    old = frames.copy()
+    old["maps"] = old.maps.copy(data=np.stack([np.asarray(res.maps)] * 2))
+    del old.attrs["normalization_undone"]
+    np.testing.assert_allclose(fusex.to_input_units(old).values, frames.maps.values, rtol=1e-6)
+    with pytest.raises(TypeError, match=r"FusionResult or a Dataset from fusex\.fuse"):
+        fusex.to_input_units(dataset.maps)
+
+
+def test_lazy_input_with_parameters_its_dtype_cannot_hold_is_refused_before_computing(dataset):
+    pytest.importorskip("dask")
+    with pytest.raises(ValueError, match=r"FusionParams.eps=1e-300 is below the smallest normal number .* float32"):
+        fusex.fuse(dataset.expand_dims(frame=2).chunk({"frame": 1}), params=FusionParams(eps=1e-300))

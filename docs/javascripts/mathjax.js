@@ -12,7 +12,15 @@ window.MathJax = {
   },
 };
 
+// MathJax typesets the page it loads on by itself; a page that Material's instant navigation swaps
+// in later is typeset here.  (Clearing MathJax's caches right after its first typeset, as a
+// re-typeset on every page would, leaves that page's math without glyphs.)
+let firstPage = true;
 document$.subscribe(() => {
+  if (firstPage) {
+    firstPage = false;
+    return;
+  }
   MathJax.startup.output.clearCache();
   MathJax.typesetClear();
   MathJax.texReset();

@@ -8,10 +8,12 @@ from . import datasets
 from ._xp import BackendUnavailableError
 from .api import fuse, tv_denoise
 from .elements import atomic_number
+from .errors import FusexError, OutputExistsError, UnreadableFileError
 from .params import ConstantStep, ExponentialDecay, FusionParams, PolynomialDecay
 from .result import FusionDivergedError, FusionResult
 from .solver import IterationState
 from .tune import TuneResult, tune
+from .xarray import to_input_units
 
 __version__ = "0.1.0"
 
@@ -19,15 +21,19 @@ __all__ = [
     "BackendUnavailableError",
     "ConstantStep",
     "ExponentialDecay",
+    "FusexError",
     "FusionDivergedError",
     "FusionParams",
     "FusionResult",
     "IterationState",
+    "OutputExistsError",
     "PolynomialDecay",
     "TuneResult",
+    "UnreadableFileError",
     "atomic_number",
     "datasets",
     "fuse",
+    "to_input_units",
     "tune",
     "tv_denoise",
 ]

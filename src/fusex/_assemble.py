@@ -105,4 +105,5 @@ def assemble(checked: Validated, params: FusionParams, engine: str, parts: list[
         weights=weights,
         scale=checked.scale,
         engine=engine,
+        saturated=checked.saturated,
     )

@@ -54,7 +54,8 @@ class Live:
 
     ``items`` are their indices in the whole batch; ``values`` maps the
     per-item parameters and counters (``lam_h``, ``gamma``, ``shrink``,
-    ``rises``, ...) to host arrays of length ``n``.
+    ``rises``, ...) to host arrays of length ``n``.  ``mask`` is the HAADF
+    pixel mask ``(n, H, W)``, or None when every pixel counts.
     """
 
     items: np.ndarray
@@ -65,6 +66,7 @@ class Live:
     ev: Evaluation
     total: np.ndarray
     values: dict[str, np.ndarray]
+    mask: Any = None
 
     def subset(self, rows: np.ndarray, xp: ModuleType) -> Live:
         """Return the live state restricted to ``rows`` (host integers into the live items)."""
@@ -84,6 +86,7 @@ class Live:
             ),
             self.total[rows],
             {key: value[rows] for key, value in self.values.items()},
+            None if self.mask is None else take_rows(self.mask, rows, xp),
         )
 
 

@@ -56,10 +56,12 @@ def fuse_lazy(
     device: Any,
     batch_size: int | None,
     on_divergence: str = "raise",
+    saturated: Any = "auto",
+    negative: str = "raise",
 ) -> xr.Dataset:
     """Return a lazy Dataset of the fusion of aligned ``haadf`` (..., y, x) and ``maps`` (..., element, y, x)."""
     from .api import fuse
-    from .xarray import ELEMENT_DIM, params_attrs, per_element_params
+    from .xarray import ELEMENT_DIM, maps_units, model_in_input_units, params_attrs, per_element_params
 
     if isinstance(params, str):
         raise ValueError("params='auto' needs the data in memory: tune on one frame (fusex.tune), then fuse the series")
@@ -70,6 +72,11 @@ def fuse_lazy(
             "per-item parameters (array-valued FusionParams fields) cannot follow dask chunks; with dask-backed "
             "input give one value per field, and run one fuse per parameter set"
         )
+    if not (saturated is None or isinstance(saturated, (str, int, float))):
+        raise TypeError(
+            "with dask-backed input `saturated` must be 'auto', None or a number (a mask cannot follow the "
+            "chunks); leave the masked pixels to a number, or compute the inputs first"
+        )
     labels = [str(v) for v in maps[ELEMENT_DIM].values] if elements is None else list(elements)
     params.check_elements(labels)  # here, not when the first chunk is computed
     y, x = haadf.dims[-2:]
@@ -77,6 +84,7 @@ def fuse_lazy(
     haadf, maps = _one_chunk(haadf, core_h, "haadf"), _one_chunk(maps, core_m, "maps")
     wide = np.float64 in (haadf.dtype, maps.dtype)
     dtype = np.dtype(np.float64 if wide else np.float32)
+    params.check_dtype(dtype)
 
     def block(h: Any, m: Any) -> tuple[Any, ...]:
         res = fuse(
@@ -89,13 +97,16 @@ def fuse_lazy(
             device=device,
             batch_size=batch_size,
             on_divergence=on_divergence,
+            saturated=saturated,
+            negative=negative,
         )
         batch = np.shape(res.n_iter)
         scales = (
             np.broadcast_to(np.asarray(res.scale[k], dtype=np.float64), (*batch, *shape))
             for k, shape in (("haadf", (2,)), ("maps", (m.shape[-3], 2)))
         )
-        return (res.maps, res.haadf_model, np.asarray(res.n_iter), np.asarray(res.converged), *scales)
+        fused, model = res.to_input_units(), model_in_input_units(res)
+        return (fused, model, np.asarray(res.n_iter), np.asarray(res.converged), *scales)
 
     fused, model, n_iter, converged, haadf_scale, maps_scale = xr.apply_ufunc(
         block,
@@ -109,6 +120,9 @@ def fuse_lazy(
     )
     fused.attrs = dict(maps.attrs)
     fused.attrs.setdefault("long_name", "fused elemental maps")
+    units = maps_units(maps)
+    if units is not None:
+        fused.attrs["units"] = units
     model.attrs["long_name"] = "HAADF model sum_e w_e x_e^gamma"
     ds = xr.Dataset(
         {
@@ -122,6 +136,6 @@ def fuse_lazy(
             "maps_offset_range": maps_scale,
         }
     )
-    ds.attrs = {**params_attrs(params), "engine": "chosen per chunk"}
+    ds.attrs = {**params_attrs(params), "engine": "chosen per chunk", "normalization_undone": 1}
     ds.update(per_element_params(params, (), labels, ()))
     return ds

@@ -14,6 +14,8 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from .errors import FusexError
+
 __all__ = ["BACKENDS", "BackendUnavailableError", "convert", "namespace_of", "per_image", "resolve_backend"]
 
 BACKENDS: dict[str, str] = {
@@ -26,7 +28,7 @@ BACKENDS: dict[str, str] = {
 """Array libraries fusex can run on, with the extra that installs each."""
 
 
-class BackendUnavailableError(ImportError):
+class BackendUnavailableError(FusexError, ImportError):
     """A requested backend or device cannot be used on this machine."""
 
 
@@ -55,13 +57,15 @@ def namespace_of(**arrays: Any) -> tuple[ModuleType, Any]:
     Raises
     ------
     TypeError
-        If the arrays come from different libraries or are not arrays at all.
+        If the arrays come from different libraries or are not arrays at all,
+        or are NumPy masked arrays or matrices (refused, with what to pass instead).
     ValueError
         If they live on different devices.
 
     """
     spaces = {}
     for name, value in arrays.items():
+        _refuse_subclass(name, value)
         if array_api_compat.is_dask_array(value):
             raise TypeError(
                 f"`{name}` is a dask array; wrap the inputs as xarray objects (fusex.xarray.label) for a lazy, "
@@ -92,6 +96,23 @@ def namespace_of(**arrays: Any) -> tuple[ModuleType, Any]:
     return spaces[first], devices[first]
 
 
+def _refuse_subclass(name: str, value: Any) -> None:
+    """Refuse NumPy masked arrays and matrices, whose semantics fusex would otherwise silently drop.
+
+    A mask would count for some reductions and not for others (NumPy's
+    min/max honour it, the solver's arithmetic does not), and ``np.matrix``
+    keeps two dimensions under every reduction, so neither is read at all.
+    """
+    if isinstance(value, np.ma.MaskedArray):
+        hint = f"; to leave pixels out of the HAADF term, pass saturated={name}.mask" if name == "haadf" else ""
+        raise TypeError(
+            f"`{name}` is a NumPy masked array, and fusex does not use masks: pass np.ma.filled({name}, value) to say "
+            f"what the masked pixels hold, or np.ma.getdata({name}) to use the values under the mask{hint}"
+        )
+    if isinstance(value, np.matrix):
+        raise TypeError(f"`{name}` is an np.matrix, which fusex does not take: pass np.asarray({name})")
+
+
 def _library(x: Any) -> str:
     return type(x).__module__.split(".")[0]
 
@@ -118,7 +139,12 @@ def _parse_device(xp: ModuleType, device: Any) -> Any:
     if array_api_compat.is_torch_namespace(xp):
         import torch
 
-        dev = torch.device(device)
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(
+                f"torch knows no device {device!r}; use 'cpu', 'cuda' or 'cuda:N' (or a torch.device)"
+            ) from None
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailableError(
                 f"device {device!r} was asked for but torch sees no CUDA GPU here; use device='cpu', "

@@ -20,7 +20,7 @@ from .memory import plan_batch_size
 from .params import FusionParams
 from .result import FusionResult
 from .solver import IterationState, solve
-from .xarray import check_params_fit, is_labeled, result_to_dataset, unwrap
+from .xarray import check_params_fit, is_labeled, labeled_mask, result_to_dataset, unwrap
 
 __all__ = ["fuse", "tv_denoise"]
 
@@ -38,6 +38,8 @@ def fuse(
     progress: bool = False,
     on_divergence: str = "raise",
     batch_size: int | None = None,
+    saturated: Any = "auto",
+    negative: str = "raise",
 ) -> FusionResult:
     r"""Fuse a HAADF image with elemental maps.
 
@@ -63,8 +65,11 @@ def fuse(
         device as ``haadf``, with the same batch axes.  A mapping's keys, or a
         DataArray's ``element`` coordinate, serve as ``elements``.
     elements : sequence of str, optional
-        Element symbols, one per map (``"Fe"`` or ``"Fe_Ka"``); atomic numbers
-        are looked up from them.
+        Element symbols, one per map and each once (``"Fe"`` or ``"Fe_Ka"``);
+        atomic numbers are looked up from them.  With a mapping or a labeled
+        ``element`` coordinate, ``elements`` must hold the same names: in
+        another order it reorders the maps (taken by name), and any other
+        difference raises `ValueError` naming both lists.
     z : sequence of int, optional
         Atomic numbers, one per map; take precedence over ``elements`` for
         the HAADF weights.
@@ -88,8 +93,13 @@ def fuse(
         keeps the inputs' device.
     callback : callable, optional
         ``callback(iteration, state)`` after every iteration, with an
-        `IterationState`; returning ``True`` stops the solver (for a batch
-        split into minibatches, the current minibatch).
+        `IterationState` whose arrays are read-only NumPy views (NumPy and
+        numba backends) or copies (torch, CuPy, array-api-strict), so the
+        callback cannot change the fusion.  Returning ``True``, ``np.True_``
+        or any non-zero number (or a 0-d array holding one) stops the solver
+        (for a batch split into minibatches, the current minibatch);
+        ``None``, ``False`` or ``0`` go on; any other value raises
+        `TypeError`.
     progress : bool
         Show a tqdm progress bar.
     on_divergence : {"raise", "mark"}
@@ -99,7 +109,21 @@ def fuse(
     batch_size : int, optional
         Items of a batch solved at once.  None (default) takes as many as fit
         in the compute device's free memory (see `fusex.memory`); the rest
-        follow in further minibatches, with identical results.
+        follow in further minibatches, with identical results.  A size that
+        does not fit raises `InsufficientMemoryError`.
+    saturated : "auto", None, number or boolean array (..., H, W)
+        HAADF pixels to leave out of the HAADF term (a per-pixel mask in
+        :math:`\Psi_1`, and out of its min-max normalization), with a warning
+        giving their count.  ``"auto"`` (default) takes the pixels of an
+        integer image at its dtype's largest value (65535 for uint16, where
+        the detector clipped) when there are at least two; a number takes
+        the pixels at or above it (the detector's maximum); a boolean array
+        marks them (True = left out); None uses every pixel.  The count is
+        ``res.saturated`` (the ``saturated_pixels`` attr of a labeled result).
+    negative : {"raise", "clip"}
+        Negative map values (from background subtraction) are refused
+        (``"raise"``, default, with advice) or set to 0 with a warning
+        (``"clip"``).
 
     Returns
     -------
@@ -114,6 +138,10 @@ def fuse(
         For inconsistent or invalid inputs; the message names the argument.
     FusionDivergedError
         If the iterates become non-finite or the objective keeps rising.
+    fusex.errors.InsufficientMemoryError
+        Before the solver allocates its working memory, if even one item (or
+        ``batch_size`` items) needs more than the compute device has
+        available; the message says how much and what to change.
 
     Examples
     --------
@@ -144,6 +172,8 @@ def fuse(
                 device=device,
                 batch_size=batch_size,
                 on_divergence=on_divergence,
+                saturated=saturated,
+                negative=negative,
             )
         result = fuse(
             labeled_haadf.data,
@@ -157,6 +187,8 @@ def fuse(
             progress=progress,
             on_divergence=on_divergence,
             batch_size=batch_size,
+            saturated=labeled_mask(saturated, labeled_haadf),
+            negative=negative,
         )
         return result_to_dataset(result, labeled_haadf, labeled_maps)
     if maps is None:
@@ -191,8 +223,11 @@ def fuse(
         backend=backend,
         device=device,
         params_batch=params.batch_shape,
+        saturated=saturated,
+        negative=negative,
     )
     params.check_elements(checked.elements)
+    params.check_dtype(np.float64 if _itemsize(checked.maps) == 8 else np.float32)
     engine = select_engine(backend, checked.xp, checked.device)
     n_items = checked.n_items
     size = plan_batch_size(

@@ -1,18 +1,26 @@
-"""Command line: ``fusex demo`` and ``fusex fuse``.
+"""Command line: ``fusex demo``, ``fusex fuse`` and ``fusex inspect``.
 
-Exit codes: 0 success; 2 bad arguments or parameters; 3 an input file that
-cannot be read or lacks the elements asked for, or an output that cannot be
-written; 4 the solver diverged.
+Every failure prints one line, ``fusex: error: ...``, on stderr and exits
+with its code: 0 success; 1 an internal error (a bug: please report it;
+``FUSEX_DEBUG=1`` or ``fusex --debug`` adds the traceback); 2 bad arguments
+or parameters; 3 an input file that cannot be read or lacks the elements
+asked for, or an output that cannot be written or may not be replaced; 4 the
+solver diverged; 5 not enough memory; 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from .errors import OutputExistsError, UnreadableFileError
 
 __all__ = ["main"]
 
@@ -21,6 +29,8 @@ def _demo(args: argparse.Namespace) -> int:
     from . import fuse
     from .datasets import nrmse, phantom
 
+    if args.data == "dysco3":
+        return _demo_dysco3(args)
     if args.size < 16:
         raise ValueError(f"--size must be at least 16 pixels (two unit cells), got {args.size}")
     if not args.dose > 0:
@@ -34,6 +44,26 @@ def _demo(args: argparse.Namespace) -> int:
     print("NRMSE against the truth (lower is better):")
     for element, before, after in zip(result.elements, raw, fused):
         print(f"  {element:>3}: raw {before:.3f} -> fused {after:.3f}  ({before / after:.1f}x better)")
+    return _demo_figures(args.output, result, sample.maps, sample.truth)
+
+
+def _demo_dysco3(args: argparse.Namespace) -> int:
+    from . import fuse
+    from .datasets import dysco3
+
+    data = dysco3()
+    result = fuse(
+        data.haadf, data.maps, elements=data.elements, params=data.params, backend=args.backend, progress=True
+    )
+    height, width = data.haadf.shape
+    print(f"fusex demo: DyScO3 acquisition of the published tutorial, {height}x{width} px, with its parameters")
+    print(result.summary())
+    print(f"data: {data.citation}")
+    return _demo_figures(args.output, result, data.maps, None)
+
+
+def _demo_figures(output: str, result: Any, raw: np.ndarray, truth: np.ndarray | None) -> int:
+    """Write the demo's maps and convergence figures next to each other (nothing without matplotlib)."""
     try:
         import matplotlib
 
@@ -44,47 +74,17 @@ def _demo(args: argparse.Namespace) -> int:
     except ImportError:
         print('no figure written: matplotlib is missing (pip install "fusex[plot]")', file=sys.stderr)
         return 0
-    fig = compare_maps(result, sample.maps, truth=sample.truth)
+    fig = compare_maps(result, raw, truth=truth)
     fig.tight_layout()
-    fig.savefig(args.output, dpi=110)
+    fig.savefig(output, dpi=110)
     conv = convergence(result)
     conv.tight_layout()
-    output = Path(args.output)
-    conv_path = output.with_name(output.stem + "-convergence.png")
+    path = Path(output)
+    conv_path = path.with_name(path.stem + "-convergence.png")
     conv.savefig(conv_path, dpi=110)
     plt.close("all")
-    print(f"wrote {args.output} and {conv_path}")
+    print(f"wrote {output} and {conv_path}")
     return 0
-
-
-def _parse_param(text: str) -> tuple[str, object]:
-    import dataclasses
-
-    from .params import FusionParams
-
-    if "=" not in text:
-        raise ValueError(f"--param needs NAME=VALUE, got {text!r}")
-    name, raw = (part.strip() for part in text.split("=", 1))
-    fields = {f.name for f in dataclasses.fields(FusionParams)}
-    if name not in fields:
-        raise ValueError(f"--param {name}: unknown parameter; choose from {', '.join(sorted(fields))}")
-    if raw.lower() in ("true", "false"):
-        return name, raw.lower() == "true"
-    if raw.lower() == "none":
-        return name, None
-    for convert in (int, float):
-        try:
-            return name, convert(raw)
-        except ValueError:
-            pass
-    if ":" in raw:  # per element: lambda_tv=Sr:0.01,O:0.02
-        try:
-            return name, {k.strip(): float(v) for k, v in (pair.split(":") for pair in raw.split(","))}
-        except ValueError:
-            raise ValueError(f"--param {name}: per-element values read ELEMENT:VALUE,..., got {raw!r}") from None
-    if "," in raw:
-        return name, tuple(float(v) for v in raw.split(","))
-    return name, raw
 
 
 class _FileError(Exception):
@@ -93,10 +93,15 @@ class _FileError(Exception):
 
 def _fuse_file(args: argparse.Namespace) -> int:
     from . import io
+    from ._cli_params import parse_param
     from .api import fuse
     from .params import FusionParams
 
-    overrides = dict(_parse_param(p) for p in args.param)
+    overrides = dict(parse_param(p) for p in args.param)
+    repeated = sorted({e for e in args.elements or () if args.elements.count(e) > 1})
+    if repeated:
+        raise ValueError(f"--elements names {repeated} more than once; name each map once")
+    io.check_output(args.output, overwrite=args.overwrite)  # before the work it would waste
     if args.preset == "auto":
         if overrides:
             raise ValueError("--param cannot be combined with --preset auto, which chooses the parameters itself")
@@ -105,12 +110,18 @@ def _fuse_file(args: argparse.Namespace) -> int:
         base = FusionParams.published if args.preset == "published" else FusionParams
         params = base(**overrides)
     try:
-        data = io.read(args.input, elements=args.elements)
+        data = io.read(args.input, elements=args.elements, haadf=args.haadf, lines=args.lines)
+    except UnreadableFileError:
+        raise
     except (OSError, KeyError, ValueError) as exc:
         raise _FileError(f"cannot read {args.input}: {exc}") from exc
+    if "source" in data.attrs:  # which of a microscope file's signals were taken
+        print(f"{args.input}: {data.attrs['source']}", file=sys.stderr)
     result = fuse(data, params=params, backend=args.backend, device=args.device, progress=not args.quiet)
     try:
-        output = io.save(result, args.output)
+        output = io.save(result, args.output, overwrite=args.overwrite)
+    except OutputExistsError:
+        raise
     except OSError as exc:
         raise _FileError(f"cannot write {args.output}: {exc}") from exc
     y, x = result.haadf.dims[-2:]
@@ -147,13 +158,28 @@ def _fuse_file(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from ._cli_inspect import add_inspect, add_selection_options, formats_help
+    from ._cli_params import describe_params
+    from .io.formats import INPUT_FORMATS
+
     parser = argparse.ArgumentParser(prog="fusex", description="Fused multi-modal electron microscopy.")
+    parser.add_argument(
+        "--debug", action="store_true", help="print the traceback of a failure too (or set FUSEX_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo",
         help="fuse the built-in example and write a figure",
         description="Fuse a simulated low-dose SrTiO3 acquisition (HAADF + Sr, Ti, O maps) with the default "
-        "parameters, print how much closer to the truth the fused maps are, and write a figure.",
+        "parameters, print how much closer to the truth the fused maps are, and write a figure; or, with "
+        "--data dysco3, the published tutorial's DyScO3 acquisition with the tutorial's parameters.",
+    )
+    demo.add_argument(
+        "--data",
+        choices=("phantom", "dysco3"),
+        default="phantom",
+        help="phantom: a simulated SrTiO3 scan with ground truth; dysco3: the real DyScO3 scan shipped with fusex "
+        "(--size, --dose and --seed apply to the phantom only; default: %(default)s)",
     )
     demo.add_argument("-o", "--output", default="fusex-demo.png", help="figure file (default: %(default)s)")
     demo.add_argument("--size", type=int, default=128, help="image size in pixels (default: %(default)s)")
@@ -170,21 +196,37 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Fuse the HAADF image and elemental maps in INPUT and save the fused maps, the HAADF model,\n"
         "the raw data, the convergence history and every parameter to OUTPUT.",
-        epilog="inputs: .npz (one array per element plus HAADF, as in the published tutorials), or a .nc/.zarr\n"
-        "Dataset with 'haadf' and 'maps' (element, y, x) variables.\n"
-        "outputs: .nc (netCDF) or .zarr; written atomically.\n\n"
+        epilog=formats_help() + "\n"
+        "outputs: .nc (netCDF) or .zarr, written atomically; an existing OUTPUT is replaced only with\n"
+        "--overwrite, and only if it is an earlier fusex result.\n\n"
         "examples:\n"
         "  fusex fuse scan.npz -o fused.nc\n"
+        "  fusex fuse scan.bcf -o fused.nc   # the spectrum image integrated at its metadata's X-ray lines\n"
+        "  fusex fuse scan.bcf --haadf BSE --lines Fe_Ka O_Ka -o fused.nc\n"
+        "  fusex inspect scan.emd   # every signal, and what fuse would take\n"
         "  fusex fuse scan.npz --elements Co S O --param lambda_tv=0.01 --param gamma=1.6 -o fused.zarr\n"
         "  fusex fuse scan.npz --param lambda_tv=Co:0.005,S:0.01,O:0.02 -o fused.nc   # one weight per element\n"
         "  fusex fuse scan.npz --preset published -o reference-settings.nc --figure fused.png\n"
         "  fusex fuse scan.npz --preset auto -o fused.nc   # parameters chosen from the counts (fusex.tune)\n\n"
-        "exit codes: 0 done, 2 bad arguments or parameters, 3 unreadable input (or elements not in it)\n"
-        "or unwritable output, 4 the solver diverged",
+        + describe_params()
+        + "\n\nexit codes: 0 done, 1 internal error (please report it), 2 bad arguments or parameters,\n"
+        "3 unreadable input (or elements not in it), or an output that cannot be written or replaced,\n"
+        "4 the solver diverged, 5 not enough memory, 130 interrupted",
     )
-    run.add_argument("input", help="input file (.npz, .nc, .zarr)")
+    run.add_argument("input", help=f"input file ({', '.join(INPUT_FORMATS)})")
     run.add_argument("-o", "--output", required=True, help="result file (.nc or .zarr)")
-    run.add_argument("--elements", nargs="+", help="maps to fuse, by their names in INPUT (default: all)")
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUTPUT if it is an earlier fusex result (anything else there is never replaced)",
+    )
+    run.add_argument(
+        "--elements",
+        nargs="+",
+        help="maps to fuse, by their names in INPUT (default: all); for a spectrum image, the elements to "
+        "integrate, each at its strongest X-ray line (default: the lines in its metadata)",
+    )
+    add_selection_options(run)
     run.add_argument("--backend", default=None, help="numpy, numba, torch, cupy (default: from the data)")
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the data's)")
     run.add_argument(
@@ -204,25 +246,41 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--figure", help="also write a raw-vs-fused figure (PNG)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     run.set_defaults(run=_fuse_file)
+    add_inspect(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``fusex`` command line."""
-    from .result import FusionDivergedError
-
+    """Run the ``fusex`` command line; return its exit code (see the module docstring)."""
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
-    except _FileError as exc:
-        print(f"fusex: error: {exc}", file=sys.stderr)
-        return 3
-    except FusionDivergedError as exc:
-        print(f"fusex: error: {exc}", file=sys.stderr)
-        return 4
-    except (ValueError, TypeError, ImportError, FileNotFoundError) as exc:
-        print(f"fusex: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 3 if isinstance(exc, FileNotFoundError) else 2
+    except (Exception, KeyboardInterrupt) as exc:
+        code, message = _failure(exc)
+        if args.debug or os.environ.get("FUSEX_DEBUG", "") not in ("", "0"):
+            traceback.print_exc()
+        print(f"fusex: error: {' '.join(message.split())}", file=sys.stderr)
+        return code
+
+
+def _failure(exc: BaseException) -> tuple[int, str]:
+    """Return the exit code of an exception, and its one-line message."""
+    from .result import FusionDivergedError
+
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, "interrupted"
+    if isinstance(exc, (_FileError, OSError)):  # UnreadableFileError and OutputExistsError included
+        return 3, str(exc)
+    if isinstance(exc, FusionDivergedError):
+        return 4, str(exc)
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # torch's is a RuntimeError
+        return 5, f"not enough memory: {str(exc) or type(exc).__name__}"
+    if isinstance(exc, (ValueError, TypeError, ImportError)):
+        return 2, str(exc)
+    return 1, (
+        f"internal error, please report it with the command that caused it: {type(exc).__name__}: {exc} "
+        "(FUSEX_DEBUG=1 shows the traceback)"
+    )
 
 
 if __name__ == "__main__":

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from ._quirks import clip_negative, saturation_mask, zero_maps
 from ._xp import convert, namespace_of, per_image, resolve_backend, to_numpy
 from .elements import atomic_numbers
 
-__all__ = ["FusionProblem", "Validated", "prepare", "stack_maps", "validate"]
+__all__ = ["FusionProblem", "Validated", "check_labels", "match_labels", "prepare", "stack_maps", "validate"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class FusionProblem:
         Namespace and device the solver computes on.
     input_xp, input_device :
         Namespace and device of the caller's arrays, for the results.
+    haadf_mask : array (n, H, W) or None
+        Per-pixel weight of the HAADF term (0 leaves a saturated pixel out),
+        None when every pixel counts.
 
     """
 
@@ -54,15 +58,60 @@ class FusionProblem:
     device: Any
     input_xp: ModuleType
     input_device: Any
+    haadf_mask: Any = None
 
 
-def stack_maps(maps: Any) -> tuple[Any, tuple[str, ...] | None]:
-    """Accept ``{symbol: map}``, a sequence of (..., H, W) maps, or one (..., E, H, W) array."""
+def check_labels(elements: Any, what: str = "`elements`") -> tuple[str, ...]:
+    """Return map names as a tuple of strings; refuse a bare string, non-strings and repeated names."""
+    if isinstance(elements, str):
+        raise TypeError(f"{what} must be a list of symbols such as ['Sr', 'Ti', 'O'], not the string {elements!r}")
+    labels = tuple(elements)
+    odd = [e for e in labels if not isinstance(e, str)]
+    if odd:
+        raise TypeError(
+            f"{what} must hold names (strings such as 'Sr' or 'Fe_Ka'), got {odd[0]!r}; give atomic numbers with `z=`"
+        )
+    repeated = sorted({e for e in labels if labels.count(e) > 1})
+    if repeated:
+        raise ValueError(
+            f"{what} names {repeated} more than once ({list(labels)}); give each map its own name "
+            "(e.g. 'Fe_Ka' and 'Fe_La' for two lines of one element)"
+        )
+    return labels
+
+
+def match_labels(elements: Any, names: tuple[str, ...], what: str) -> list[int]:
+    """Return, for each name in ``elements``, its position among ``names`` (the labels the data carry).
+
+    The same names in another order are a reordering, not a contradiction:
+    the maps are taken by name.  Any other difference raises, naming both lists.
+    """
+    labels = check_labels(elements)
+    if sorted(labels) != sorted(names):
+        raise ValueError(
+            f"`elements` {list(labels)} contradicts {what} {list(names)}; give the same names (in any order: the "
+            "maps are then taken by name), or leave `elements` out"
+        )
+    return [names.index(e) for e in labels]
+
+
+def stack_maps(maps: Any, elements: Sequence[str] | None = None) -> tuple[Any, tuple[str, ...] | None]:
+    """Accept ``{symbol: map}``, a sequence of (..., H, W) maps, or one (..., E, H, W) array.
+
+    Returns the maps as one array and the mapping's keys (None for the other
+    forms).  With ``elements`` too, a mapping's maps are taken in the order
+    of ``elements``, whose names must be the keys (see `match_labels`).
+    """
+    if elements is not None:
+        check_labels(elements)
     if isinstance(maps, Mapping):
         if not maps:
             raise ValueError("`maps` is an empty mapping; give at least one element map")
-        names = tuple(str(k) for k in maps)
+        names = check_labels([str(k) for k in maps], "the keys of `maps`")
         arrays = list(maps.values())
+        if elements is not None:
+            order = match_labels(elements, names, "the keys of `maps`")
+            names, arrays = tuple(names[i] for i in order), [arrays[i] for i in order]
     elif isinstance(maps, (list, tuple)):
         if not maps:
             raise ValueError("`maps` is empty; give at least one element map")
@@ -95,17 +144,20 @@ def check_finite(x: Any, name: str, xp: ModuleType) -> None:
 def _resolve_z(
     elements: Sequence[str] | None, z: Sequence[int] | None, names: tuple[str, ...] | None, n: int
 ) -> tuple[tuple[str, ...], tuple[int, ...] | None]:
-    if elements is not None and isinstance(elements, str):
-        raise TypeError(f"`elements` must be a list of symbols such as ['Sr', 'Ti', 'O'], not the string {elements!r}")
+    if elements is not None:
+        check_labels(elements)
     if elements is None:
         elements = names
     if elements is not None and len(elements) != n:
         raise ValueError(f"`elements` has {len(elements)} symbols but `maps` has {n} maps; give one symbol per map")
     if z is not None:
         try:
-            z = tuple(operator.index(v) for v in z)
+            values = list(z)
+            if any(isinstance(v, (bool, np.bool_)) for v in values):
+                raise TypeError  # True would read as Z = 1
+            z = tuple(operator.index(v) for v in values)
         except TypeError:
-            raise TypeError(f"`z` must hold integer atomic numbers, got {z!r}") from None
+            raise TypeError(f"`z` must hold integer atomic numbers (not booleans), got {z!r}") from None
         if len(z) != n:
             raise ValueError(f"`z` has {len(z)} atomic numbers but `maps` has {n} maps; give one per map")
         if not all(1 <= v <= 118 for v in z):
@@ -122,12 +174,23 @@ def _resolve_z(
     return labels, z
 
 
-def _minmax_scale(x: Any, name: str, labels: Sequence[str] | None, xp: ModuleType) -> np.ndarray:
-    """Return ``(offset, range)`` of each map (or image) on the last two axes, for min-max scaling to [0, 1]."""
-    lo = xp.min(x, axis=(-2, -1))
-    span = xp.max(x, axis=(-2, -1)) - lo
+def _minmax_scale(x: Any, name: str, labels: Sequence[str] | None, xp: ModuleType, excluded: Any = None) -> np.ndarray:
+    """Return ``(offset, range)`` of each map (or image) on the last two axes, for min-max scaling to [0, 1].
+
+    Pixels where ``excluded`` is True (saturated ones) do not count.  A map
+    that is zero everywhere keeps ``(0, 1)``, so it stays zero.
+    """
+    lo_x = hi_x = x
+    if excluded is not None:
+        # An excluded pixel takes a value that cannot be the extreme of the others.
+        lo_x = xp.where(excluded, xp.max(x, axis=(-2, -1), keepdims=True), x)
+        hi_x = xp.where(excluded, xp.min(x, axis=(-2, -1), keepdims=True), x)
+    lo = xp.min(lo_x, axis=(-2, -1))
+    span = xp.max(hi_x, axis=(-2, -1)) - lo
     scale = np.stack([to_numpy(lo), to_numpy(span)], axis=-1).astype(np.float64)
     flat = scale.reshape(-1, 2)
+    if labels is not None:
+        flat[(flat[:, 0] == 0) & (flat[:, 1] == 0), 1] = 1.0
     for i in np.flatnonzero(flat[:, 1] <= 0)[:1]:
         which = f"`{name}`" if labels is None else f"map {labels[i % len(labels)]!r} of `{name}`"
         if x.ndim > (2 if labels is None else 3):
@@ -157,6 +220,11 @@ class Validated:
         normalization applied, so results can be mapped back to input units;
         for a batch, arrays of shape ``batch_shape + (2,)`` and
         ``batch_shape + (E, 2)``.
+    mask : array (D, H, W) or None
+        The HAADF term's pixel mask (0 at saturated pixels, 1 elsewhere), in
+        the data's float dtype; None when every pixel counts.
+    saturated : int
+        Number of saturated HAADF pixels left out (over the whole batch).
 
     """
 
@@ -173,6 +241,8 @@ class Validated:
     scale: dict[str, Any]
     _offsets: tuple[np.ndarray, np.ndarray]
     _ranges: tuple[np.ndarray, np.ndarray]
+    mask: Any = None
+    saturated: int = 0
 
     @property
     def n_items(self) -> int:
@@ -183,16 +253,28 @@ class Validated:
         """Return items ``items`` (flat batch indices) normalized on the compute backend."""
         rows = self.data_index[items]
         in_xp, xp = self.input_xp, self.xp
-        h, m = self.haadf, self.maps
+        h, m, keep = self.haadf, self.maps, self.mask
         if not (rows.size == self.haadf.shape[0] and np.array_equal(rows, np.arange(rows.size))):
             index = in_xp.asarray(rows.tolist(), dtype=in_xp.int64, device=self.input_device)
             h, m = in_xp.take(h, index, axis=0), in_xp.take(m, index, axis=0)
+            keep = None if keep is None else in_xp.take(keep, index, axis=0)
         h, m = convert(h, xp, self.device), convert(m, xp, self.device)
+        keep = None if keep is None else convert(keep, xp, self.device)
         (h_lo, m_lo), (h_span, m_span) = self._offsets, self._ranges
         h = (h - per_image(h_lo[rows], h)) / per_image(h_span[rows], h)
         m = (m - per_image(m_lo[rows], m)) / per_image(m_span[rows], m)
         return FusionProblem(
-            h, m, items, self.batch_shape, self.elements, self.z, xp, self.device, self.input_xp, self.input_device
+            h,
+            m,
+            items,
+            self.batch_shape,
+            self.elements,
+            self.z,
+            xp,
+            self.device,
+            self.input_xp,
+            self.input_device,
+            keep,
         )
 
 
@@ -206,15 +288,18 @@ def validate(
     backend: str | None,
     device: Any,
     params_batch: tuple[int, ...] = (),
+    saturated: Any = "auto",
+    negative: str = "raise",
 ) -> Validated:
     """Check the caller's data on its own library and measure its normalization.
 
     ``haadf`` is ``(..., H, W)`` and ``maps`` ``(..., E, H, W)`` with the same
     leading batch shape; ``params_batch``, the batch shape of per-item
     parameters, broadcasts against it.  Nothing moves to the compute device
-    yet (see `Validated.chunk`).
+    yet (see `Validated.chunk`).  ``saturated`` and ``negative`` are as in
+    `fusex.fuse` (see `fusex._quirks`).
     """
-    maps, names = stack_maps(maps)
+    maps, names = stack_maps(maps, elements)
     input_xp, input_device = namespace_of(haadf=haadf, maps=maps)
     xp, dev = resolve_backend(backend, device, input_xp, input_device)
     data_batch = _check_shapes(haadf, maps)
@@ -228,20 +313,17 @@ def validate(
     labels, znums = _resolve_z(elements, z, names, maps.shape[-3])
 
     ixp = input_xp
+    excluded, n_saturated = saturation_mask(haadf, saturated, ixp)
     h, m = as_float(haadf, "haadf", ixp), as_float(maps, "maps", ixp)
     dtype = ixp.result_type(h.dtype, m.dtype)
     h, m = ixp.astype(h, dtype, copy=False), ixp.astype(m, dtype, copy=False)
     check_finite(h, "haadf", ixp)
     check_finite(m, "maps", ixp)
-    lowest = float(ixp.min(m))
-    if lowest < 0:
-        raise ValueError(
-            f"`maps` contains negative values (minimum {lowest:g}); chemical maps are counts and must be >= 0. "
-            "If they were background-subtracted, clip them at 0 first"
-        )
+    m = clip_negative(m, negative, ixp)
+    zero_maps(m, labels, ixp)
     n_maps = m.shape[-3]
     if normalize == "minmax":
-        haadf_scale = _minmax_scale(h, "haadf", None, ixp)
+        haadf_scale = _minmax_scale(h, "haadf", None, ixp, excluded)
         map_scales = _minmax_scale(m, "maps", labels, ixp)
     else:
         haadf_scale = np.broadcast_to(np.array([0.0, 1.0]), (*data_batch, 2))
@@ -269,6 +351,8 @@ def validate(
         scale,
         (flat_h[:, 0], flat_m[..., 0]),
         (flat_h[:, 1], flat_m[..., 1]),
+        None if excluded is None else ixp.reshape(ixp.astype(~excluded, dtype), (-1, *h.shape[-2:])),
+        n_saturated,
     )
 
 

@@ -5,19 +5,38 @@ about :math:`(a E + b)\, H W s` bytes while it is solved; :math:`a` and
 :math:`b` depend on the engine (`ARRAYS_PER_ITEM`) and were measured with
 ``scripts/memory.py`` (see the Memory section of the docs).  When a batch
 does not fit in the free memory of the compute device, `fusex.fuse` solves it
-in minibatches of `plan_batch_size` items.
+in minibatches of `plan_batch_size` items; when not even one item fits,
+`plan_batch_size` raises `InsufficientMemoryError` before the solver
+allocates its working memory.
+
+On the host, "available" is the least of what the machine has available
+(``MemAvailable``), what this process's memory cgroup still allows (cgroup v2
+``memory.max`` or v1 ``memory.limit_in_bytes``, less the usage that cannot be
+reclaimed, over the cgroup and its ancestors) and what its resource limits
+still allow (``RLIMIT_AS``, set by ``ulimit -v``, and ``RLIMIT_DATA``, less
+the address space already mapped).
 """
 
 from __future__ import annotations
 
 import math
 import operator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import array_api_compat
 
-__all__ = ["ARRAYS_PER_ITEM", "CPU_CHUNK_BYTES", "bytes_per_item", "free_bytes", "plan_batch_size"]
+from .errors import InsufficientMemoryError
+
+__all__ = [
+    "ARRAYS_PER_ITEM",
+    "CPU_CHUNK_BYTES",
+    "bytes_per_item",
+    "free_bytes",
+    "host_available_bytes",
+    "plan_batch_size",
+]
 
 ARRAYS_PER_ITEM: dict[str, tuple[float, float]] = {
     "numba": (12.0, 4.0),
@@ -48,7 +67,10 @@ def bytes_per_item(engine: str, n_elements: int, height: int, width: int, itemsi
 
 
 def free_bytes(xp: ModuleType, device: Any) -> int | None:
-    """Free memory of the compute device in bytes, counting the array library's cached blocks; None if unknown."""
+    """Free memory of the compute device in bytes, counting the array library's cached blocks; None if unknown.
+
+    On a CPU this is `host_available_bytes`.
+    """
     if array_api_compat.is_cupy_namespace(xp):
         import cupy
 
@@ -60,18 +82,115 @@ def free_bytes(xp: ModuleType, device: Any) -> int | None:
 
         free, _ = torch.cuda.mem_get_info(device)
         return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
-    return _host_available()
+    return host_available_bytes()
 
 
-def _host_available() -> int | None:
+def host_available_bytes() -> int | None:
+    """Bytes this process can still allocate on the host; None if nothing is known.
+
+    The least of the machine's available memory (psutil's, or ``MemAvailable``
+    in ``/proc/meminfo``), the headroom left by the memory cgroup and by the
+    ``RLIMIT_AS`` and ``RLIMIT_DATA`` resource limits.
+    """
+    known = [b for b in (_system_available(), _cgroup_headroom(), _rlimit_headroom()) if b is not None]
+    return min(known) if known else None
+
+
+def _system_available() -> int | None:
     try:
-        with open("/proc/meminfo") as info:
-            for line in info:
-                if line.startswith("MemAvailable:"):
+        import psutil
+    except ImportError:
+        return _status_field(Path("/proc/meminfo"), "MemAvailable")
+    return int(psutil.virtual_memory().available)
+
+
+def _status_field(path: Path, field: str) -> int | None:
+    """Return the value of a ``Field:  123 kB`` line of a /proc file, in bytes."""
+    try:
+        with open(path) as lines:
+            for line in lines:
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
-    except OSError:
+    except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+_CGROUP_FILES = {
+    # version: (directory under the root, limit, usage, reclaimable entry of memory.stat)
+    2: ("", "memory.max", "memory.current", "inactive_file"),
+    1: ("memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"),
+}
+_NO_LIMIT = 2**60  # cgroup v1 writes "unlimited" as a huge page-aligned number
+
+
+def _cgroup_headroom(root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")) -> int | None:
+    """Bytes the process's memory cgroups still allow: the least of limit - (usage - inactive file cache).
+
+    Every level from the process's cgroup (read from ``membership``) up to
+    ``root`` counts, since a parent's limit binds its children.  Inactive
+    file cache is left out of the usage because the kernel reclaims it before
+    it fails an allocation.  None without a limit (or without cgroups).
+    """
+    try:
+        entries = membership.read_text().splitlines()
+    except OSError:
+        return None
+    headrooms = []
+    for entry in entries:
+        fields = entry.split(":", 2)
+        if len(fields) != 3:
+            continue
+        hierarchy, controllers, path = fields
+        if hierarchy == "0" and not controllers:
+            version = 2
+        elif "memory" in controllers.split(","):
+            version = 1
+        else:
+            continue
+        sub, limit_file, usage_file, reclaimable = _CGROUP_FILES[version]
+        base = root / sub if sub else root
+        group = base / path.lstrip("/")
+        if not group.is_dir():  # a cgroup namespace shows the process at its root
+            group = base
+        for level in (group, *group.parents):
+            headroom = _cgroup_level(level, limit_file, usage_file, reclaimable)
+            if headroom is not None:
+                headrooms.append(headroom)
+            if level == base:
+                break
+    return max(0, min(headrooms)) if headrooms else None
+
+
+def _cgroup_level(level: Path, limit_file: str, usage_file: str, reclaimable: str) -> int | None:
+    try:
+        limit_text = (level / limit_file).read_text().strip()
+        if limit_text == "max" or int(limit_text) >= _NO_LIMIT:
+            return None
+        usage = int((level / usage_file).read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        stat = dict(line.split() for line in (level / "memory.stat").read_text().splitlines())
+        usage -= int(stat.get(reclaimable, 0))
+    except (OSError, ValueError):
+        pass
+    return int(limit_text) - max(usage, 0)
+
+
+def _rlimit_headroom() -> int | None:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    headrooms = []
+    for limit, field in ((resource.RLIMIT_AS, "VmSize"), (resource.RLIMIT_DATA, "VmData")):
+        soft, _ = resource.getrlimit(limit)
+        if soft != resource.RLIM_INFINITY:
+            # Without /proc the limit itself still bounds what can be allocated.
+            used = _status_field(Path("/proc/self/status"), field) or 0
+            headrooms.append(max(0, soft - used))
+    return min(headrooms) if headrooms else None
 
 
 def plan_batch_size(
@@ -87,9 +206,18 @@ def plan_batch_size(
 
     An explicit ``batch_size`` is used as given (at most ``n_items``, and on the
     CUDA engines at most 65535 maps, the grid's limit).
-    Otherwise the items that fit in 80 % of the device's free memory, and on
-    a CPU at most `CPU_CHUNK_BYTES` of maps per stack.
+    Otherwise the items that fit in 80 % of the device's free memory (at
+    least one), and on a CPU at most `CPU_CHUNK_BYTES` of maps per stack.
+
+    Raises
+    ------
+    InsufficientMemoryError
+        If the items to solve at once (one, or the explicit ``batch_size``)
+        need more than the device's free memory by `bytes_per_item`; the
+        message gives both and what to change.  Nothing has been allocated.
     """
+    n_elements, height, width = shape
+    per_item = bytes_per_item(engine, n_elements, height, width, itemsize)
     if batch_size is not None:
         try:
             size = -1 if isinstance(batch_size, bool) else operator.index(batch_size)
@@ -100,18 +228,70 @@ def plan_batch_size(
                 f"`batch_size` must be an integer >= 1 or None (chosen from free memory), got {batch_size!r}"
             )
         if engine.startswith("cupy"):
-            size = min(size, max(1, _CUDA_GRID_Z // shape[0]))
-        return min(size, n_items)
-    n_elements, height, width = shape
+            size = min(size, max(1, _CUDA_GRID_Z // n_elements))
+        size = min(size, n_items)
+        _check_fits(size, per_item, shape, itemsize, engine, xp, device, explicit=True)
+        return size
+    free = _check_fits(1, per_item, shape, itemsize, engine, xp, device, explicit=False)
     size = n_items
-    free = free_bytes(xp, device)
     if free is not None:
-        size = min(size, max(1, int(_USABLE * free) // bytes_per_item(engine, n_elements, height, width, itemsize)))
+        size = min(size, max(1, int(_USABLE * free) // per_item))
     if engine.startswith("cupy"):
         size = min(size, max(1, _CUDA_GRID_Z // n_elements))
     elif not _on_gpu(xp, device):
         size = min(size, max(1, CPU_CHUNK_BYTES // (n_elements * height * width * itemsize)))
     return size
+
+
+def _check_fits(
+    size: int,
+    per_item: int,
+    shape: tuple[int, int, int],
+    itemsize: int,
+    engine: str,
+    xp: ModuleType,
+    device: Any,
+    *,
+    explicit: bool,
+) -> int | None:
+    """Raise `InsufficientMemoryError` unless ``size`` items fit in the free memory; return that memory."""
+    free = free_bytes(xp, device)
+    needed = size * per_item
+    if free is None or needed <= free:
+        return free
+    gpu = _on_gpu(xp, device)
+    where = f"on {device}" if gpu else "on the host"
+    dtype = "float64" if itemsize == 8 else "float32"
+    what = f"{size} item{'s' if size > 1 else ''} of {' x '.join(map(str, shape))} {dtype} maps"
+    advice = []
+    if explicit and per_item <= free:
+        fit = free // per_item
+        advice.append(f"pass batch_size={fit} or fewer (or None, to split the batch into minibatches that fit)")
+    elif size == 1:
+        advice.append("this is a single item, so minibatches cannot help")
+    advice.append("crop the images, or bin them 2 x 2 (a quarter of the memory)")
+    if itemsize == 8:
+        advice.append("pass float32 inputs (half the memory)")
+    if engine == "generic" and not gpu:
+        advice.append("use backend='numba' (about half the memory)")
+    if gpu:
+        advice.append("free memory on the GPU, use one with more, or fuse on the host (device='cpu')")
+    else:
+        advice.append("or fuse on a GPU with enough free memory (backend='cupy', or device='cuda' with torch)")
+    source = "" if gpu else " (the least of free RAM, the cgroup limit and ulimit -v)"
+    raise InsufficientMemoryError(
+        f"fusing {what} needs about {_format_bytes(needed)} {where} with the {engine} engine, "
+        f"but only {_format_bytes(free)} is available{source}: " + "; ".join(advice),
+        needed=needed,
+        available=free,
+    )
+
+
+def _format_bytes(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 def _on_gpu(xp: ModuleType, device: Any) -> bool:

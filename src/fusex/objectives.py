@@ -15,6 +15,10 @@ coefficient may also be a ``(B, E)`` array, one per map.  With
     \partial\Psi_2/\partial x_e &= 1 - b_e / (x_e + \epsilon), \\
     TV(x) &= \sum_e \sum_{px} \lVert (\nabla x_e)_{px} \rVert_2 .
 
+A per-pixel HAADF mask :math:`m \in \{0, 1\}` (pixels left out, such as
+saturated ones) turns :math:`\Psi_1` into :math:`\tfrac12 \sum_{px} m\, r^2`
+and :math:`r` into :math:`m\, r` in its gradient.
+
 The functions are pure: they take ``xp`` explicitly and never modify their inputs.
 """
 
@@ -94,18 +98,28 @@ def evaluate(
     gamma: PerItem,
     eps: PerItem,
     xp: ModuleType,
+    mask: Any = None,
 ) -> Evaluation:
     r"""Evaluate every cost term of each item at ``x`` (``(B, E, H, W)``).
 
     ``x**gamma`` is formed once as :math:`x^{\gamma-1} \cdot x` and kept for
     the gradient, because the power is the costliest operation here.  The
     sums, ``(B, 1 + 2E)``, cross to the host in one transfer.
+
+    ``mask``, ``(B, H, W)`` of the maps' dtype, weighs the HAADF term per
+    pixel: :math:`\Psi_1 = \tfrac12 \sum_{px} m\, r^2` (1 keeps a pixel, 0
+    leaves it out, e.g. a saturated one).  The residual kept for the gradient
+    is then :math:`m\, r`, so `gradient_step` needs no mask of its own.
     """
     x_pow_m1 = x ** (per_item(gamma, x, xp) - 1.0)
     residual = haadf - haadf_model(x_pow_m1 * x, weights, xp)
+    squares = residual * residual
+    if mask is not None:
+        squares = mask * squares
+        residual = mask * residual
     sums = xp.concat(
         [
-            xp.sum(residual * residual, axis=(-2, -1))[:, None],
+            xp.sum(squares, axis=(-2, -1))[:, None],
             xp.sum(x - counts * xp.log(x + per_item(eps, x, xp)), axis=(-2, -1)),
             xp.sum(tv_magnitude(x, xp), axis=(-2, -1)),
         ],

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+import numbers
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
 
-from .schedules import ConstantStep, ExponentialDecay, PolynomialDecay, StepSchedule
+from .schedules import ConstantStep, ExponentialDecay, PolynomialDecay, StepSchedule, step_schedule, step_size
 
 __all__ = [
     "HAADF_WEIGHTINGS",
@@ -121,6 +122,8 @@ class FusionParams:
     backtracking : bool
         Shrink the step by ``backtrack_factor`` and retry whenever an iteration
         raises the objective.  The shrink persists for later iterations.
+        ``True`` or ``False`` (NumPy booleans too); anything else, a string
+        such as ``"False"`` included, raises `TypeError`.
         Default True: it costs nothing while the objective falls (the usual
         case), and rescues a step too large for the data, e.g. a single map,
         where the HAADF term's curvature reaches :math:`\lambda_H \gamma^2 > 2`.
@@ -153,6 +156,15 @@ class FusionParams:
     :math:`\sum_e \lambda_{TV,e} \lVert x_e \rVert_{TV}`.  Elements differ in
     dose and in how much the HAADF image says about them, so their best
     weights differ; `fusex.tune` chooses them per element.
+
+    Numeric fields take Python or NumPy numbers (``np.int64(3)``,
+    ``np.float32(0.5)``) and store them as Python ``int``/``float``, so a
+    NumPy scalar never promotes float32 work.  Booleans are not numbers
+    here: ``n_iter=True`` or ``lambda_tv=[True, 0.1]`` raise.  A step
+    schedule must return one finite number > 0 per iteration; anything else
+    raises an error naming ``FusionParams.step``.  `check_dtype` refuses
+    values the compute dtype cannot hold; `fuse` calls it with the data's
+    dtype before the first iteration.
 
     The Poisson term is a likelihood of counts only for ``normalize="none"``
     on raw counts.  After min-max normalization it is a fidelity term that
@@ -241,6 +253,67 @@ class FusionParams:
         self.check_elements(elements)
         return np.stack([_broadcast(name, value[e], batch_shape).reshape(-1) for e in elements], axis=-1)
 
+    def check_dtype(self, dtype: Any) -> None:
+        r"""Raise unless the compute dtype ``dtype`` (float32 or float64) can hold these parameters.
+
+        Two things are refused, each with a `ValueError` naming the field and the dtype:
+
+        * a value of ``gamma``, ``lambda_*``, ``eps`` or explicit ``haadf_weights``
+          that overflows ``dtype``, or a non-zero one below its smallest normal
+          number (``eps=1e-300`` is 0 in float32, and :math:`\log(x + \epsilon)`
+          is then :math:`-\infty` wherever a map is 0);
+        * weights whose largest one-step move of a pixel,
+
+          .. math::
+
+              s = \eta_0 f^m \bigl(\lambda_H \gamma w_{max} + \lambda_C / \epsilon\bigr),
+
+          cannot be raised to the power :math:`\gamma` in ``dtype``
+          (:math:`s^\gamma` enters the HAADF model).  Here
+          :math:`\lambda_C / \epsilon` bounds the Poisson gradient for maps
+          scaled to [0, 1], :math:`\eta_0` is the step of iteration 0,
+          :math:`f^m` is ``backtrack_factor ** max_backtracks`` with
+          backtracking (the smallest step the first iteration tries) and 1
+          without, :math:`w_{max}` is the largest explicit HAADF weight (1 for
+          a named weighting), :math:`\lambda_H` is 1 when None, and each
+          field takes its largest value (``eps`` its smallest) over items and
+          maps.  ``lambda_chem=1e30`` is refused in float32 this way.
+
+        This is a necessary condition only: settings that pass may still
+        diverge, which `fuse` reports as `FusionDivergedError`.
+        """
+        dtype = np.dtype(dtype)
+        info = np.finfo(dtype)
+        fields = [n for n in PER_ITEM_FIELDS if getattr(self, n) is not None]
+        fields += [] if isinstance(self.haadf_weights, str) else ["haadf_weights"]
+        flat = {name: _flat(getattr(self, name)) for name in fields}
+        for name, values in flat.items():
+            size = np.abs(values)
+            if np.any(size > info.max) or np.any((size > 0) & (size < info.tiny)):
+                bound = "overflows" if np.any(size > info.max) else "is below the smallest normal number of"
+                raise ValueError(
+                    f"FusionParams.{name}={getattr(self, name)!r} {bound} the compute dtype {dtype.name} "
+                    f"(normal range {info.tiny:g} to {info.max:g}); give a value inside it, or float64 data"
+                )
+        eta = self.step if isinstance(self.step, float) else step_size(step_schedule(self.step), 0)
+        shrink = self.backtrack_factor**self.max_backtracks if self.backtracking else 1.0
+        gamma, w = float(np.max(flat["gamma"])), float(np.max(flat.get("haadf_weights", 1.0)))
+        lam_h = float(np.max(flat.get("lambda_haadf", 1.0)))
+        lam_c, eps = float(np.max(flat["lambda_chem"])), float(np.min(flat["eps"]))
+        haadf_part, chem_part = lam_h * gamma * w, lam_c / eps
+        move = eta * shrink * (haadf_part + chem_part)
+        if move > 0 and gamma * math.log(move) > math.log(info.max):
+            culprit = (
+                f"lambda_chem={lam_c:g} with eps={eps:g}" if chem_part >= haadf_part else f"lambda_haadf={lam_h:g}"
+            )
+            raise ValueError(
+                f"FusionParams.{culprit} cannot be computed in {dtype.name}: one step (step {eta:g}"
+                + (f", shrunk by backtracking to {eta * shrink:g}" if self.backtracking else "")
+                + f") can move a pixel by {move:.3g}, and x**gamma of that (gamma={gamma:g}) overflows {dtype.name} "
+                f"(largest {info.max:.3g}); lower lambda_chem or lambda_haadf, raise eps, give a smaller step, "
+                "or use float64 data"
+            )
+
     def check_elements(self, elements: Sequence[str]) -> None:
         """Raise unless every per-element field names exactly the maps ``elements``."""
         for name in PER_ELEMENT_FIELDS:
@@ -302,9 +375,11 @@ def _check_params(p: FusionParams) -> None:
             raise ValueError(f"FusionParams.{name} {message} (got {getattr(p, name)!r})")
 
     def number(name: str) -> float:
+        # NumPy scalars are numbers too; store a Python float so float32 work is not promoted by a float64 scalar
         value = getattr(p, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if not _is_real(value) or not math.isfinite(value):
             raise TypeError(f"FusionParams.{name} must be a finite number (got {value!r})")
+        object.__setattr__(p, name, float(value))
         return float(value)
 
     def values(name: str) -> np.ndarray:
@@ -334,8 +409,12 @@ def _check_params(p: FusionParams) -> None:
     require(np.all(values("eps") > 0), "eps", "must be > 0 (it keeps log(x + eps) finite at x = 0)")
     for name in ("n_iter", "n_tv", "max_backtracks", "divergence_patience"):
         value = getattr(p, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if name == "n_iter" else 0):
+        if _is_bool(value) or not isinstance(value, numbers.Integral) or value < (1 if name == "n_iter" else 0):
             raise ValueError(f"FusionParams.{name} must be a non-negative integer (n_iter >= 1), got {value!r}")
+        object.__setattr__(p, name, int(value))
+    if not _is_bool(p.backtracking):
+        raise TypeError(f"FusionParams.backtracking must be True or False, got {p.backtracking!r}")
+    object.__setattr__(p, "backtracking", bool(p.backtracking))
     try:
         shapes = {name: _shape(getattr(p, name)) for name in PER_ITEM_FIELDS if _shape(getattr(p, name))}
     except ValueError:
@@ -354,24 +433,50 @@ def _check_params(p: FusionParams) -> None:
     if isinstance(p.haadf_weights, str):
         require(p.haadf_weights in HAADF_WEIGHTINGS, "haadf_weights", f"must be one of {HAADF_WEIGHTINGS} or numbers")
     else:
-        weights = list(p.haadf_weights)
-        if not weights or not all(isinstance(w, (int, float)) and math.isfinite(w) and w >= 0 for w in weights):
+        weights = list(p.haadf_weights) if isinstance(p.haadf_weights, Iterable) else []
+        if not weights or not all(_is_real(w) and math.isfinite(w) and w >= 0 for w in weights):
             raise ValueError(
-                f"FusionParams.haadf_weights must be a name or finite numbers >= 0, got {p.haadf_weights!r}"
+                f"FusionParams.haadf_weights must be a name or a sequence of finite numbers >= 0, one per map, "
+                f"got {p.haadf_weights!r}"
             )
         object.__setattr__(p, "haadf_weights", tuple(float(w) for w in weights))
-    if isinstance(p.step, bool) or not (isinstance(p.step, (int, float)) or callable(p.step)):
+    if not (_is_real(p.step) or (callable(p.step) and not _is_bool(p.step))):
         raise TypeError(f"FusionParams.step must be a number or a callable k -> eta, got {p.step!r}")
-    if isinstance(p.step, (int, float)):
+    if _is_real(p.step):
         require(math.isfinite(p.step) and p.step > 0, "step", "must be a finite number > 0")
+        object.__setattr__(p, "step", float(p.step))
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: Any) -> bool:
+    """Tell Python and NumPy real numbers from booleans (``True`` is not the number 1 here)."""
+    return isinstance(value, numbers.Real) and not _is_bool(value)
+
+
+def _holds_bool(value: Any) -> bool:
+    """Tell whether ``value`` is, or nests, a boolean (``np.asarray([True, 0.5])`` would hide it as 1.0)."""
+    if _is_bool(value):
+        return True
+    if isinstance(value, np.ndarray):
+        return value.dtype == bool or (value.dtype == object and any(_holds_bool(v) for v in value.flat))
+    return isinstance(value, (list, tuple)) and any(_holds_bool(v) for v in value)
 
 
 def _plain(name: str, value: Any) -> np.ndarray:
     """``value`` as a float64 array of finite numbers, or a TypeError naming the field."""
-    array = np.asarray(value) if not isinstance(value, bool) else np.asarray(None)
-    if array.dtype == bool or array.dtype.kind not in "iuf" or array.size == 0 or not np.all(np.isfinite(array)):
+    array = np.asarray(None if _holds_bool(value) else value)
+    if array.dtype.kind not in "iuf" or array.size == 0 or not np.all(np.isfinite(array)):
         raise TypeError(f"FusionParams.{name} must be a finite number or a non-empty array of them (got {value!r})")
     return array.astype(np.float64)
+
+
+def _flat(value: Any) -> np.ndarray:
+    """Every number of a validated field (a `PerElement`'s over all maps) as one flat float64 array."""
+    parts = value.values() if isinstance(value, PerElement) else [value]
+    return np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in parts])
 
 
 def _nested_tuple(array: np.ndarray) -> Any:

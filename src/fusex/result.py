@@ -9,12 +9,13 @@ import numpy as np
 import pandas as pd
 
 from ._xp import per_image
+from .errors import FusexError
 from .params import FusionParams
 
 __all__ = ["FusionDivergedError", "FusionResult"]
 
 
-class FusionDivergedError(RuntimeError):
+class FusionDivergedError(FusexError, RuntimeError):
     """The solver's iterates blew up or the objective kept rising.
 
     Attributes
@@ -79,6 +80,9 @@ class FusionResult:
     engine : str
         The compute engine that ran: ``"generic"``, ``"numba"``, ``"cupy"`` or
         ``"cupy-kernels-on-torch"``.
+    saturated : int
+        Number of saturated HAADF pixels left out of the HAADF term (over the
+        whole batch; see ``fuse(..., saturated=...)``).
     """
 
     maps: Any
@@ -93,6 +97,7 @@ class FusionResult:
     weights: Any
     scale: dict[str, Any] = field(repr=False)
     engine: str = "generic"
+    saturated: int = 0
 
     @property
     def batch_shape(self) -> tuple[int, ...]:

@@ -15,10 +15,12 @@ stopping test, so an item of a batch follows the path it would follow alone
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import array_api_compat
 import numpy as np
 
 from ._assemble import Outcome, SolvedPart
@@ -29,7 +31,7 @@ from .objectives import Evaluation
 from .operators import haadf_weights
 from .params import FusionParams
 from .result import FusionDivergedError
-from .schedules import step_schedule
+from .schedules import ConstantStep, step_schedule, step_size
 
 __all__ = ["IterationState", "solve"]
 
@@ -38,14 +40,30 @@ __all__ = ["IterationState", "solve"]
 class IterationState:
     """What a callback sees after each iteration.
 
+    Nothing a callback does to the state reaches the solver: every array in
+    it is a read-only NumPy view (``writeable=False``, no copy; NumPy and
+    numba backends), or a copy of the iterate for backends without
+    read-only arrays (torch, CuPy, array-api-strict), so writing into it
+    changes only that copy.
+
+    The callback's return value decides whether the solver goes on:
+
+    * ``None``, ``False``, ``np.False_``, ``0`` go on;
+    * ``True``, ``np.True_`` and any other number that is not 0 (``1``,
+      ``np.int64(1)``, ``0.5``) stop, with ``stop_reason="callback"``;
+    * a 0-d array of booleans or numbers (``state.maps.max() > 2`` in torch)
+      counts as its value;
+    * anything else (a string, a list, an array with elements) raises
+      `TypeError` naming ``callback``.
+
     Attributes
     ----------
     iteration : int
         1-based iteration number.
     maps : array
-        The current iterate (in the compute backend's namespace; do not modify):
-        ``(E, H, W)`` for one fusion, ``(n, E, H, W)`` for the ``n`` items of a
-        batch still iterating.
+        The current iterate, in the compute backend's namespace (read-only
+        view or copy, see above): ``(E, H, W)`` for one fusion,
+        ``(n, E, H, W)`` for the ``n`` items of a batch still iterating.
     haadf, poisson, tv, total : float or numpy.ndarray
         The cost terms, as in `FusionResult.history` (one per live item for a batch).
     step : float or numpy.ndarray
@@ -76,8 +94,9 @@ def solve(
 ) -> SolvedPart:
     """Run the fusion solver on a prepared problem (all its items at once).
 
-    ``callback(iteration, state)`` is called after every iteration; returning
-    ``True`` from it stops the solver.  ``on_divergence="mark"`` stops a
+    ``callback(iteration, state)`` is called after every iteration; a true
+    boolean or non-zero number returned from it stops the solver (see
+    `IterationState` for exactly what stops).  ``on_divergence="mark"`` stops a
     diverging item with ``stop_reason="diverged"`` instead of raising.
     """
     xp = problem.xp
@@ -89,9 +108,10 @@ def solve(
     )
     zeros = np.zeros(n_items)
     values.update(shrink=np.ones(n_items), rises=zeros.copy(), above=zeros.copy(), start=zeros.copy())
-    ev = engine.evaluate(problem.counts, problem.haadf, problem.counts, weights, xp=xp, **_terms(values))
+    mask = problem.haadf_mask
+    ev = engine.evaluate(problem.counts, problem.haadf, problem.counts, weights, xp=xp, mask=mask, **_terms(values))
     live = Live(
-        np.arange(n_items), problem.counts, problem.counts, problem.haadf, weights, ev, _total(ev, values), values
+        np.arange(n_items), problem.counts, problem.counts, problem.haadf, weights, ev, _total(ev, values), values, mask
     )
     live.values["start"] = live.total.copy()
     history = History()
@@ -103,9 +123,7 @@ def solve(
     bar = _progress_bar(params.n_iter) if progress else None
     try:
         for k in range(params.n_iter):
-            base = float(schedule(k))
-            if not (math.isfinite(base) and base > 0):
-                raise ValueError(f"the step schedule returned {base!r} at iteration {k}; it must give finite steps > 0")
+            base = step_size(schedule, k)
             eta = live.values["shrink"] * base
             x_new, ev_new, total_new, backtracks = _step_with_backtracking(live, eta, params, engine, xp)
             history.record(k + 1, problem.items[live.items], *_terms_per_item(ev_new), total_new, eta, backtracks)
@@ -123,8 +141,8 @@ def solve(
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(objective=f"{np.mean(live.total):.5g}", live=live.items.size, refresh=False)
-            state = _state(k + 1, live, problem.items[live.items], eta, batched) if callback is not None else None
-            if callback is not None and callback(k + 1, state) is True:
+            state = _state(k + 1, live, problem.items[live.items], eta, batched, xp) if callback is not None else None
+            if callback is not None and _stops(callback(k + 1, state)):
                 reasons = np.where(reasons == "diverged", reasons, "callback")
             if k + 1 == params.n_iter:
                 reasons = np.where(reasons == "", "n_iter", reasons)
@@ -189,7 +207,7 @@ def _advance(live: Live, eta: np.ndarray, params: FusionParams, engine: Engine, 
     )
     tv_weight = _compact(eta[:, None] * v["lambda_tv"])
     x_new = engine.tv_prox(y, tv_weight, params.n_tv, method=params.tv_method, nonneg=True, xp=xp)
-    return x_new, engine.evaluate(x_new, live.haadf, live.counts, live.weights, xp=xp, **_terms(v))
+    return x_new, engine.evaluate(x_new, live.haadf, live.counts, live.weights, xp=xp, mask=live.mask, **_terms(v))
 
 
 def _step_with_backtracking(
@@ -247,11 +265,28 @@ def _raise_diverged(
         where = f" in batch item {tuple(int(i) for i in np.unravel_index(item, problem.batch_shape))}"
     step = float(eta[row])
     raise FusionDivergedError(
-        f"fusion diverged{where}: {why} with step size {step:g}. Use a smaller step "
-        f"(e.g. FusionParams(step={step / 4:g})), a decaying schedule, or backtracking=True",
+        f"fusion diverged{where}: {why} with step size {step:g}. {_advice(params, v, row, step)}",
         iteration=k,
         step=step,
         history=history.frame(batched=False, item=item),
+    )
+
+
+def _advice(params: FusionParams, v: dict[str, np.ndarray], row: int, step: float) -> str:
+    """Say what could still help item ``row``, given the settings in force (advice already followed is left out)."""
+    smaller = f"FusionParams(step={step / 4:g})"
+    decaying = " or a decaying schedule" if isinstance(params.step, (int, float, ConstantStep)) else ""
+    # a step must stay below 2 / (curvature of the data terms), which grows as lambda_haadf gamma**2 and lambda_chem/eps
+    weights = (
+        f"lower the weights in force (lambda_haadf={float(v['lambda_haadf'][row]):g}, "
+        f"lambda_chem={float(np.max(v['lambda_chem'][row])):g}) or raise eps (now {float(np.max(v['eps'][row])):g})"
+    )
+    if not params.backtracking:
+        return f"Use a smaller step (e.g. {smaller}){decaying}, or backtracking=True; or {weights}"
+    return (
+        f"Backtracking is on and had already cut the step to {step:g}, so {weights}; or start from a smaller step "
+        f"(e.g. {smaller}){decaying}, and allow more retries per iteration (max_backtracks, now "
+        f"{params.max_backtracks})"
     )
 
 
@@ -264,13 +299,51 @@ def _retire(live: Live, reasons: np.ndarray, iteration: int, outcome: Outcome, x
     return live.subset(np.flatnonzero(reasons == ""), xp)
 
 
-def _state(k: int, live: Live, items: np.ndarray, eta: np.ndarray, batched: bool) -> IterationState:
+def _state(k: int, live: Live, items: np.ndarray, eta: np.ndarray, batched: bool, xp: Any) -> IterationState:
     haadf, poisson, tv = _terms_per_item(live.ev)
     if batched:
-        return IterationState(k, live.x, haadf, poisson, tv, live.total, eta, items)
+        host = (_frozen(a, np) for a in (haadf, poisson, tv, live.total, eta, items))
+        return IterationState(k, _frozen(live.x, xp), *host)
     return IterationState(
-        k, live.x[0, ...], float(haadf[0]), float(poisson[0]), float(tv[0]), float(live.total[0]), float(eta[0])
+        k,
+        _frozen(live.x[0, ...], xp),
+        float(haadf[0]),
+        float(poisson[0]),
+        float(tv[0]),
+        float(live.total[0]),
+        float(eta[0]),
     )
+
+
+def _frozen(x: Any, xp: Any) -> Any:
+    """Return a read-only view of a NumPy array, a copy of any other (torch, CuPy, array-api-strict cannot lock one)."""
+    if isinstance(x, np.ndarray):
+        view = x.view()
+        view.flags.writeable = False
+        return view
+    return xp.asarray(x, copy=True)
+
+
+def _stops(answer: Any) -> bool:
+    """Whether a callback's return value asks the solver to stop (the rules are in `IterationState`)."""
+    if answer is None:
+        return False
+    if isinstance(answer, (bool, np.bool_, numbers.Number)):
+        return bool(answer)
+    if getattr(answer, "shape", None) == () and _is_numeric_array(answer):
+        return bool(answer)
+    raise TypeError(
+        f"`callback` returned {answer!r} ({type(answer).__name__}); return True or a non-zero number to stop the "
+        "solver, and None, False or 0 to go on"
+    )
+
+
+def _is_numeric_array(x: Any) -> bool:
+    try:
+        space = array_api_compat.array_namespace(x)
+    except TypeError:
+        return False
+    return bool(space.isdtype(x.dtype, ("bool", "numeric")))
 
 
 def _progress_bar(total: int) -> Any:

@@ -256,7 +256,7 @@ def tune(
         raise TypeError("`maps` is missing: pass the elemental maps, or one xarray.Dataset holding HAADF and maps")
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         raise ValueError(f"`folds` must be an integer >= 2, got {folds!r}")
-    maps, names = stack_maps(maps)
+    maps, names = stack_maps(maps, elements)
     elements = names if elements is None else elements
     input_xp, input_device = namespace_of(haadf=haadf, maps=maps)
     if getattr(haadf, "ndim", 0) != 2 or getattr(maps, "ndim", 0) != 3:

@@ -13,9 +13,12 @@ appear on the maps too.  Dask-backed inputs are fused lazily, chunk by chunk
 
 The result Dataset holds
 
-* ``maps`` (..., element, y, x): the fused maps, with the input maps' attrs;
+* ``maps`` (..., element, y, x): the fused maps in the units of the input
+  maps (the normalization undone, as `FusionResult.to_input_units`), with
+  the input maps' attrs and a ``units`` attr (``"counts"`` for integer maps
+  without one);
 * ``raw`` (..., element, y, x): the maps as given; ``haadf`` (..., y, x): the HAADF image as given;
-* ``haadf_model`` (..., y, x): :math:`\sum_e w_e x_e^\gamma`;
+* ``haadf_model`` (..., y, x): :math:`\sum_e w_e x_e^\gamma`, in the HAADF image's units;
 * ``history_haadf``, ``history_poisson``, ``history_tv``, ``history_total``,
   ``history_step``, ``history_backtracks`` along ``iteration`` (after the
   batch dimensions; NaN after an item stopped);
@@ -25,8 +28,14 @@ The result Dataset holds
 * coordinates ``element``, ``z`` and ``weight`` (per element) and the spatial
   coordinates of the inputs;
 * attrs: every `FusionParams` field (``lambda_haadf`` resolved; ``n_iter`` is
-  the cap), ``engine``, ``iterations_run``, ``converged``, ``stop_reason``, ``fusex_version`` and the
-  normalization applied.
+  the cap), ``engine``, ``iterations_run``, ``converged``, ``stop_reason``, ``fusex_version``, the
+  normalization applied (``maps_offset_range``, ``haadf_offset_range``: the
+  solver's units are ``(maps - offset) / range``), ``normalization_undone``
+  (1: ``maps`` are in input units) and ``saturated_pixels`` (HAADF pixels left
+  out of the HAADF term).
+
+Datasets written by fusex 0.1 held ``maps`` in the solver's normalized units;
+`to_input_units` reads both.
 """
 
 from __future__ import annotations
@@ -39,7 +48,8 @@ import array_api_compat
 import numpy as np
 import xarray as xr
 
-from ._xp import to_numpy
+from ._xp import per_image, to_numpy
+from .inputs import check_labels, match_labels
 from .params import PER_ELEMENT_FIELDS, PER_ITEM_FIELDS, FusionParams, PerElement
 from .result import FusionResult
 
@@ -48,9 +58,11 @@ __all__ = [
     "check_params_fit",
     "is_labeled",
     "label",
+    "labeled_mask",
     "params_attrs",
     "per_element_params",
     "result_to_dataset",
+    "to_input_units",
     "unwrap",
 ]
 
@@ -82,7 +94,7 @@ def label(
     maps : array (E, H, W)
         The elemental maps.
     elements : sequence of str
-        Symbols, one per map; they become the ``element`` coordinate.
+        Symbols, one per map and each once; they become the ``element`` coordinate.
     pixel_size : float, optional
         Pixel spacing; the spatial coordinates are ``index * pixel_size`` in
         ``unit`` (pixel indices in ``"px"`` when not given).
@@ -92,6 +104,7 @@ def label(
         Names of the row and column dimensions.
 
     """
+    names = check_labels(elements)
     height, width = haadf.shape[-2:]
     step = 1.0 if pixel_size is None else float(pixel_size)
     coords = {
@@ -103,7 +116,7 @@ def label(
             "haadf": (dims, haadf),
             "maps": ((ELEMENT_DIM, *dims), maps),
         },
-        coords={**coords, ELEMENT_DIM: [str(e) for e in elements]},
+        coords={**coords, ELEMENT_DIM: list(names)},
     )
 
 
@@ -131,10 +144,16 @@ def unwrap(
 ) -> tuple[xr.DataArray, xr.DataArray, tuple[str, ...] | None]:
     """Check and align labeled inputs; return HAADF (..., y, x), maps (..., element, y, x) and the symbols.
 
+    With ``elements`` given and an ``element`` coordinate on the maps, the
+    two must hold the same names; in another order, the maps are reordered
+    to follow ``elements`` (taken by name).
+
     Raises
     ------
     ValueError
-        For a missing dimension, misaligned coordinates, or extra dimensions.
+        For a missing dimension, misaligned coordinates, extra dimensions,
+        repeated element names, or ``elements`` that contradict the
+        ``element`` coordinate (both lists are named).
 
     """
     if isinstance(haadf, xr.Dataset):
@@ -170,8 +189,15 @@ def unwrap(
             f"the coordinates of `haadf` and `maps` do not match ({exc}); they must label the same pixels. "
             "Use xr.align or .interp to bring them onto one grid first"
         ) from None
-    if elements is None and ELEMENT_DIM in maps.coords:
-        elements = tuple(str(v) for v in maps.coords[ELEMENT_DIM].values)
+    if ELEMENT_DIM in maps.coords:
+        what = f"the '{ELEMENT_DIM}' coordinate of `maps`"
+        names = check_labels([str(v) for v in maps.coords[ELEMENT_DIM].values], what)
+        if elements is not None:
+            order = match_labels(elements, names, what)
+            maps, names = maps.isel({ELEMENT_DIM: order}), tuple(names[i] for i in order)
+        elements = names
+    elif elements is not None:
+        elements = check_labels(elements)
     return haadf, maps, elements
 
 
@@ -205,21 +231,92 @@ def _attr_value(value: Any) -> Any:
     return value
 
 
+def labeled_mask(saturated: Any, haadf: xr.DataArray) -> Any:
+    """Return a DataArray ``saturated`` mask as data aligned with ``haadf``, and anything else as it is."""
+    if not isinstance(saturated, xr.DataArray):
+        return saturated
+    missing = [d for d in saturated.dims if d not in haadf.dims]
+    if missing:
+        raise ValueError(f"`saturated` has dimension(s) {missing} that `haadf` lacks; give it the HAADF's dimensions")
+    return saturated.broadcast_like(haadf).transpose(*haadf.dims).data
+
+
+def maps_units(maps: xr.DataArray) -> str | None:
+    """Return the input maps' ``units`` attr, or ``"counts"`` for integer maps without one."""
+    units = maps.attrs.get("units")
+    if units is None and np.issubdtype(maps.dtype, np.integer):
+        return "counts"
+    return None if units is None else str(units)
+
+
+def model_in_input_units(result: FusionResult) -> Any:
+    """Return the HAADF model of ``result`` with the HAADF normalization undone, ``model * range + offset``."""
+    scale = np.asarray(result.scale["haadf"], dtype=np.float64)
+    model = result.haadf_model
+    return model * per_image(scale[..., 1], model) + per_image(scale[..., 0], model)
+
+
+def to_input_units(result: FusionResult | xr.Dataset) -> Any:
+    """Return the fused maps of a result in the units of the input maps.
+
+    Parameters
+    ----------
+    result : FusionResult or xarray.Dataset
+        A `FusionResult`, or a labeled result from `fusex.fuse` (also one read
+        back from a file).
+
+    Returns
+    -------
+    array or xarray.DataArray
+        ``x * range + offset``, per map and batch item, for a `FusionResult`
+        (see `FusionResult.to_input_units`); for a Dataset, its ``maps``,
+        which fusex writes in input units already (Datasets of fusex 0.1,
+        without the ``normalization_undone`` attr, held normalized maps and
+        are converted with their ``maps_offset_range``).
+
+    """
+    if isinstance(result, FusionResult):
+        return result.to_input_units()
+    if not isinstance(result, xr.Dataset) or "maps" not in result:
+        raise TypeError(f"`result` must be a FusionResult or a Dataset from fusex.fuse, got {type(result).__name__}")
+    maps = result["maps"]
+    if result.attrs.get("normalization_undone", 0):
+        return maps.copy()
+    if "maps_offset_range" in result.data_vars:
+        scale = result["maps_offset_range"]
+        return maps * scale.isel(bound=1) + scale.isel(bound=0)
+    flat = np.asarray(result.attrs.get("maps_offset_range", [0.0, 1.0] * maps.sizes[ELEMENT_DIM]), dtype=float)
+    offset, span = (xr.DataArray(v, dims=ELEMENT_DIM) for v in flat.reshape(-1, 2).T)
+    return maps * span + offset
+
+
 def result_to_dataset(result: FusionResult, haadf: xr.DataArray, maps: xr.DataArray) -> xr.Dataset:
     """Build the labeled result of a fusion of ``haadf`` and ``maps`` (see the module docstring)."""
     batch_dims = haadf.dims[:-2]
-    fused = xr.DataArray(_host_or_device(result.maps), coords=maps.coords, dims=maps.dims, attrs=dict(maps.attrs))
+    fused = xr.DataArray(
+        _host_or_device(result.to_input_units()), coords=maps.coords, dims=maps.dims, attrs=dict(maps.attrs)
+    )
+    units = maps_units(maps)
+    if units is not None:
+        fused.attrs["units"] = units
     z = list(result.z) if result.z else [0] * len(result.elements)
     fused = fused.assign_coords({ELEMENT_DIM: list(result.elements), "z": (ELEMENT_DIM, z)})
     weight_dims = (*batch_dims, ELEMENT_DIM) if isinstance(result.weights, np.ndarray) else (ELEMENT_DIM,)
     fused = fused.assign_coords(weight=(weight_dims, np.asarray(result.weights, dtype=float)))
-    model = xr.DataArray(_host_or_device(result.haadf_model), coords=haadf.coords, dims=haadf.dims)
+    model = xr.DataArray(_host_or_device(model_in_input_units(result)), coords=haadf.coords, dims=haadf.dims)
+    if "units" in haadf.attrs:
+        model.attrs["units"] = haadf.attrs["units"]
     raw = maps.assign_coords({ELEMENT_DIM: fused[ELEMENT_DIM]})
     ds = xr.Dataset({"maps": fused, "raw": raw, "haadf": haadf, "haadf_model": model})
     ds = ds.assign(_history(result, batch_dims))
     params = result.params.to_dict()
     per_item = {k: v for k, v in params.items() if k in PER_ITEM_FIELDS and isinstance(v, (list, tuple))}
-    ds.attrs = {**params_attrs(result.params), "engine": result.engine}
+    ds.attrs = {
+        **params_attrs(result.params),
+        "engine": result.engine,
+        "normalization_undone": 1,
+        "saturated_pixels": int(result.saturated),
+    }
     ds.update(per_element_params(result.params, result.batch_shape, result.elements, batch_dims))
     if batch_dims:
         shape = result.batch_shape

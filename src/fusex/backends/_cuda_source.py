@@ -71,8 +71,10 @@ __device__ __forceinline__ double warp_sum(double v) {
 // Cost terms of the E maps of item blockIdx.z at one pixel; x**(gamma-1) and the HAADF residual are kept
 // for the gradient.  weights is (B, E); gm1, eps are per item; sums is (B, 1 + 2E): r^2, then the Poisson
 // term and the TV of each map.  Every lane of a warp takes part in each warp_sum, inside the image or not.
+// When masked, mask (B, H, W) weighs the HAADF term: m r^2 is summed and m r kept; otherwise it is not read.
 __global__ void evaluate_T(const T* x, const T* haadf, const T* counts, const T* weights, const T* gm1s,
-                           const T* epss, T* x_pow_m1, T* residual, double* sums, int E, int H, int W) {
+                           const T* epss, T* x_pow_m1, T* residual, double* sums, int E, int H, int W,
+                           const T* mask, bool masked) {
     int j = blockIdx.x * blockDim.x + threadIdx.x;
     int i = blockIdx.y * blockDim.y + threadIdx.y;
     int n = blockIdx.z;
@@ -106,8 +108,12 @@ __global__ void evaluate_T(const T* x, const T* haadf, const T* counts, const T*
     if (inside) {
         long p = (long)n * plane + (long)i * W + j;
         T r = haadf[p] - model;
-        residual[p] = r;
         sq = (double)r * (double)r;
+        if (masked) {
+            sq *= (double)mask[p];
+            r *= mask[p];
+        }
+        residual[p] = r;
     }
     sq = warp_sum(sq);
     if (lead) atomicAdd(out, sq);

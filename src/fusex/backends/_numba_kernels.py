@@ -167,12 +167,14 @@ def prox_maps(f, weights, steps, betas, nonneg, out):  # pragma: no cover
 
 
 @nb.njit(parallel=True, **_JIT)
-def evaluate(x, haadf, counts, weights, x_pow_m1, log_x_eps, residual, partials):  # pragma: no cover
+def evaluate(x, haadf, counts, weights, x_pow_m1, log_x_eps, residual, partials, mask, masked):  # pragma: no cover
     r"""Cost terms and HAADF residual of each item, from :math:`x^{\gamma-1}` and :math:`\log(x+\epsilon)`.
 
     ``x`` is (B, E, H, W) and ``weights`` (B, E).  Writes ``residual``
     (B, H, W); per-row sums go to ``partials`` (B * H, 1 + 2E) in float64:
     :math:`r^2`, then :math:`x_e - b_e\log(x_e+\epsilon)` and :math:`|\nabla x_e|` of each map.
+    When ``masked``, ``mask`` (B, H, W) weighs the HAADF term: :math:`m r^2` is summed and
+    :math:`m r` kept as the residual; otherwise ``mask`` is not read.
     """
     B, E, H, W = x.shape
     for t in prange(B * H):
@@ -199,8 +201,14 @@ def evaluate(x, haadf, counts, weights, x_pow_m1, log_x_eps, residual, partials)
             partials[t, 1 + e] = poisson
             partials[t, 1 + E + e] = tv
         sq = 0.0
-        for j in range(W):
-            sq += res[j] * res[j]
+        if masked:
+            m = mask[n, i]
+            for j in range(W):
+                sq += m[j] * res[j] * res[j]
+                res[j] *= m[j]
+        else:
+            for j in range(W):
+                sq += res[j] * res[j]
         partials[t, 0] = sq
 
 

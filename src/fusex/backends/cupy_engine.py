@@ -108,11 +108,14 @@ class CupyEngine:
         gamma: Any,
         eps: Any,
         xp: ModuleType,
+        mask: Any = None,
     ) -> Evaluation:
         """Evaluate every cost term of each item at ``x`` (see `fusex.objectives.evaluate`)."""
         with self._stream():
             x_, h_, b_, w_ = (self._in(a) for a in (x, haadf, counts, weights))
             n_items, n_maps, height, width = x_.shape
+            # Without a mask the kernel reads none; a one-element stand-in fills the pointer.
+            m_ = cupy.ones(1, dtype=x_.dtype) if mask is None else self._in(mask).astype(x_.dtype, copy=False)
             x_pow_m1 = cupy.empty_like(x_)
             residual = cupy.empty((n_items, height, width), dtype=x_.dtype)
             sums = cupy.zeros((n_items, 1 + 2 * n_maps), dtype=cupy.float64)
@@ -133,6 +136,8 @@ class CupyEngine:
                     _int(n_maps),
                     _int(height),
                     _int(width),
+                    m_,
+                    _bool(mask is not None),
                 ),
             )
             host = sums.get()

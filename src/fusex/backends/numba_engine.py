@@ -6,10 +6,19 @@ parity-tested against them.  They accept NumPy arrays only and raise for
 anything else (never copying device memory to the host behind the caller's
 back).  An engine instance keeps scratch buffers for one solve, so the
 inner loops do not pay for fresh memory every iteration.
+
+Several Python threads may fuse at once.  numba's ``tbb`` and ``omp``
+threading layers run their parallel regions concurrently; its ``workqueue``
+layer (the one left when neither TBB nor OpenMP is available, or chosen with
+``NUMBA_THREADING_LAYER=workqueue``) is not thread-safe and aborts the process
+when two threads enter it.  Under that layer, and until numba has chosen a
+layer, the engine's kernels therefore run one at a time in the process
+(`serialized`): concurrent fusions are correct but take turns on the cores.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
@@ -24,7 +33,7 @@ from . import _numba_kernels as kernels
 from ._per_item import item_values, map_values, map_weights
 from ._scratch import Scratch
 
-__all__ = ["CACHED_MAP_PIXELS", "PARALLEL_MIN_PIXELS", "NumbaEngine"]
+__all__ = ["CACHED_MAP_PIXELS", "PARALLEL_MIN_PIXELS", "NumbaEngine", "serialized"]
 
 PARALLEL_MIN_PIXELS = 256 * 256
 """Maps with fewer pixels run on one thread: below this, waking the other threads costs about
@@ -33,6 +42,27 @@ what they save, and far more when other processes keep the cores busy."""
 CACHED_MAP_PIXELS = 512 * 512
 """Stacks of maps up to this size (and at least four per thread) run the TV prox one map per thread:
 six dual buffers of a 512 x 512 float32 map (6 MB) stay in a core's share of cache across iterations."""
+
+
+_ONE_AT_A_TIME = threading.Lock()
+
+
+def serialized() -> bool:
+    """Whether the kernels run one at a time: under numba's non-thread-safe ``workqueue`` layer, or before any layer."""
+    try:
+        return numba.threading_layer() == "workqueue"
+    except ValueError:  # numba has not started its threads yet, so the layer is not known
+        return True
+
+
+@contextmanager
+def _parallel_region() -> Iterator[None]:
+    # Checked on every launch: the layer is fixed once numba starts its threads, and the check is cheap.
+    if not serialized():
+        yield
+        return
+    with _ONE_AT_A_TIME:
+        yield
 
 
 @contextmanager
@@ -76,6 +106,7 @@ class NumbaEngine:
         gamma: Any,
         eps: Any,
         xp: ModuleType,
+        mask: Any = None,
     ) -> Evaluation:
         """Evaluate every cost term of each item at ``x`` (see `fusex.objectives.evaluate`)."""
         x = _host(x, "x")
@@ -96,7 +127,7 @@ class NumbaEngine:
         np.log(np.add(x, item_values(eps, n_items, dtype).reshape(-1, 1, 1, 1), out=logs), out=logs)
         residual = np.empty((n_items, *x.shape[2:]), dtype=dtype)
         partials = self._scratch.get("partials", (n_items * x.shape[2], 1 + 2 * x.shape[1]), np.float64)
-        with _threads_for(x[:, 0].size):
+        with _threads_for(x[:, 0].size), _parallel_region():
             kernels.evaluate(
                 x,
                 _host(haadf, "haadf"),
@@ -106,6 +137,9 @@ class NumbaEngine:
                 logs,
                 residual,
                 partials,
+                # Without a mask the kernel reads none; a one-pixel stand-in of x's dtype keeps one compiled version.
+                np.ones((1, 1, 1), dtype) if mask is None else _host(mask, "mask").astype(dtype, copy=False),
+                mask is not None,
             )
         return split_sums(partials.reshape(n_items, x.shape[2], -1).sum(axis=1), x_pow_m1, residual)
 
@@ -125,7 +159,7 @@ class NumbaEngine:
         x = _host(x, "x")
         n_items = x.shape[0]
         out = np.empty_like(x)
-        with _threads_for(x[:, 0].size):
+        with _threads_for(x[:, 0].size), _parallel_region():
             kernels.gradient_step(
                 x,
                 _host(counts, "counts"),
@@ -154,7 +188,7 @@ class NumbaEngine:
         if maps.size < PARALLEL_MIN_PIXELS or (height * width <= CACHED_MAP_PIXELS and maps.shape[0] >= 4 * threads):
             # Many small maps: one thread per map, each map's dual buffers stay in cache for all iterations.
             betas = np.fromiter(dual_momentum(n_iter, method), dtype=f.dtype, count=n_iter)
-            with _threads_for(maps.size):
+            with _threads_for(maps.size), _parallel_region():
                 kernels.prox_maps(maps, w, steps, betas, nonneg, out)
         else:
             # A few large maps: each dual iteration is spread over row bands of one map.
@@ -181,20 +215,22 @@ class NumbaEngine:
         for k, beta in enumerate(dual_momentum(n_iter, method)):
             # Without momentum p_prev is not needed: passing p_cur keeps stale memory out of the sum.
             before = cur if beta == 0.0 else prev
-            kernels.dual_step(
-                image,
-                w,
-                step,
-                dtype(beta),
-                nonneg,
-                k == 0,
-                before[0],
-                before[1],
-                cur[0],
-                cur[1],
-                nxt[0],
-                nxt[1],
-                blocks,
-            )
+            with _parallel_region():
+                kernels.dual_step(
+                    image,
+                    w,
+                    step,
+                    dtype(beta),
+                    nonneg,
+                    k == 0,
+                    before[0],
+                    before[1],
+                    cur[0],
+                    cur[1],
+                    nxt[0],
+                    nxt[1],
+                    blocks,
+                )
             prev, cur, nxt = cur, nxt, prev
-        kernels.primal(image, w, nonneg, cur[0], cur[1], out)
+        with _parallel_region():
+            kernels.primal(image, w, nonneg, cur[0], cur[1], out)
