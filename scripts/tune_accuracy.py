@@ -1,9 +1,12 @@
 """How close `fusex.tune` comes to the best parameters chosen with the ground truth.
 
 For phantoms of two lattices at three doses and several seeds, it fuses the full data at every
-point of `fusex.tune.DEFAULT_GRID` and finds the *oracle*, the grid point with the smallest mean
-NRMSE against the truth. It compares, element by element, the NRMSE of tune's two estimates with
-the oracle's and with the raw maps': the fusion of the full data with the chosen parameters
+``lambda_tv`` x ``lambda_chem`` point of `fusex.tune.DEFAULT_GRID` (default prior and HAADF term)
+and finds the *oracle*, the grid point with the smallest mean NRMSE against the truth.  `tune`
+searches more than that (priors, the HAADF term per element, simple blurs), so it can beat the
+oracle; `scripts/accuracy.py` compares it with the raw maps and a data-chosen blur instead.
+It compares, element by element, the NRMSE of tune's two estimates with the oracle's and with the
+raw maps': the fusion of the full data with the chosen parameters
 (``TuneResult.result``) and the average of the fold fits (``TuneResult.average``).  The summary
 also counts the cases within 15 % of each element's own best on the grid, a stricter bound.
 

@@ -79,3 +79,57 @@ def check_per_item_tv_weights(engine, xp, asarray):
     for n, e in np.ndindex(per_map.shape):
         alone = engine().tv_prox(f[n, e], float(per_map[n, e]), 7, xp=xp)
         np.testing.assert_allclose(to_numpy(ours[n, e]), to_numpy(alone), rtol=1e-12, atol=1e-12)
+
+
+PRIOR_CASES = ("huber", "huber-per-map", "dtv", "mixed")
+"""Priors other than TV (`prior_keywords`): Huber shared or per map, directional TV, and a mix with TV maps."""
+
+
+def prior_keywords(shape, case, dtype, seed=5):
+    """``tv_prox`` / ``evaluate`` keywords of one `PRIOR_CASES` case for (B, E, H, W) maps (NumPy arrays)."""
+    import array_api_compat.numpy as npx
+
+    from fusex.priors import directional_field
+
+    rng = np.random.default_rng(seed)
+    direction = directional_field(rng.random((shape[0], *shape[2:])), 0.1, npx).astype(dtype)
+    per_map = np.linspace(0.02, 0.3, shape[0] * shape[1]).reshape(shape[:2])
+    odd = (np.arange(shape[0] * shape[1]) % 2).reshape(shape[:2]) == 1
+    return {
+        "huber": {"huber_delta": 0.1},
+        "huber-per-map": {"huber_delta": per_map},
+        "dtv": {"strength": 0.9, "direction": direction},
+        "mixed": {
+            "huber_delta": np.where(odd, 0.0, per_map),
+            "strength": np.where(odd, 0.9, 0.0),
+            "direction": direction,
+        },
+    }[case]
+
+
+def check_prior_prox_and_evaluate(engine, xp, asarray, shape, dtype, case, tol):
+    """Compare an engine's prox and objective for a non-TV prior with the generic NumPy code, cold and warm."""
+    import array_api_compat.numpy as npx
+
+    keywords = prior_keywords(shape, case, dtype)
+    on_device = {k: asarray(v) if k == "direction" else v for k, v in keywords.items()}
+    f = (np.random.default_rng(6).random(shape) - 0.3).astype(dtype)
+    weights = np.linspace(0.05, 0.4, shape[0]).tolist()
+    ours = engine().tv_prox(asarray(f), weights, 9, xp=xp, **on_device)
+    ref = tv.tv_prox(f, weights, 9, xp=npx, **keywords)
+    assert to_numpy(ours).dtype == dtype
+    np.testing.assert_allclose(to_numpy(ours), ref, **tol)
+    # a warm start from the cold run's dual continues it: 4 + 5 iterations of "gp" are 9
+    start = np.zeros((*shape[:2], 2, *shape[2:]), dtype)
+    _, dual = engine().tv_prox(asarray(f), weights, 4, method="gp", xp=xp, dual=asarray(start), **on_device)
+    assert np.all(start == 0)  # the caller's dual is not written
+    second, _ = engine().tv_prox(asarray(f), weights, 5, method="gp", xp=xp, dual=dual, **on_device)
+    np.testing.assert_allclose(to_numpy(second), tv.tv_prox(f, weights, 9, method="gp", xp=npx, **keywords), **tol)
+    x, counts, haadf, w = problem(shape, dtype)
+    ours = engine().evaluate(
+        asarray(x), asarray(haadf), asarray(counts), asarray(w), gamma=1.7, eps=0.1, xp=xp, **on_device
+    )
+    ref = objectives.evaluate(x, haadf, counts, w, gamma=1.7, eps=0.1, xp=npx, **keywords)
+    plain = objectives.evaluate(x, haadf, counts, w, gamma=1.7, eps=0.1, xp=npx)
+    np.testing.assert_allclose(ours.tv, ref.tv, rtol=1e-5 if dtype == np.float32 else 1e-11)
+    assert not np.allclose(ref.tv, plain.tv)  # the prior's value, not TV's

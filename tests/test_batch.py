@@ -21,7 +21,7 @@ def _engines(xp):
 
 
 # Step 4 makes some items backtrack; tol stops them at different iterations; lambda_tv differs per item.
-PARAMS = FusionParams(n_iter=30, tol=2e-4, step=4.0, lambda_tv=(0.002, 0.005, 0.02))
+PARAMS = FusionParams(n_iter=30, tol=2e-3, step=4.0, lambda_tv=(0.002, 0.005, 0.02))
 
 
 def test_batch_equals_item_by_item(xp):
@@ -93,7 +93,10 @@ def test_each_item_is_normalized_on_its_own():
 
 def test_a_diverging_item_is_named_or_marked():
     haadf, maps, elements = _stack()
-    params = FusionParams(n_iter=30, backtracking=False, lambda_chem=[0.01, 50.0, 0.01], divergence_patience=5)
+    # the plain solver with a unit step: the Lipschitz step needs backtracking to stay safe
+    params = FusionParams(
+        n_iter=30, step=1.0, accel="none", backtracking=False, lambda_chem=[0.01, 50.0, 0.01], divergence_patience=5
+    )
     with pytest.raises(FusionDivergedError, match=r"in batch item \(1,\)") as info:
         fusex.fuse(haadf, maps, elements=elements, params=params)
     assert info.value.history.index.name == "iteration"
@@ -152,7 +155,8 @@ def test_minibatches_give_the_same_results(xp):
     split = fusex.fuse(h, m, elements=elements, params=params, batch_size=2)
     np.testing.assert_allclose(xp.numpy(split.maps), xp.numpy(whole.maps), rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(split.n_iter, whole.n_iter)
-    pd.testing.assert_frame_equal(split.history, whole.history, rtol=1e-6)
+    # torch sums a batch of 2 and one of 5 in different orders; the restarts carry that rounding a little further
+    pd.testing.assert_frame_equal(split.history, whole.history, rtol=1e-5)
     with pytest.raises(ValueError, match="`batch_size` must be an integer >= 1"):
         fusex.fuse(h, m, elements=elements, params=params, batch_size=0)
 

@@ -176,6 +176,10 @@ EVERY_FIELD = {
     "lambda_haadf": ("none", None),
     "lambda_chem": ("Sr:0.01,Ti:0.02,O:0.03", {"Sr": 0.01, "Ti": 0.02, "O": 0.03}),
     "lambda_tv": ("0.01,0.02", (0.01, 0.02)),
+    "prior": ("Sr:tv,Ti:Huber,O:dtv", {"Sr": "tv", "Ti": "huber", "O": "dtv"}),
+    "huber_delta": ("0.1", 0.1),
+    "dtv_eta": ("0.05", 0.05),
+    "dtv_strength": ("Sr:0.5,Ti:0,O:1", {"Sr": 0.5, "Ti": 0.0, "O": 1.0}),
     "n_iter": ("3", 3),
     "n_tv": ("10", 10),
     "tv_method": ("GP", "gp"),
@@ -188,6 +192,13 @@ EVERY_FIELD = {
     "max_backtracks": ("5", 5),
     "tol": ("0", 0.0),
     "divergence_patience": ("0", 0),
+    "accel": ("none", "none"),
+    "tv_warm": ("no", False),
+    "haadf_model": ("minmax", "minmax"),
+    "background": ("none", None),
+    "background_modes": ("4", 4),
+    "refit_every": ("5", 5),
+    "rescale_totals": ("off", False),
 }
 
 
@@ -216,7 +227,7 @@ def test_booleans_parse_strictly(text, value):
         ("n_iter=3.5", "n_iter takes an integer"),
         ("gamma=high", "gamma takes a number or numbers separated by commas"),
         ("eps=nan", "eps takes a number"),
-        ("normalize=zscore", "one of minmax/none"),
+        ("normalize=zscore", "one of scale/minmax/none"),
         ("step=Foo(1)", "ExponentialDecay(eta0=..., rate=...)"),
         ("lambda_haadf=none,1", "lambda_haadf takes none, a number"),
     ],

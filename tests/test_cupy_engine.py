@@ -12,7 +12,13 @@ except Exception:  # CuPy raises its own runtime error class without a driver or
 import array_api_compat.cupy as cpx  # noqa: E402
 
 import fusex  # noqa: E402
-from _engine_cases import SHAPES, check_evaluate_and_step, check_per_item_tv_weights  # noqa: E402
+from _engine_cases import (  # noqa: E402
+    PRIOR_CASES,
+    SHAPES,
+    check_evaluate_and_step,
+    check_per_item_tv_weights,
+    check_prior_prox_and_evaluate,
+)
 from fusex import tv  # noqa: E402
 from fusex.backends.cupy_engine import CupyEngine  # noqa: E402
 from fusex.datasets import phantom  # noqa: E402
@@ -37,6 +43,13 @@ def test_masked_evaluate_and_gradient_step_match_generic(shape, dtype):
 
 def test_tv_prox_takes_one_weight_per_item_or_map():
     check_per_item_tv_weights(CupyEngine, cpx, cupy.asarray)
+
+
+@pytest.mark.parametrize("case", PRIOR_CASES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_huber_and_directional_priors_match_generic(case, shape, dtype):
+    check_prior_prox_and_evaluate(CupyEngine, cpx, cupy.asarray, shape, dtype, case, _tol(dtype))
 
 
 @pytest.mark.parametrize("shape", [(3, 17, 23), (1, 2, 2), (2, 2, 9), (2, 31, 2), (2, 3, 12, 10), (70, 9, 8)])

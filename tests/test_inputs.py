@@ -39,7 +39,11 @@ def _with(array, index, value):
         ({"haadf": _with(SAMPLE.haadf, (3, 4), np.nan)}, ValueError, "`haadf` contains 1 NaN or infinite"),
         ({"maps": _with(SAMPLE.maps, (1, 2, 2), np.inf)}, ValueError, "`maps` contains 1 NaN or infinite"),
         ({"maps": _with(SAMPLE.maps, (0, 0, 0), -1.0)}, ValueError, r"`maps` contains negative values \(minimum -1\)"),
-        ({"maps": _with(SAMPLE.maps, 1, 2.0)}, ValueError, r"map 'Ti' of `maps` is constant .*normalize='none'"),
+        (
+            {"maps": _with(SAMPLE.maps, 1, 2.0), "params": FusionParams(n_iter=2, normalize="minmax")},
+            ValueError,
+            r"map 'Ti' of `maps` is constant .*normalize='none'",
+        ),
         ({"haadf": np.ones((16, 16))}, ValueError, r"`haadf` is constant"),
         ({"maps": SAMPLE.maps.astype(bool)}, TypeError, "`maps` has dtype bool"),
         ({"haadf": SAMPLE.haadf.astype(np.complex64)}, TypeError, "`haadf` has dtype complex64"),
@@ -56,9 +60,10 @@ def test_bad_input_is_named(changes, error, match):
         _fuse(**changes)
 
 
-def test_constant_maps_are_fine_without_normalization():
+@pytest.mark.parametrize("normalize", ["none", "scale"])
+def test_constant_maps_are_fine_without_minmax_normalization(normalize):
     maps = _with(SAMPLE.maps, 1, 2.0)
-    res = _fuse(maps=maps, params=FusionParams(n_iter=2, normalize="none"))
+    res = _fuse(maps=maps, params=FusionParams(n_iter=2, normalize=normalize))
     assert np.all(np.isfinite(res.maps))
 
 

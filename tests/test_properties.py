@@ -219,11 +219,14 @@ def test_fuse_single_nonzero_pixel_with_default_parameters(n_maps: int, haadf_ki
 
 
 def test_one_map_without_backtracking_diverges_loudly() -> None:
-    # One map at full intensity: the HAADF term's curvature lambda_H * gamma**2 = 2.89 makes a unit
-    # step too large; the default backtracking handles it (above), without it the solver must say so.
+    # One map at full intensity: the HAADF term's curvature lambda_H * gamma**2 = 2.89 makes a fixed unit
+    # step too large; backtracking handles it (above), without it the solver must say so.
     maps, haadf = _one_pixel(1, 5, 5, (4, 4), 1.0, "same")
+    params = fusex.FusionParams(
+        backtracking=False, step=1.0, accel="none", haadf_model="minmax", background=None, normalize="minmax"
+    )
     with pytest.raises(fusex.FusionDivergedError, match="step size 1"):
-        fusex.fuse(haadf, maps, elements=["Sr"], params=fusex.FusionParams(backtracking=False))
+        fusex.fuse(haadf, maps, elements=["Sr"], params=params)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int64, np.float32, np.float64])

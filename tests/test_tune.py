@@ -7,11 +7,14 @@ import pytest
 import xarray as xr
 
 import fusex
+from fusex import _choice
+from fusex.baselines import gaussian, gaussian_counts
 from fusex.datasets import nrmse, phantom
 from fusex.params import PerElement
 from fusex.tune import DEFAULT_GRID, split_counts, tune
 
 SMALL_GRID = {"lambda_tv": [0.002, 0.01, 0.05], "lambda_chem": [0.005, 0.02]}
+FAST = {"widen": 0, "sigmas": None}  # the grid alone: no widening, no simple candidates
 
 
 def test_count_splits_are_exact_and_balanced():
@@ -26,8 +29,12 @@ def test_count_splits_are_exact_and_balanced():
 
 def test_maps_that_are_not_counts_are_refused():
     sample = phantom((24, 24), seed=0)
-    with pytest.raises(ValueError, match=r"raw counts.*normalization"):
-        tune(sample.haadf, sample.maps / sample.maps.max(), elements=sample.elements, grid=SMALL_GRID)
+    with pytest.raises(ValueError, match=r"raw counts.*normalization.*jinvariant"):
+        tune(sample.haadf, sample.maps / sample.maps.max(), elements=sample.elements, criterion="mse")
+    with pytest.raises(ValueError, match="`widen` must be an integer >= 0"):
+        tune(sample.haadf, sample.maps, elements=sample.elements, widen=-1)
+    with pytest.raises(ValueError, match="`sigmas` must be"):
+        tune(sample.haadf, sample.maps, elements=sample.elements, sigmas=[-1.0])
     with pytest.raises(ValueError, match="one acquisition"):
         tune(np.stack([sample.haadf] * 2), np.stack([sample.maps] * 2), elements=sample.elements)
     with pytest.raises(ValueError, match="`grid` may vary"):
@@ -48,12 +55,13 @@ def test_search_is_one_batched_call_with_a_labeled_score_surface(monkeypatch):
         return fuse(haadf, maps, **kwargs)
 
     monkeypatch.setattr(fusex.api, "fuse", spy)
-    res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=3, per_element=False)
-    assert calls == [(3, 1, 1, 3, 32, 32), (3, 32, 32)]  # the whole search, then the refit
+    res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=3, per_element=False, **FAST)
+    # the whole search, the chosen fusion's fold fits (for the fold average), then the refit
+    assert calls == [(3, 1, 1, 3, 32, 32), (3, 3, 32, 32), (3, 32, 32)]
     scores = res.scores
     assert isinstance(scores, xr.Dataset) and scores.total.dims == ("lambda_tv", "lambda_chem")
-    assert scores.nrmse.dims == ("lambda_tv", "lambda_chem", "element") and scores.attrs["score"] == "nrmse"
-    np.testing.assert_allclose(scores.total, scores.nrmse.mean("element"))
+    assert scores.mse.dims == ("lambda_tv", "lambda_chem", "element") and scores.attrs["score"] == "mse"
+    np.testing.assert_allclose(scores.total, scores.mse.mean("element"))
     i, j = np.unravel_index(int(np.nanargmin(scores.total.values)), scores.total.shape)
     assert res.params.lambda_tv == scores.lambda_tv.values[i] and res.params.lambda_chem == scores.lambda_chem.values[j]
     assert res.result.params.lambda_tv == res.params.lambda_tv
@@ -61,36 +69,56 @@ def test_search_is_one_batched_call_with_a_labeled_score_surface(monkeypatch):
 
 def test_each_element_gets_its_own_pick_when_that_scores_better():
     sample = phantom((48, 48), lattice="rocksalt", dose=5.0, seed=2)
-    res = tune(sample.haadf, sample.maps, elements=sample.elements, folds=3, refit=False)
+    grid = {"lambda_tv": [0.002, 0.01, 0.05], "lambda_chem": [0.005, 0.02]}
+    res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=grid, folds=3, refit=False, **FAST)
     scores = res.scores
     assert scores.attrs["per_element"] == 1
     assert scores.attrs["per_element_total"] < scores.attrs["shared_total"]
     assert scores.attrs["shared_total"] == pytest.approx(float(scores.total.min()))
     for element in sample.elements:
-        own = scores.nrmse.sel(element=element)
+        own = scores.mse.sel(element=element)
         i, j = np.unravel_index(int(np.nanargmin(own.values)), own.shape)
         assert res.params.lambda_tv[element] == own.lambda_tv.values[i]
         assert res.params.lambda_chem[element] == own.lambda_chem.values[j]
-    shared = tune(sample.haadf, sample.maps, elements=sample.elements, folds=3, refit=False, per_element=False)
+    shared = tune(
+        sample.haadf, sample.maps, elements=sample.elements, grid=grid, folds=3, refit=False, per_element=False, **FAST
+    )
     assert isinstance(shared.params.lambda_tv, float) and shared.params.lambda_tv == scores.attrs["chosen_lambda_tv"]
+
+
+def test_an_element_the_haadf_term_does_not_help_leaves_the_haadf_model():
+    """Per element, lambda_haadf 0 in its own best point means weight 0 in the HAADF model; the rest keep theirs."""
+    sample = phantom((32, 32), dose=4.0, seed=5)
+    grid = {"lambda_tv": [0.01], "lambda_haadf": [None, 0.0]}
+    res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=grid, folds=2, refit=False, **FAST)
+    assert list(res.scores.lambda_haadf.values) == [0.0, 1 / 3]  # None is the params' own value, 1/E
+    own = res.scores.mse.isel(lambda_tv=0).idxmin("lambda_haadf")  # each element's own answer
+    trial = json.loads(res.scores.attrs["per_element_params"])
+    off = [e for e in sample.elements if float(own.sel(element=e)) == 0.0]
+    assert 0 < len(off) < len(sample.elements), "the case must split: some elements helped, some not"
+    weights = dict(zip(sample.elements, trial["haadf_weights"]))
+    assert all((weights[e] == 0.0) == (e in off) for e in sample.elements)
+    assert trial["lambda_haadf"] == pytest.approx(1 / 3)
 
 
 def test_per_element_picks_keep_other_grid_fields_at_the_shared_choice():
     sample = phantom((32, 32), dose=4.0, seed=5)
     grid = {"gamma": [1.5, 1.7, 1.9], "lambda_tv": [0.002, 0.005, 0.01, 0.02, 0.05]}
-    res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=grid, folds=2, refit=False)
+    res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=grid, folds=2, refit=False, **FAST)
     gamma = res.scores.attrs["chosen_gamma"]
     assert res.params.gamma == gamma
     picks = json.loads(res.scores.attrs["per_element_lambda_tv"])
     for element in sample.elements:
-        own = res.scores.nrmse.sel(element=element, gamma=gamma)
+        own = res.scores.mse.sel(element=element, gamma=gamma)
         assert picks[element] == float(own.lambda_tv[int(np.nanargmin(own.values))])
     assert picks != dict.fromkeys(sample.elements, res.scores.attrs["chosen_lambda_tv"])
 
 
 def test_the_deviance_criterion_weights_each_element_by_its_signal_variance():
     sample = phantom((32, 32), dose=4.0, seed=2)
-    res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=2, criterion="deviance")
+    res = tune(
+        sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=2, criterion="deviance", **FAST
+    )
     scores = res.scores
     assert scores.attrs["score"] == "deviance" and "nrmse" not in scores
     np.testing.assert_allclose(scores.total, (scores.deviance / scores.signal_variance).sum("element"))
@@ -101,7 +129,7 @@ def test_the_deviance_criterion_weights_each_element_by_its_signal_variance():
 
 def test_the_average_of_the_fold_fits_is_in_counts_of_the_full_dose():
     sample = phantom((32, 32), dose=6.0, seed=9)
-    res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=4, refit=False)
+    res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=4, refit=False, **FAST)
     assert res.average.shape == sample.maps.shape and res.average.min() >= 0
     # the affine fits preserve each fold's total; clipping their negative values at zero adds a little
     totals, counts = res.average.sum(axis=(1, 2)), sample.maps.sum(axis=(1, 2))
@@ -111,20 +139,26 @@ def test_the_average_of_the_fold_fits_is_in_counts_of_the_full_dose():
 
 def test_maps_given_as_a_mapping_name_the_elements():
     sample = phantom((24, 24), dose=4.0, seed=6)
-    res = tune(sample.haadf, dict(zip(sample.elements, sample.maps)), grid=SMALL_GRID, folds=2, refit=False)
+    res = tune(sample.haadf, dict(zip(sample.elements, sample.maps)), grid=SMALL_GRID, folds=2, refit=False, **FAST)
     assert list(res.scores.element.values) == list(sample.elements)
 
 
+@pytest.mark.slow
 def test_fuse_auto_returns_the_tuned_fusion():
     sample = phantom((32, 32), dose=4.0, seed=3)
     auto = fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params="auto")
     tuned = tune(sample.haadf, sample.maps, elements=sample.elements)
-    assert auto.params == tuned.result.params
+    assert auto.params == tuned.result.params and auto.sources == tuned.result.sources
     np.testing.assert_array_equal(auto.maps, tuned.result.maps)
     lambda_tv = auto.params.lambda_tv
     assert set(lambda_tv.values() if isinstance(lambda_tv, PerElement) else [lambda_tv]) <= set(
-        DEFAULT_GRID["lambda_tv"]
+        tuned.scores.lambda_tv.values  # the default grid, widened where a choice landed on its edge
     )
+    assert set(tuned.scores.lambda_tv.values) >= set(DEFAULT_GRID["lambda_tv"])
+
+
+def test_fuse_auto_refuses_other_names():
+    sample = phantom((16, 16), dose=4.0, seed=3)
     with pytest.raises(ValueError, match="'auto'"):
         fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params="best")
 
@@ -138,14 +172,17 @@ def test_tune_runs_on_every_backend(xp, monkeypatch):
         seen.append(type(maps))
         return fuse(haadf, maps, **kwargs)
 
-    ref = tune(sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=2)
+    ref = tune(sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=2, widen=0)
     monkeypatch.setattr(fusex.api, "fuse", spy)
-    res = tune(xp.asarray(sample.haadf), xp.asarray(sample.maps), elements=sample.elements, grid=SMALL_GRID, folds=2)
+    res = tune(
+        xp.asarray(sample.haadf), xp.asarray(sample.maps), elements=sample.elements, grid=SMALL_GRID, folds=2, widen=0
+    )
     assert len(seen) >= 2 and set(seen) == {type(xp.asarray(sample.maps))}  # the search too runs there
     assert res.params == ref.params
-    np.testing.assert_allclose(res.scores.total, ref.scores.total, rtol=1e-3)
+    # engines agree to solver precision; the raw-scale score magnifies that a little (counts, not min-max units)
+    np.testing.assert_allclose(res.scores.total, ref.scores.total, rtol=2e-2)
     assert type(res.result.maps) is type(res.average) is type(xp.asarray(sample.maps))
-    np.testing.assert_allclose(xp.numpy(res.average), ref.average, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(xp.numpy(res.average), ref.average, rtol=2e-2, atol=2e-2)
 
 
 def test_score_surface_plot():
@@ -157,6 +194,10 @@ def test_score_surface_plot():
     assert fig.axes and fig.axes[0].get_xlabel() == "lambda_chem"
     one = tune(sample.haadf, sample.maps, elements=sample.elements, grid={"lambda_tv": [0.002, 0.01]}, folds=2)
     assert one.plot().axes[0].get_xlabel() == "lambda_tv"
+    grid = {"lambda_tv": [0.003, 0.01, 0.03], "lambda_chem": [0.01, 0.04], "lambda_haadf": [None, 0.0]}
+    three = tune(sample.haadf, sample.maps, elements=sample.elements, grid=grid, folds=2, refit=False, **FAST)
+    axes = three.plot().axes[0]  # lambda_haadf (it holds 0) is profiled out: each point at its best over it
+    assert (axes.get_xlabel(), axes.get_ylabel()) == ("lambda_chem", "lambda_tv")
 
 
 # Both lattices at 2, 5 and 20 counts per column, including the cases an earlier criterion missed.
@@ -173,6 +214,7 @@ ACCURACY_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("lattice", "dose", "seed"), ACCURACY_CASES)
 def test_tuned_parameters_are_close_to_the_best_chosen_with_the_truth(lattice, dose, seed):
     sample = phantom((96, 96), lattice=lattice, dose=dose, seed=seed)
@@ -218,3 +260,86 @@ def test_other_fields_can_be_searched_and_raw_units_are_fine():
         folds=2,
     )
     assert np.all(np.isfinite(raw.scores.total.values) | raw.scores.diverged.values)
+
+
+def test_a_choice_on_the_edge_of_the_grid_warns_and_widens():
+    sample = phantom((24, 24), dose=4.0, seed=1)
+    grid = {"lambda_tv": [1e-5, 2e-5]}  # far too weak: every element wants more
+    with pytest.warns(UserWarning, match="on the edge of the grid; searching 4e-05 as well"):
+        res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=grid, folds=2, widen=1, sigmas=None)
+    assert list(res.scores.lambda_tv.values) == pytest.approx([1e-5, 2e-5, 4e-5])
+    assert json.loads(res.scores.attrs["widened"]) == ["lambda_tv 2e-05 -> 4e-05"]
+    assert res.scores.total.shape == (3,) and np.all(np.isfinite(res.scores.total.values))
+    with pytest.warns(UserWarning, match="still on the edge of the grid"):
+        tune(sample.haadf, sample.maps, elements=sample.elements, grid=grid, folds=2, widen=1, sigmas=None)
+    with pytest.warns(UserWarning, match="on the edge of the grid .* and `widen` is 0"):
+        fixed = tune(sample.haadf, sample.maps, elements=sample.elements, grid=grid, folds=2, widen=0, sigmas=None)
+    assert fixed.scores.lambda_tv.size == 2
+
+
+def test_maps_that_are_not_counts_are_tuned_by_a_pixel_holdout():
+    sample = phantom((32, 32), dose=6.0, seed=2)
+    normalized = sample.maps / sample.maps.max(axis=(1, 2), keepdims=True)  # not counts any more
+    res = tune(sample.haadf, normalized, elements=sample.elements, grid=SMALL_GRID, widen=0)
+    assert res.scores.attrs["score"] == "jinvariant" and res.choice.attrs["criterion"] == "jinvariant"
+    assert res.average is None and res.result is not None
+    assert np.all(np.isfinite(res.choice.score_se.values)) and np.all(res.choice.score_se.values > 0)
+    # the raw map's loss under the hold-out is that of its neighbours' mean: below 1 (the mean) for a structured map
+    raw = res.scores.simple.sel(sigma=0.0)
+    assert np.all(raw.values < 1.0)
+    assert np.all(res.choice.score.values <= raw.values)
+    with pytest.raises(ValueError, match="raw counts"):
+        tune(sample.haadf, normalized, elements=sample.elements, grid=SMALL_GRID, criterion="deviance")
+
+
+def test_the_result_says_what_each_map_is_and_how_sure_the_choice_is():
+    sample = phantom((32, 32), dose=2.0, seed=4)
+    res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=3, widen=0)
+    choice = res.choice
+    assert choice.attrs["criterion"] == "mse" and set(choice.method.values) <= {"fusion", "gaussian", "raw"}
+    for name in ("score", "score_se", "margin", "margin_se"):
+        assert np.all(np.isfinite(choice[name].values)), name
+    assert np.all(choice.score_se.values > 0) and np.all(choice.margin_se.values > 0)
+    assert all(isinstance(r, str) and r for r in choice.runner_up.values)
+    # the choice is the best candidate of the element's: a runner-up is never better, grid or simple
+    simple_best = res.scores.simple.min("sigma")
+    assert np.all(choice.score.values <= simple_best.values + 1e-12)
+    assert len(res.result.sources) == 3
+    maps = res.result.to_input_units()
+    for e, (method, sigma) in enumerate(zip(choice.method.values, choice.sigma.values)):
+        assert res.result.sources[e] == ("fusion" if method == "fusion" else _choice.simple_label(sigma))
+        if method != "fusion":
+            np.testing.assert_allclose(maps[e], gaussian(sample.maps[e], sigma), rtol=1e-4, atol=1e-4)
+
+
+def test_an_element_whose_counts_resolve_no_structure_warns_and_still_ranks():
+    sample = phantom((32, 32), dose=4.0, seed=6)
+    maps = sample.maps.copy()
+    maps[2] = np.random.default_rng(0).poisson(0.3, maps[2].shape)  # flat: no signal variance to divide by
+    with pytest.warns(UserWarning, match="O resolve no signal variance"):
+        res = tune(sample.haadf, maps, elements=sample.elements, grid=SMALL_GRID, folds=2, widen=0)
+    assert np.all(np.isnan(res.scores.raw_nrmse.sel(element="O").values))
+    assert np.all(np.isfinite(res.scores.raw_nrmse.sel(element="Sr").values))
+    assert np.all(np.isfinite(res.scores.mse.values)) and np.isfinite(res.choice.score.sel(element="O"))
+    assert abs(float(res.scores.total.min())) < 10  # no division by a floored variance (once about -1e6)
+
+
+# Settled on the perovskite lattice, confirmed on rock salt (a different structure and element set).
+@pytest.mark.parametrize(("lattice", "seed"), [("perovskite", 11), ("rocksalt", 12)])
+def test_the_choice_is_never_worse_than_the_raw_maps_or_the_data_chosen_gaussian(lattice, seed):
+    sample = phantom((40, 40), lattice=lattice, dose=3.0, seed=seed)
+    truth = 3.0 * sample.truth + 0.05  # the expected counts: dose * truth + the default background
+    grid = {"lambda_tv": [0.003, 0.01, 0.03], "lambda_chem": [0.02], "lambda_haadf": [None, 0.0]}
+    res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=grid, folds=3, widen=0)
+    mine = _raw_nrmse(np.asarray(res.result.to_input_units()), truth)
+    raw = _raw_nrmse(sample.maps.astype(np.float64), truth)
+    blur = _raw_nrmse(gaussian_counts(sample.maps).maps, truth)
+    assert np.all(mine < raw), f"tuned {mine} vs raw {raw}"
+    assert np.all(mine <= 1.1 * blur), f"tuned {mine} vs data-chosen Gaussian {blur}"
+
+
+def _raw_nrmse(estimate, truth):
+    centred = truth - truth.mean(axis=(-2, -1), keepdims=True)
+    return np.linalg.norm((estimate - truth).reshape(len(truth), -1), axis=1) / np.linalg.norm(
+        centred.reshape(len(truth), -1), axis=1
+    )

@@ -11,6 +11,7 @@ import numpy as np
 from ._batch import History, Live, take_rows
 from ._xp import convert
 from .inputs import FusionProblem, Validated
+from .objectives import per_item
 from .operators import haadf_model
 from .params import FusionParams
 from .result import FusionResult
@@ -35,7 +36,8 @@ class SolvedPart:
 class Outcome:
     """Maps, HAADF models and stop reasons of a problem's items as they finish (local indices)."""
 
-    def __init__(self, n_items: int) -> None:
+    def __init__(self, n_items: int, *, rescale_totals: bool = False) -> None:
+        self.rescale_totals = rescale_totals
         self.n_iter = np.zeros(n_items, dtype=np.int64)
         self.reason = np.full(n_items, "", dtype=object)
         self._pieces: list[tuple[np.ndarray, Any, Any]] = []
@@ -44,8 +46,14 @@ class Outcome:
         """Record finished items (their live state at the iteration they stopped)."""
         self.n_iter[finished.items] = iteration
         self.reason[finished.items] = reasons
-        model = haadf_model(finished.ev.x_pow_m1 * finished.x, finished.weights, xp)
-        self._pieces.append((finished.items, finished.x, model))
+        x, x_pow = finished.x, finished.ev.x_pow_m1 * finished.x
+        if self.rescale_totals:
+            # the Poisson maximum-likelihood scale of each map's shape: sum b / sum x (docs/theory.md)
+            total = xp.sum(x, axis=(-2, -1), keepdims=True)
+            # a map fused to 0 everywhere stays 0, whatever its scale
+            scale = xp.sum(finished.counts, axis=(-2, -1), keepdims=True) / xp.where(total > 0, total, 1.0)
+            x, x_pow = scale * x, scale ** per_item(finished.values["gamma"], x, xp) * x_pow
+        self._pieces.append((finished.items, x, haadf_model(x_pow, finished.weights, xp)))
 
     def part(
         self, problem: FusionProblem, history: History, lambda_haadf: np.ndarray, weights: Sequence[Sequence[float]]

@@ -55,7 +55,11 @@ class Live:
     ``items`` are their indices in the whole batch; ``values`` maps the
     per-item parameters and counters (``lam_h``, ``gamma``, ``shrink``,
     ``rises``, ...) to host arrays of length ``n``.  ``mask`` is the HAADF
-    pixel mask ``(n, H, W)``, or None when every pixel counts.
+    pixel mask ``(n, H, W)``, or None when every pixel counts.  ``x_prev``
+    is the previous iterate (for momentum; None before the first step) and
+    ``dual`` the TV dual of the last prox ``(n, E, 2, H, W)`` (None for cold
+    starts).  ``direction`` is the HAADF direction field ``(n, 2, H, W)`` of
+    the directional-TV prior (`fusex.priors.directional_field`), or None when no map uses it.
     """
 
     items: np.ndarray
@@ -67,6 +71,9 @@ class Live:
     total: np.ndarray
     values: dict[str, np.ndarray]
     mask: Any = None
+    x_prev: Any = None
+    dual: Any = None
+    direction: Any = None
 
     def subset(self, rows: np.ndarray, xp: ModuleType) -> Live:
         """Return the live state restricted to ``rows`` (host integers into the live items)."""
@@ -87,6 +94,9 @@ class Live:
             self.total[rows],
             {key: value[rows] for key, value in self.values.items()},
             None if self.mask is None else take_rows(self.mask, rows, xp),
+            None if self.x_prev is None else take_rows(self.x_prev, rows, xp),
+            None if self.dual is None else take_rows(self.dual, rows, xp),
+            None if self.direction is None else take_rows(self.direction, rows, xp),
         )
 
 

@@ -118,7 +118,10 @@ def _parse(raw: str, option: Any) -> Any:
         if ":" in raw:
             pairs = [pair.split(":") for pair in raw.split(",")]
             if all(len(p) == 2 and p[0].strip() for p in pairs):
-                return {k.strip(): _number(v) for k, v in pairs}
+                # Values are numbers, or names where the mapping's values are a Literal (``prior=O:huber``).
+                value = typing.get_args(option)[1]
+                read = (lambda v: _parse(v.strip(), value)) if _origin(value) is Literal else _number
+                return {k.strip(): read(v) for k, v in pairs}
     elif dataclasses.is_dataclass(option):
         return _construct(raw, option)
     elif option is str:

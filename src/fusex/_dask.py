@@ -72,11 +72,7 @@ def fuse_lazy(
             "per-item parameters (array-valued FusionParams fields) cannot follow dask chunks; with dask-backed "
             "input give one value per field, and run one fuse per parameter set"
         )
-    if not (saturated is None or isinstance(saturated, (str, int, float))):
-        raise TypeError(
-            "with dask-backed input `saturated` must be 'auto', None or a number (a mask cannot follow the "
-            "chunks); leave the masked pixels to a number, or compute the inputs first"
-        )
+    mask = None if saturated is None or isinstance(saturated, (str, int, float)) else _mask_like(saturated, haadf)
     labels = [str(v) for v in maps[ELEMENT_DIM].values] if elements is None else list(elements)
     params.check_elements(labels)  # here, not when the first chunk is computed
     y, x = haadf.dims[-2:]
@@ -86,7 +82,7 @@ def fuse_lazy(
     dtype = np.dtype(np.float64 if wide else np.float32)
     params.check_dtype(dtype)
 
-    def block(h: Any, m: Any) -> tuple[Any, ...]:
+    def block(h: Any, m: Any, *given: Any) -> tuple[Any, ...]:
         res = fuse(
             h,
             m,
@@ -97,7 +93,7 @@ def fuse_lazy(
             device=device,
             batch_size=batch_size,
             on_divergence=on_divergence,
-            saturated=saturated,
+            saturated=given[0] if given else saturated,
             negative=negative,
         )
         batch = np.shape(res.n_iter)
@@ -106,16 +102,18 @@ def fuse_lazy(
             for k, shape in (("haadf", (2,)), ("maps", (m.shape[-3], 2)))
         )
         fused, model = res.to_input_units(), model_in_input_units(res)
-        return (fused, model, np.asarray(res.n_iter), np.asarray(res.converged), *scales)
+        counts = np.asarray(res.saturated, dtype=np.int64)
+        return (fused, model, np.asarray(res.n_iter), np.asarray(res.converged), counts, *scales)
 
-    fused, model, n_iter, converged, haadf_scale, maps_scale = xr.apply_ufunc(
+    fused, model, n_iter, converged, saturated_pixels, haadf_scale, maps_scale = xr.apply_ufunc(
         block,
         haadf,
         maps,
-        input_core_dims=[core_h, core_m],
-        output_core_dims=[core_m, core_h, [], [], ["bound"], [ELEMENT_DIM, "bound"]],
+        *([] if mask is None else [mask]),
+        input_core_dims=[core_h, core_m, *([] if mask is None else [core_h])],
+        output_core_dims=[core_m, core_h, [], [], [], ["bound"], [ELEMENT_DIM, "bound"]],
         dask="parallelized",
-        output_dtypes=[dtype, dtype, np.int64, bool, np.float64, np.float64],
+        output_dtypes=[dtype, dtype, np.int64, bool, np.int64, np.float64, np.float64],
         dask_gufunc_kwargs={"output_sizes": {"bound": 2}},
     )
     fused.attrs = dict(maps.attrs)
@@ -132,6 +130,7 @@ def fuse_lazy(
             "haadf_model": model,
             "iterations_run": n_iter,
             "converged": converged,
+            "saturated_pixels": saturated_pixels,
             "haadf_offset_range": haadf_scale,
             "maps_offset_range": maps_scale,
         }
@@ -139,3 +138,31 @@ def fuse_lazy(
     ds.attrs = {**params_attrs(params), "engine": "chosen per chunk", "normalization_undone": 1}
     ds.update(per_element_params(params, (), labels, ()))
     return ds
+
+
+def _mask_like(saturated: Any, haadf: xr.DataArray) -> xr.DataArray:
+    """Return a boolean ``saturated`` mask as a DataArray with ``haadf``'s dimensions, sizes and chunks.
+
+    A DataArray is matched by dimension name (in any order, broadcast over
+    the ones it lacks); a plain (NumPy or dask) array by position, aligned
+    with ``haadf``'s last dimensions.
+    """
+    if not isinstance(saturated, xr.DataArray):
+        ndim = getattr(saturated, "ndim", None)
+        if ndim is None or not 0 < ndim <= haadf.ndim:
+            raise TypeError(
+                f"`saturated` must be 'auto', None, a number or a boolean mask shaped like `haadf` {haadf.shape}, "
+                f"got {type(saturated).__name__}"
+            )
+        saturated = xr.DataArray(saturated, dims=haadf.dims[haadf.ndim - ndim :])
+    if saturated.dtype != bool:
+        raise TypeError(f"`saturated` has dtype {saturated.dtype}; give a boolean mask (True = saturated pixel)")
+    wrong = {d: (n, haadf.sizes.get(d)) for d, n in saturated.sizes.items() if haadf.sizes.get(d) != n}
+    if wrong:
+        raise ValueError(
+            f"`saturated` has sizes {dict(saturated.sizes)} but `haadf` has {dict(haadf.sizes)}; give one flag per "
+            "HAADF pixel, with the HAADF's dimensions"
+        )
+    mask = saturated.variable.set_dims(dict(haadf.sizes)).transpose(*haadf.dims)
+    mask = xr.DataArray(mask)
+    return mask.chunk(dict(haadf.chunksizes)) if haadf.chunks is not None else mask

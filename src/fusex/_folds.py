@@ -1,7 +1,11 @@
-"""Count splits of one acquisition: fitting on some folds, scoring on the held-out one, averaging the fits.
+"""Hold-outs of one acquisition: fitting on part of the data, scoring on the rest, averaging the fits.
 
-See `fusex.tune` for the method.  Every array here is on the host except
-inside `Folds.score`, which runs the fits in the caller's library.
+`Folds` splits counts (count splitting); `PixelHoldOut` hides pixels
+(a J-invariant hold-out, for maps that are not counts).  Both score a
+candidate's fits *per part* (fold or mask), so that the spread of the parts
+gives the score's standard error.  See `fusex.tune` for the method.  Every
+array here is on the host except inside ``score``, which runs the fits in the
+caller's library.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from ._xp import convert, to_numpy
 from .params import FusionParams, PerElement
 from .result import FusionResult
 
+Criterion = Literal["mse", "nrmse", "deviance", "jinvariant"]
+
 
 @dataclass(frozen=True)
 class Folds:
@@ -26,38 +32,89 @@ class Folds:
     split: np.ndarray  # (K, E, H, W): the held-out counts
     xp: Any
     device: Any
-    criterion: Literal["nrmse", "deviance"] = "nrmse"
+    criterion: Criterion = "mse"
+
+    @property
+    def inputs(self) -> np.ndarray:
+        """What each fit sees, ``(K, E, H, W)``: all folds but one."""
+        return self.fit
 
     def score(self, params: FusionParams, axes: int, progress: bool, common: dict[str, Any]) -> Scored:
         """Fit ``params`` (whose per-item fields span ``axes`` grid axes) on every fold and score them."""
-        from .api import fuse
-
         folds = self.fit.shape[0]
-        if params.normalize == "minmax":
+        if params.normalize != "none":
+            # in normalized units the Poisson term's weight relative to the others scales with the dose
             params = params.replace(lambda_chem=scaled(params.lambda_chem, (folds - 1) / folds))
-        lead = (folds,) + (1,) * axes
-        # the search runs in the caller's library and on its device, like the final fusion
-        fits = fuse(
-            convert(np.broadcast_to(self.image, (*lead, *self.image.shape)), self.xp, self.device),
-            convert(np.reshape(self.fit, lead + self.fit.shape[1:]), self.xp, self.device),
-            params=params,
-            progress=progress,
-            on_divergence="mark",
-            **common,
-        )
-        estimate = np.asarray(to_numpy(fits.maps), dtype=np.float64)  # (K, *grid, E, H, W)
-        diverged = np.any(np.asarray(fits.stop_reason) == "diverged", axis=0)
+        return _fit_and_score(self, params, axes, progress, common)
+
+    def evaluate(self, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Score fits ``(K, *grid, E, H, W)`` in the maps' units: the scores ``(*grid, E)`` and their parts, if any."""
+        if self.criterion == "mse":
+            parts = self.parts(estimate)
+            return self.values(parts), parts
         if self.criterion == "nrmse":
-            values = _heldout_nrmse(estimate, self.split)
-        else:
-            values = _heldout_deviance(estimate, self.fit, self.split)
-        return Scored(np.where(diverged[..., None], np.nan, values), diverged, fits)
+            return _heldout_nrmse(estimate, self.split), None
+        return _heldout_deviance(estimate, self.fit, self.split), None
+
+    def parts(self, estimate: np.ndarray) -> np.ndarray:
+        r"""Unbiased estimate ``(K, *grid, E)``, per fold, of each fit's squared error at raw scale.
+
+        Fold :math:`k`'s fit :math:`\hat x_k` saw :math:`(K-1)/K` of the dose, the
+        held-out counts :math:`h_k \sim \mathrm{Poisson}(\mu/K)` the rest, independent
+        of it, so
+
+        .. math::
+
+            E\bigl[\lVert \hat x_k/(K-1) - h_k\rVert^2 - {\textstyle\sum} h_k\bigr]
+                = \lVert \hat x_k/(K-1) - \mu/K\rVert^2 ,
+
+        and :math:`K^2` times that is the error of :math:`\hat x_k K/(K-1)` (the fit
+        brought to the full dose) against :math:`\mu`: no affine fit, so a fit of the
+        right shape but the wrong scale or offset scores badly.
+        """
+        folds = self.split.shape[0]
+        grid_axes = estimate.ndim - 4
+        out = []
+        for k in range(folds):
+            held = np.reshape(self.split[k], (1,) * grid_axes + self.split.shape[1:]).astype(np.float64)
+            squared = np.sum((estimate[k] / (folds - 1) - held) ** 2, axis=(-2, -1)) - held.sum(axis=(-2, -1))
+            out.append(folds**2 * squared)
+        return np.stack(out)
+
+    @cached_property
+    def denominator(self) -> np.ndarray:
+        """Per element, the raw map's expected squared error at full dose: its Poisson variance, the total count."""
+        return np.maximum((self.fit[0] + self.split[0]).sum(axis=(-2, -1)).astype(np.float64), 1.0)
+
+    def values(self, parts: np.ndarray) -> np.ndarray:
+        """Return the score of parts ``(K, ..., E)``: their mean over the raw map's (`denominator`).
+
+        1 is the raw map's expected error at full dose; the raw map of a fold,
+        brought to full dose, scores :math:`K/(K-1)` in expectation.
+        """
+        return parts.mean(axis=0) / self.denominator
 
     def total(self, values: np.ndarray) -> np.ndarray:
-        """Combine the per-element scores (last axis) into the criterion: mean NRMSE, or deviance / signal variance."""
-        if self.criterion == "nrmse":
-            return np.mean(values, axis=-1)
-        return np.sum(values / self.signal_variance, axis=-1)
+        """Combine the per-element scores (last axis) into the criterion: their mean, or deviance / signal variance."""
+        if self.criterion == "deviance":
+            return np.sum(values / self.signal_variance, axis=-1)
+        return np.mean(values, axis=-1)
+
+    @cached_property
+    def signal(self) -> tuple[np.ndarray, np.ndarray]:
+        r"""Per element, the signal variance :math:`\lVert\mu - \bar\mu\rVert^2` from all counts, and its noise.
+
+        The estimate is :math:`\lVert b - \bar b\rVert^2 - (1 - 1/N)\sum b`; for
+        Poisson counts each pixel's term has variance about :math:`2\mu^2`, so its
+        standard error is estimated by :math:`\sqrt{2 \sum (b^2 - b)}`.  Not floored:
+        the caller decides what a resolved signal is.
+        """
+        counts = (self.fit[0] + self.split[0]).astype(np.float64)
+        pixels = counts.shape[-1] * counts.shape[-2]
+        centred = counts - counts.mean(axis=(-2, -1), keepdims=True)
+        estimate = np.sum(centred**2, axis=(-2, -1)) - counts.sum(axis=(-2, -1)) * (1 - 1 / pixels)
+        noise = np.sqrt(2.0 * np.maximum(np.sum(counts**2 - counts, axis=(-2, -1)), 0.0))
+        return estimate, noise
 
     @cached_property
     def signal_variance(self) -> np.ndarray:
@@ -79,12 +136,132 @@ class Folds:
 
 
 @dataclass(frozen=True)
+class PixelHoldOut:
+    r"""A J-invariant pixel hold-out of maps that need not be counts (Batson & Royer 2019).
+
+    Each of the ``K`` masks hides one sub-grid of stride :math:`s`
+    (:math:`y \equiv i, x \equiv j \bmod s`); a hidden pixel is replaced by the
+    mean of its four neighbours, as `skimage.restoration.denoise_invariant`
+    does, so a fit of the masked maps never sees it.  Its prediction's
+    error is then independent of the pixel's own noise (whenever noise is
+    independent between pixels), and
+
+    .. math::
+
+        L_e = \frac{1}{K}\sum_k \frac{N}{|M_k|} \sum_{px \in M_k} (\hat x_{k} - b)^2
+              \Big/ \lVert b_e - \bar b_e \rVert^2
+
+    estimates the error against the truth plus the noise variance (a
+    constant), on the scale of `fusex.baselines.jinvariant_loss`.  Raw scale:
+    a fit of the wrong scale scores badly.
+    """
+
+    image: np.ndarray
+    maps: np.ndarray  # (E, H, W), float64
+    masks: np.ndarray  # (K, H, W), bool
+    xp: Any
+    device: Any
+    criterion: Criterion = "jinvariant"
+
+    @cached_property
+    def inputs(self) -> np.ndarray:
+        """The masked maps ``(K, E, H, W)`` each fit sees, hidden pixels replaced by their neighbours' mean."""
+        from scipy import ndimage
+
+        kernel = np.array([[[0.0, 0.25, 0.0], [0.25, 0.0, 0.25], [0.0, 0.25, 0.0]]])
+        neighbours = ndimage.convolve(self.maps, kernel, mode="mirror")
+        return np.where(self.masks[:, None], neighbours[None], self.maps[None])
+
+    def score(self, params: FusionParams, axes: int, progress: bool, common: dict[str, Any]) -> Scored:
+        """Fit ``params`` (whose per-item fields span ``axes`` grid axes) on every masked copy and score them."""
+        return _fit_and_score(self, params, axes, progress, common)
+
+    def evaluate(self, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Score fits ``(K, *grid, E, H, W)`` in the maps' units: the scores ``(*grid, E)`` and their parts."""
+        parts = self.parts(estimate)
+        return self.values(parts), parts
+
+    def parts(self, estimate: np.ndarray) -> np.ndarray:
+        """Per mask, the squared error ``(K, *grid, E)`` on its hidden pixels, scaled to the whole image."""
+        pixels = self.masks[0].size
+        out = []
+        for k, mask in enumerate(self.masks):
+            squared = np.sum(np.where(mask, (estimate[k] - self.maps) ** 2, 0.0), axis=(-2, -1))
+            out.append(squared * pixels / mask.sum())
+        return np.stack(out)
+
+    @cached_property
+    def denominator(self) -> np.ndarray:
+        r"""Per element, the maps' spread :math:`\lVert b - \bar b\rVert^2` (the loss of predicting the mean)."""
+        centred = self.maps - self.maps.mean(axis=(-2, -1), keepdims=True)
+        return np.maximum(np.sum(centred**2, axis=(-2, -1)), 1e-300)
+
+    def values(self, parts: np.ndarray) -> np.ndarray:
+        """Return the J-invariant loss of parts ``(K, ..., E)``: their mean over the maps' spread."""
+        return parts.mean(axis=0) / self.denominator
+
+    def total(self, values: np.ndarray) -> np.ndarray:
+        """Return the criterion of per-element losses (last axis): their mean."""
+        return np.mean(values, axis=-1)
+
+
+def pixel_masks(shape: tuple[int, int], count: int, rng: np.random.Generator, stride: int = 4) -> np.ndarray:
+    """Return ``count`` distinct masks ``(count, H, W)``, each one sub-grid of ``stride`` picked at random."""
+    if count > stride * stride:
+        raise ValueError(f"`folds` must be at most {stride * stride} for the pixel hold-out, got {count}")
+    offsets = rng.choice(stride * stride, size=count, replace=False)
+    y, x = np.mgrid[: shape[0], : shape[1]]
+    return np.stack([(y % stride == o // stride) & (x % stride == o % stride) for o in offsets])
+
+
+HoldOut = Folds | PixelHoldOut
+
+
+def _fit_and_score(holdout: HoldOut, params: FusionParams, axes: int, progress: bool, common: dict[str, Any]) -> Scored:
+    """Fuse every part's input with ``params`` in one batched call and score the fits in the maps' units."""
+    from .api import fuse
+
+    inputs = holdout.inputs
+    lead = (inputs.shape[0],) + (1,) * axes
+    # the search runs in the caller's library and on its device, like the final fusion
+    fits = fuse(
+        convert(np.broadcast_to(holdout.image, (*lead, *holdout.image.shape)), holdout.xp, holdout.device),
+        convert(np.reshape(inputs, lead + inputs.shape[1:]), holdout.xp, holdout.device),
+        params=params,
+        progress=progress,
+        on_divergence="mark",
+        **common,
+    )
+    estimate = np.asarray(to_numpy(fits.to_input_units()), dtype=np.float64)  # (K, *grid, E, H, W)
+    diverged = np.any(np.asarray(fits.stop_reason) == "diverged", axis=0)
+    values, parts = holdout.evaluate(estimate)
+    if parts is not None:
+        parts = np.where(diverged[..., None], np.nan, parts)
+    return Scored(np.where(diverged[..., None], np.nan, values), diverged, fits, parts)
+
+
+def simple_scores(holdout: HoldOut, sigmas: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Score a Gaussian blur of each part's input for every width (0: the input as it is): ``(S, E)`` and parts."""
+    from .baselines import gaussian
+
+    scored = [holdout.evaluate(np.stack([gaussian(m, s) for m in holdout.inputs])) for s in sigmas]
+    values = np.stack([v for v, _ in scored])
+    parts = None if scored[0][1] is None else np.stack([p for _, p in scored], axis=1)  # (K, S, E)
+    return values, parts
+
+
+@dataclass(frozen=True)
 class Scored:
-    """The held-out score ``(*grid, E)`` of candidates (NaN where diverged), which of them diverged, and their fits."""
+    """The held-out score ``(*grid, E)`` of candidates (NaN where diverged), which diverged, their fits and parts.
+
+    ``parts`` ``(K, *grid, E)`` holds each fold's (or mask's) share of the score
+    for the criteria that have one (``"mse"``, ``"jinvariant"``), else None.
+    """
 
     values: np.ndarray
     diverged: np.ndarray
     fits: FusionResult
+    parts: np.ndarray | None = None
 
 
 def scaled(value: Any, factor: float) -> Any:
@@ -100,6 +277,11 @@ def signal_variance(counts: np.ndarray) -> np.ndarray:
     total = spread.sum(axis=(-2, -1))
     signal = np.sum((spread - spread.mean(axis=(-2, -1), keepdims=True)) ** 2, axis=(-2, -1)) - total
     return np.maximum(signal, 1e-6 * np.maximum(total, 1.0))
+
+
+def _signed_root(ratio: np.ndarray) -> np.ndarray:
+    """Signed square root: noise can make an unbiased squared error negative; the sign keeps the ranking."""
+    return np.sign(ratio) * np.sqrt(np.abs(ratio))
 
 
 def _heldout_nrmse(estimate: np.ndarray, split: np.ndarray) -> np.ndarray:

@@ -23,6 +23,9 @@ def score_surface(scores: Any, *, ax: Axes | None = None) -> Figure:
     minimum, log colour scale) over the two fields on log axes, with each
     element's own pick when `tune` chose weights per element; a one-field
     grid as curves, one per element (each relative to its own minimum) and the total.
+    A grid of more fields (the default: prior, ``lambda_tv``, ``lambda_chem``,
+    ``lambda_haadf``) is shown over its two numeric fields of most values,
+    each point at its best over the other fields.
 
     Parameters
     ----------
@@ -43,6 +46,16 @@ def score_surface(scores: Any, *, ax: Axes | None = None) -> Figure:
     fig, ax = _figure(plt, ax, (5.5, 4.2))
     total = scores["total"]
     fields = list(total.dims)
+    numeric = [
+        name
+        for name in fields
+        if scores[name].dtype.kind == "f" and scores[name].size > 1 and bool((scores[name] > 0).all())
+    ]
+    if len(fields) > 2 and len(numeric) >= 2:
+        # more fields than a map shows: the two widest numeric ones, each point at its best over the rest
+        fields = sorted(numeric, key=lambda name: -scores[name].size)[:2]
+        fields = [name for name in total.dims if name in fields]
+        total = total.min([name for name in total.dims if name not in fields])
     chosen = [scores.attrs[f"chosen_{name}"] for name in fields]
     excess = total - float(total.min())
     if len(fields) == 1:

@@ -76,9 +76,12 @@ def fuse(
     params : FusionParams or "auto", optional
         Solver parameters; `FusionParams()` by default, and
         `FusionParams.published` for the published method's settings.
-        ``"auto"`` chooses ``lambda_tv`` and ``lambda_chem`` from the data by
-        count splitting (`fusex.tune` with its defaults; the maps must be raw
-        counts) and returns the fusion with them.  Array
+        ``"auto"`` chooses the prior and the weights of each element from the
+        data (`fusex.tune` with its defaults and this call's ``saturated`` and
+        ``negative``: count splitting for raw counts, a J-invariant pixel
+        hold-out for other maps) and returns the fusion with them, with a
+        Gaussian blur or the raw map in place of an element's fused map where
+        fusion does not beat it (``FusionResult.sources`` says which).  Array
         values of ``gamma``, ``lambda_*`` or ``eps`` broadcast against the batch
         axes, one fusion per item.
     backend : str or None
@@ -208,6 +211,8 @@ def fuse(
             progress=progress,
             batch_size=batch_size,
             callback=callback,
+            saturated=saturated,
+            negative=negative,
         ).result
     params = FusionParams() if params is None else params
     if not isinstance(params, FusionParams):
@@ -238,6 +243,7 @@ def fuse(
         checked.xp,
         checked.device,
         batch_size,
+        masked=checked.mask is not None,
     )
     parts = []
     for start in range(0, n_items, size):

@@ -6,8 +6,8 @@ weight chosen automatically so that no one has to guess it:
 
 * `gaussian_counts`: a Gaussian blur :math:`G_\sigma * b` of each map, with
   :math:`\sigma` chosen per element by count splitting and the held-out error
-  estimate `fusex.tune` ranks fusions by (the fair automatic baseline for
-  counts);
+  estimate `fusex.tune` ranks fusions and its own blurs by (the fair
+  automatic baseline for counts);
 * `gaussian_jinvariant`: the same blur with :math:`\sigma` chosen by a
   J-invariant pixel hold-out (Batson & Royer 2019), for maps that are not
   counts; `jinvariant_loss` scores any denoiser that way;
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from ._folds import _heldout_nrmse
+from ._folds import Folds, simple_scores
 from .params import FusionParams
 from .tune import _check_counts, split_counts
 
@@ -157,9 +157,10 @@ def gaussian_counts(
 
     The counts are split into ``folds`` independent Poisson folds
     (`fusex.tune.split_counts`); each width blurs the other folds,
-    :math:`b^{(-k)}`, and is scored by the same held-out estimate of the NRMSE
-    `fusex.tune` uses (see `fusex.tune`), per element.  The chosen width then
-    blurs the full counts.
+    :math:`b^{(-k)}`, and is scored by the same held-out estimate of the
+    raw-scale squared error `fusex.tune` uses (on the same splits, relative
+    to the raw map's: 1 is as good as the raw counts), per element.  The
+    chosen width then blurs the full counts.
 
     Parameters
     ----------
@@ -175,8 +176,9 @@ def gaussian_counts(
     Returns
     -------
     GaussianChoice
-        ``scores`` holds the estimated NRMSE (``(S, E)``), ``spread`` the
-        jackknife standard error of the chosen width's score over the folds.
+        ``scores`` holds the estimated squared error over the raw map's
+        (``(S, E)``), ``spread`` the standard error of the chosen width's
+        score over the folds.
 
     """
     stack = _stack(maps)
@@ -185,19 +187,12 @@ def gaussian_counts(
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
         raise ValueError(f"`folds` must be an integer >= 2, got {folds!r}")
     split = split_counts(stack, folds, np.random.default_rng(seed)).astype(np.float64)
-    fit = stack[None] - split
-    # one width at a time keeps memory at K blurred copies; the jackknife leaves each fold out in turn,
-    # since one fold's score alone is too noisy (its signal estimate can be ~0)
-    others = [np.delete(np.arange(folds), k) for k in range(folds)]
-    scores, left_out = [], []
-    for width in grid:
-        estimate = np.stack([gaussian(f, width) for f in fit])  # (K, E, H, W)
-        scores.append(_heldout_nrmse(estimate, split))
-        left_out.append([_heldout_nrmse(estimate[rest], split[rest]) for rest in others])
-    scores, jackknife = np.stack(scores), np.asarray(left_out)  # (S, E), (S, K, E)
-    chosen = jackknife[np.nanargmin(scores, axis=0), :, np.arange(stack.shape[0])]  # (E, K)
-    spread = np.sqrt((folds - 1) / folds * np.sum((chosen - chosen.mean(axis=1, keepdims=True)) ** 2, axis=1))
-    return _choice(stack, grid, scores, spread, "held-out NRMSE estimate from count splits (fusex.tune)")
+    # the very score and splits fusex.tune weighs its own blurs with (same seed, same folds)
+    holdout = Folds(stack.sum(axis=0), stack[None] - split, split, np, None, "mse")
+    scores, parts = simple_scores(holdout, grid)  # (S, E), (K, S, E)
+    chosen = parts[:, np.nanargmin(scores, axis=0), np.arange(stack.shape[0])]  # (K, E)
+    spread = chosen.std(axis=0, ddof=1) / np.sqrt(folds) / holdout.denominator
+    return _choice(stack, grid, scores, spread, "held-out raw-scale squared error from count splits (fusex.tune)")
 
 
 def jinvariant_loss(maps: Any, denoise: Callable[[np.ndarray], np.ndarray], *, stride: int = 4) -> HeldOutScore:

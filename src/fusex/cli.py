@@ -87,6 +87,17 @@ def _demo_figures(output: str, result: Any, raw: np.ndarray, truth: np.ndarray |
     return 0
 
 
+def _saturated_level(text: str) -> str | float | None:
+    """Parse ``--saturated``: ``auto``, ``none`` or a detector level (a number)."""
+    if text.lower() in ("auto", "none"):
+        return None if text.lower() == "none" else "auto"
+    try:
+        return float(text)
+    except ValueError:
+        message = f"expected auto, none or a number (the detector's maximum), got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+
+
 class _FileError(Exception):
     """An input file that cannot be read, or an output that cannot be written (exit code 3)."""
 
@@ -117,7 +128,15 @@ def _fuse_file(args: argparse.Namespace) -> int:
         raise _FileError(f"cannot read {args.input}: {exc}") from exc
     if "source" in data.attrs:  # which of a microscope file's signals were taken
         print(f"{args.input}: {data.attrs['source']}", file=sys.stderr)
-    result = fuse(data, params=params, backend=args.backend, device=args.device, progress=not args.quiet)
+    result = fuse(
+        data,
+        params=params,
+        backend=args.backend,
+        device=args.device,
+        progress=not args.quiet,
+        saturated=args.saturated,
+        negative=args.negative,
+    )
     try:
         output = io.save(result, args.output, overwrite=args.overwrite)
     except OutputExistsError:
@@ -242,6 +261,22 @@ def _parser() -> argparse.ArgumentParser:
         default="fusex",
         help="start from fusex's defaults or the published method's, or choose the parameters from the data "
         "by count splitting (auto; the maps must be raw counts) (default: %(default)s)",
+    )
+    run.add_argument(
+        "--saturated",
+        type=_saturated_level,
+        default="auto",
+        metavar="auto|none|LEVEL",
+        help="HAADF pixels to leave out of the HAADF term: auto, those of an integer image at its dtype's "
+        "largest value (65535 for uint16); LEVEL, those at or above it (the detector's maximum); none, no pixel "
+        "(default: %(default)s)",
+    )
+    run.add_argument(
+        "--negative",
+        choices=("raise", "clip"),
+        default="raise",
+        help="negative map values (from background subtraction): refuse them, or clip them at 0 with a warning "
+        "(default: %(default)s)",
     )
     run.add_argument("--figure", help="also write a raw-vs-fused figure (PNG)")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

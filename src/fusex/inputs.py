@@ -203,6 +203,15 @@ def _minmax_scale(x: Any, name: str, labels: Sequence[str] | None, xp: ModuleTyp
     return scale
 
 
+def _peak_scale(x: Any, xp: ModuleType) -> np.ndarray:
+    """Return ``(0, max)`` of each map: a scale-only normalization, which keeps zeros at 0 and totals proportional.
+
+    A map that is zero everywhere keeps ``(0, 1)``.
+    """
+    peak = to_numpy(xp.max(x, axis=(-2, -1))).astype(np.float64)
+    return np.stack([np.zeros_like(peak), np.where(peak > 0, peak, 1.0)], axis=-1)
+
+
 @dataclass(frozen=True)
 class Validated:
     """The caller's data, checked and measured on its own library; chunks go to the compute backend on demand.
@@ -223,8 +232,9 @@ class Validated:
     mask : array (D, H, W) or None
         The HAADF term's pixel mask (0 at saturated pixels, 1 elsewhere), in
         the data's float dtype; None when every pixel counts.
-    saturated : int
-        Number of saturated HAADF pixels left out (over the whole batch).
+    saturated : int or numpy.ndarray
+        Number of saturated HAADF pixels left out; for a batch, an integer
+        array of ``batch_shape``, one count per item.
 
     """
 
@@ -242,7 +252,7 @@ class Validated:
     _offsets: tuple[np.ndarray, np.ndarray]
     _ranges: tuple[np.ndarray, np.ndarray]
     mask: Any = None
-    saturated: int = 0
+    saturated: Any = 0
 
     @property
     def n_items(self) -> int:
@@ -313,7 +323,7 @@ def validate(
     labels, znums = _resolve_z(elements, z, names, maps.shape[-3])
 
     ixp = input_xp
-    excluded, n_saturated = saturation_mask(haadf, saturated, ixp)
+    excluded, _ = saturation_mask(haadf, saturated, ixp)
     h, m = as_float(haadf, "haadf", ixp), as_float(maps, "maps", ixp)
     dtype = ixp.result_type(h.dtype, m.dtype)
     h, m = ixp.astype(h, dtype, copy=False), ixp.astype(m, dtype, copy=False)
@@ -325,6 +335,9 @@ def validate(
     if normalize == "minmax":
         haadf_scale = _minmax_scale(h, "haadf", None, ixp, excluded)
         map_scales = _minmax_scale(m, "maps", labels, ixp)
+    elif normalize == "scale":
+        haadf_scale = _minmax_scale(h, "haadf", None, ixp, excluded)
+        map_scales = _peak_scale(m, ixp)
     else:
         haadf_scale = np.broadcast_to(np.array([0.0, 1.0]), (*data_batch, 2))
         map_scales = np.broadcast_to(np.array([0.0, 1.0]), (*data_batch, n_maps, 2))
@@ -337,6 +350,10 @@ def validate(
         }
     else:
         scale = {"haadf": tuple(flat_h[0].tolist()), "maps": tuple(tuple(v) for v in flat_m[0].tolist())}
+    per_item = np.zeros(flat_h.shape[0], dtype=np.int64)
+    if excluded is not None:
+        per_item = to_numpy(ixp.sum(ixp.astype(excluded, ixp.int64), axis=(-2, -1))).reshape(-1)
+    counts = per_item[data_index].reshape(batch_shape) if batch_shape else int(per_item[0])
     return Validated(
         ixp.reshape(h, (-1, *h.shape[-2:])),
         ixp.reshape(m, (-1, *m.shape[-3:])),
@@ -352,7 +369,7 @@ def validate(
         (flat_h[:, 0], flat_m[..., 0]),
         (flat_h[:, 1], flat_m[..., 1]),
         None if excluded is None else ixp.reshape(ixp.astype(~excluded, dtype), (-1, *h.shape[-2:])),
-        n_saturated,
+        counts,
     )
 
 

@@ -60,10 +60,16 @@ _USABLE = 0.8  # leave room for the allocator's fragmentation and the caller's o
 _CUDA_GRID_Z = 65535  # the CUDA kernels put the maps of a batch on the grid's z axis
 
 
-def bytes_per_item(engine: str, n_elements: int, height: int, width: int, itemsize: int) -> int:
-    """Estimated peak bytes one batch item needs while it is solved on ``engine``."""
+def bytes_per_item(
+    engine: str, n_elements: int, height: int, width: int, itemsize: int, *, masked: bool = False
+) -> int:
+    """Estimated peak bytes one batch item needs while it is solved on ``engine``.
+
+    ``masked``: the item carries a HAADF pixel mask (saturated pixels left
+    out), one more ``(H, W)`` plane of the dtype on the compute device.
+    """
     per_map, per_item = ARRAYS_PER_ITEM.get(engine, ARRAYS_PER_ITEM["generic"])
-    return math.ceil((per_map * n_elements + per_item) * height * width * itemsize)
+    return math.ceil((per_map * n_elements + per_item + (1 if masked else 0)) * height * width * itemsize)
 
 
 def free_bytes(xp: ModuleType, device: Any) -> int | None:
@@ -201,6 +207,8 @@ def plan_batch_size(
     xp: ModuleType,
     device: Any,
     batch_size: int | None = None,
+    *,
+    masked: bool = False,
 ) -> int:
     """Return how many of ``n_items`` items of ``shape = (E, H, W)`` to solve at once.
 
@@ -208,6 +216,7 @@ def plan_batch_size(
     CUDA engines at most 65535 maps, the grid's limit).
     Otherwise the items that fit in 80 % of the device's free memory (at
     least one), and on a CPU at most `CPU_CHUNK_BYTES` of maps per stack.
+    ``masked`` items carry a HAADF pixel mask (see `bytes_per_item`).
 
     Raises
     ------
@@ -217,7 +226,7 @@ def plan_batch_size(
         message gives both and what to change.  Nothing has been allocated.
     """
     n_elements, height, width = shape
-    per_item = bytes_per_item(engine, n_elements, height, width, itemsize)
+    per_item = bytes_per_item(engine, n_elements, height, width, itemsize, masked=masked)
     if batch_size is not None:
         try:
             size = -1 if isinstance(batch_size, bool) else operator.index(batch_size)

@@ -34,8 +34,18 @@ import numpy as np
 
 from ._xp import to_numpy
 from .operators import gradient, haadf_model
+from .priors import prior_magnitude
 
-__all__ = ["Evaluation", "evaluate", "gradient_step", "per_item", "smooth_gradient", "split_sums", "tv_value"]
+__all__ = [
+    "Evaluation",
+    "evaluate",
+    "gradient_step",
+    "per_item",
+    "prior_values",
+    "smooth_gradient",
+    "split_sums",
+    "tv_value",
+]
 
 PerItem = float | Sequence[float]
 """A number shared by every item of a batch, or one value per item."""
@@ -89,6 +99,29 @@ def tv_value(x: Any, xp: ModuleType) -> float:
     return float(xp.sum(tv_magnitude(x, xp)))
 
 
+def prior_values(
+    x: Any, xp: ModuleType, huber_delta: PerItem = 0.0, strength: PerItem = 0.0, direction: Any = None
+) -> Any:
+    r"""Per-pixel value of each map's prior (`fusex.priors.prior_magnitude`), shaped like ``x`` (``(B, E, H, W)``).
+
+    ``huber_delta`` and ``strength`` are numbers, per item ``(B,)`` or per map
+    ``(B, E)``; ``direction`` is :math:`\xi`, ``(B, 2, H, W)``, or None.  Every
+    map on TV (no :math:`\delta`, no direction) gives `tv_magnitude` itself.
+    """
+    guided = direction is not None and np.max(np.asarray(strength, dtype=np.float64)) > 0
+    if not guided and np.max(np.asarray(huber_delta, dtype=np.float64)) <= 0:
+        return tv_magnitude(x, xp)
+    xi = (direction[:, 0:1, ...], direction[:, 1:2, ...]) if guided else None
+    delta, gamma_d = (per_item(_column(v), x, xp) for v in (huber_delta, strength))
+    return prior_magnitude(x, xp, huber_delta=delta, strength=gamma_d, xi=xi)
+
+
+def _column(values: PerItem) -> PerItem:
+    """Return a per-item ``(B,)`` value as a ``(B, 1)`` column, so that it broadcasts like a per-map one."""
+    host = np.asarray(values, dtype=np.float64)
+    return float(host) if host.ndim == 0 else (host[:, None] if host.ndim == 1 else host)
+
+
 def evaluate(
     x: Any,
     haadf: Any,
@@ -99,6 +132,9 @@ def evaluate(
     eps: PerItem,
     xp: ModuleType,
     mask: Any = None,
+    huber_delta: PerItem = 0.0,
+    strength: PerItem = 0.0,
+    direction: Any = None,
 ) -> Evaluation:
     r"""Evaluate every cost term of each item at ``x`` (``(B, E, H, W)``).
 
@@ -110,6 +146,10 @@ def evaluate(
     pixel: :math:`\Psi_1 = \tfrac12 \sum_{px} m\, r^2` (1 keeps a pixel, 0
     leaves it out, e.g. a saturated one).  The residual kept for the gradient
     is then :math:`m\, r`, so `gradient_step` needs no mask of its own.
+
+    ``huber_delta``, ``strength`` and ``direction`` (``(B, 2, H, W)``) name
+    the prior of each map as in `fusex.tv.tv_prox`; its value
+    (`prior_values`) takes the place of :math:`TV` in ``Evaluation.tv``.
     """
     x_pow_m1 = x ** (per_item(gamma, x, xp) - 1.0)
     residual = haadf - haadf_model(x_pow_m1 * x, weights, xp)
@@ -121,7 +161,7 @@ def evaluate(
         [
             xp.sum(squares, axis=(-2, -1))[:, None],
             xp.sum(x - counts * xp.log(x + per_item(eps, x, xp)), axis=(-2, -1)),
-            xp.sum(tv_magnitude(x, xp), axis=(-2, -1)),
+            xp.sum(prior_values(x, xp, huber_delta, strength, direction), axis=(-2, -1)),
         ],
         axis=-1,
     )
@@ -162,16 +202,19 @@ def gradient_step(
     coef_h: PerItem,
     coef_c: PerItem,
     xp: ModuleType,
+    nonneg: bool = True,
 ) -> Any:
     r"""Projected gradient step :math:`\max(x - \eta \nabla(\lambda_H\Psi_1 + \lambda_C\Psi_2), 0)`.
 
     ``coef_h`` is :math:`\eta\gamma\lambda_H` and ``coef_c`` is :math:`\eta\lambda_C`, per item.
+    ``nonneg=False`` leaves out the projection onto :math:`x \ge 0`, for a
+    prox that imposes it itself (then the step is a true proximal-gradient step).
     """
     c_h, c_c = per_item(coef_h, x, xp), per_item(coef_c, x, xp)
     g = c_c * (1.0 - counts / (x + per_item(eps, x, xp))) - c_h * weights * ev.x_pow_m1 * xp.expand_dims(
         ev.residual, axis=-3
     )
-    return xp.clip(x - g, min=0.0)
+    return xp.clip(x - g, min=0.0) if nonneg else x - g
 
 
 def _times(a: PerItem, b: PerItem) -> PerItem:

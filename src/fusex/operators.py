@@ -15,7 +15,12 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-__all__ = ["divergence", "gradient", "haadf_model", "haadf_weights"]
+import array_api_compat
+import numpy as np
+
+from ._xp import to_numpy
+
+__all__ = ["background_basis", "binomial_smooth", "divergence", "fit_haadf", "gradient", "haadf_model", "haadf_weights"]
 
 
 def gradient(u: Any, xp: ModuleType) -> tuple[Any, Any]:
@@ -107,3 +112,105 @@ def haadf_model(x_pow: Any, weights: Any, xp: ModuleType) -> Any:
 
     """
     return xp.sum(weights * x_pow, axis=-3)
+
+
+def background_basis(shape: tuple[int, int], modes: int) -> np.ndarray:
+    r"""Smooth, zero-mean functions spanning the HAADF background :math:`B`: low cosine modes.
+
+    .. math::
+
+        \varphi_{kl}(i, j) = \cos\frac{\pi k (i + \tfrac12)}{H} \cos\frac{\pi l (j + \tfrac12)}{W},
+        \qquad 0 \le k, l < \texttt{modes},\ (k, l) \ne (0, 0),
+
+    the first terms of the discrete cosine transform (the Neumann-boundary
+    eigenfunctions of the Laplacian), so :math:`B` varies over no less than
+    about ``H / (modes - 1)`` pixels and cannot follow atomic columns or
+    particles.  Each has zero sum, so the offset :math:`c` stays separate.
+
+    Returns
+    -------
+    numpy.ndarray, shape (modes**2 - 1, H, W)
+        float64; empty (0, H, W) for ``modes <= 1``.
+
+    """
+    rows, cols = (np.cos(np.pi * np.arange(modes)[:, None] * (np.arange(n) + 0.5) / n) for n in shape)
+    functions = [np.outer(rows[k], cols[m]) for k in range(modes) for m in range(modes) if k or m]
+    return np.stack(functions) if functions else np.zeros((0, *shape))
+
+
+def binomial_smooth(u: Any, xp: ModuleType) -> Any:
+    """Smooth the last two axes with the 3-tap binomial filter (1, 2, 1) / 4 along each, edges replicated."""
+    for axis in (-2, -1):
+        n = u.shape[axis]
+        dev = array_api_compat.device(u)
+        first = xp.take(u, xp.asarray([0, *range(n - 1)], device=dev), axis=axis)
+        last = xp.take(u, xp.asarray([*range(1, n), n - 1], device=dev), axis=axis)
+        u = 0.25 * first + 0.5 * u + 0.25 * last
+    return u
+
+
+def fit_haadf(haadf: Any, model: Any, mask: Any, basis: Any, *, gain: bool, xp: ModuleType) -> tuple[np.ndarray, Any]:
+    r"""Least-squares gain :math:`a`, offset :math:`c` and smooth background :math:`B` of each item's HAADF image.
+
+    Minimizes, for each item and the current element part :math:`M` of the model,
+
+    .. math::
+
+        \tfrac12 \sum_{px} m\, \bigl(b_H - c - B - a M\bigr)^2, \qquad B = \sum_k \beta_k \varphi_k ,
+
+    over :math:`a`, :math:`c` and :math:`\beta` in closed form (normal
+    equations of at most ``2 + K`` unknowns, solved on the host).  A gain that
+    comes out :math:`\le 0` (the maps do not explain the image) is refused:
+    :math:`a` is then 0 and :math:`c, \beta` fit the image alone, which turns
+    the HAADF term off for that item (see `docs/theory.md`).
+
+    Parameters
+    ----------
+    haadf, model : arrays (n, H, W)
+        The (normalized) HAADF images :math:`b_H` and :math:`M = \sum_e w_e x_e^\gamma`.
+    mask : array (n, H, W) or None
+        The HAADF term's pixel mask :math:`m` (None: every pixel counts).
+    basis : array (K, H, W)
+        The background functions :math:`\varphi_k` (`background_basis`), on the device; K may be 0.
+    gain : bool
+        Fit :math:`a` and :math:`c` (True), or hold :math:`a = 1`, :math:`c = 0` and fit :math:`B` only.
+    xp : namespace
+        The array namespace of the inputs.
+
+    Returns
+    -------
+    a : numpy.ndarray (n,)
+        The gains, float64 on the host.
+    background : array (n, H, W)
+        :math:`c + B`, in the images' namespace and dtype.
+
+    """
+    n, h, w = haadf.shape
+    smooth = [xp.ones_like(haadf[:, None, ...])] if gain else []
+    if basis.shape[0]:
+        smooth.append(xp.broadcast_to(basis[None, ...], (n, *basis.shape)))
+    columns = [*smooth, model[:, None, ...]] if gain else smooth
+    target = haadf if gain else haadf - model
+    if not columns:
+        return np.ones(n), xp.zeros_like(haadf)
+    stacked = xp.concat(columns, axis=1)
+    design = xp.reshape(stacked if mask is None else stacked * mask[:, None, ...], (n, -1, h * w))
+    flat = xp.reshape(target if mask is None else target * mask, (n, h * w, 1))
+    gram = to_numpy(xp.matmul(design, xp.matrix_transpose(design))).astype(np.float64)
+    rhs = to_numpy(xp.matmul(design, flat))[..., 0].astype(np.float64)
+    coef = np.stack([_solve(g, r) for g, r in zip(gram, rhs, strict=True)])
+    a = np.ones(n)
+    if gain:
+        a = coef[:, -1].copy()
+        for i in np.flatnonzero(~(a > 0)):
+            coef[i, :-1] = _solve(gram[i, :-1, :-1], rhs[i, :-1])
+            a[i] = 0.0
+        coef = coef[:, :-1]
+    beta = xp.asarray(coef.tolist(), dtype=haadf.dtype, device=array_api_compat.device(haadf))
+    background = xp.sum(xp.reshape(beta, (n, -1, 1, 1)) * stacked[:, : coef.shape[1], ...], axis=1)
+    return a, background
+
+
+def _solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Least-squares solution of the normal equations; ``lstsq`` so a degenerate column (a zero map) does no harm."""
+    return np.linalg.lstsq(gram, rhs, rcond=None)[0]

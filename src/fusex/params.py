@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .priors import PRIORS
 from .schedules import ConstantStep, ExponentialDecay, PolynomialDecay, StepSchedule, step_schedule, step_size
 
 __all__ = [
@@ -24,10 +25,10 @@ __all__ = [
     "StepSchedule",
 ]
 
-PER_ITEM_FIELDS = ("gamma", "lambda_haadf", "lambda_chem", "lambda_tv", "eps")
+PER_ITEM_FIELDS = ("gamma", "lambda_haadf", "lambda_chem", "lambda_tv", "eps", "huber_delta", "dtv_strength")
 """Fields that may hold one value per batch item (an array broadcasting over the batch shape)."""
 
-PER_ELEMENT_FIELDS = ("lambda_chem", "lambda_tv")
+PER_ELEMENT_FIELDS = ("lambda_chem", "lambda_tv", "huber_delta", "dtv_strength")
 """Fields that may hold one value per element (a mapping symbol -> value, stored as `PerElement`)."""
 
 HAADF_WEIGHTINGS = ("none", "z_mean", "z_sum", "zgamma_mean", "zgamma_sum")
@@ -77,7 +78,11 @@ class FusionParams:
         + \lambda_C \sum_e \sum_{px} (x_e - b_e \log(x_e + \epsilon))
         + \lambda_{TV} \sum_e \lVert x_e \rVert_{TV}, \qquad x \ge 0,
 
-    by proximal gradient steps of size :math:`\eta_k`.
+    by proximal gradient steps of size :math:`\eta_k`; with the default
+    ``haadf_model="fitted"`` and ``background="smooth"`` the HAADF term reads
+    :math:`\tfrac12 \lVert b_H - c - B - a \sum_e w_e x_e^\gamma \rVert^2`,
+    with gain :math:`a`, offset :math:`c` and smooth background :math:`B`
+    fitted from the data.
 
     Parameters
     ----------
@@ -94,10 +99,37 @@ class FusionParams:
     lambda_tv : float or mapping
         Weight :math:`\lambda_{TV}` of the total variation.  Default 0.02.
         A mapping ``{element: value}`` gives each map its own :math:`\lambda_{TV,e}`.
+        It weighs each map's ``prior``.
+    prior : {"tv", "huber", "dtv"} or mapping
+        The smoothness prior :math:`R` weighted by :math:`\lambda_{TV}`
+        (`fusex.priors`, docs/theory.md "Priors"): ``"tv"`` (default, the
+        published method) is isotropic total variation; ``"huber"`` is Huber
+        TV, quadratic for gradients below ``huber_delta``, which smooths
+        low-count maps instead of flattening them into staircases; ``"dtv"``
+        is directional TV guided by the HAADF image (Ehrhardt & Betcke 2016),
+        which does not penalize a map's edges where they run along the HAADF
+        image's edges.  A mapping ``{element: name}`` gives each map its own.
+    huber_delta : float or mapping
+        Threshold :math:`\delta > 0` of the Huber prior, in the units of the
+        (normalized) maps: gradients smaller than it are penalized
+        quadratically.  Default 0.05.  Per item or per element like
+        ``lambda_tv``; read only by maps whose prior is ``"huber"``.
+    dtv_eta : float
+        Edge parameter :math:`\eta > 0` of ``"dtv"``, relative to the largest
+        HAADF gradient: HAADF gradients well below :math:`\eta` times it
+        count as flat.  Default 0.1.
+    dtv_strength : float or mapping
+        Strength :math:`\gamma_d \in [0, 1]` of ``"dtv"``: the fraction of a
+        map's gradient along the HAADF edge normal that goes unpenalized
+        (0 is TV).  Default 0.9.  Per item or per element like ``lambda_tv``.
     n_iter : int
-        Maximum number of outer iterations.  Default 150.
+        Maximum number of outer iterations (a cap: ``tol`` normally stops
+        the solver first).  Default 500.
     n_tv : int
-        Inner iterations of the TV proximal operator per outer iteration.  Default 15.
+        Inner (dual) iterations of the TV proximal operator per outer
+        iteration.  Default 15; with ``tv_warm`` each prox continues from the
+        previous one's dual, so the inner iterations add up over the outer
+        ones and the prox becomes exact as the iterates settle.
     tv_method : {"fgp", "gp"}
         ``"fgp"``: the accelerated dual projection of Beck & Teboulle (default);
         ``"gp"``: the same without momentum, as the published reference code does.
@@ -112,13 +144,23 @@ class FusionParams:
         ``"zgamma_sum"`` (:math:`Z_e^\gamma / \sum Z^\gamma`, default: the
         paper's :math:`(Z_e x_e)^\gamma` model scaled so that maps in [0, 1]
         predict a HAADF image in [0, 1]), or explicit values, one per element.
-    normalize : {"minmax", "none"}
-        ``"minmax"`` (default) rescales a copy of the HAADF image and of each
-        map to [0, 1]; ``"none"`` uses the data as given.  See Notes.
-    step : float or callable
-        Step size :math:`\eta_k`: a number (constant), a `ConstantStep`,
-        `ExponentialDecay`, `PolynomialDecay`, or any callable ``k -> eta``
-        (``k`` counts from 0).  Default 1.0.
+    normalize : {"scale", "minmax", "none"}
+        ``"scale"`` (default) divides a copy of each map by its maximum (zeros
+        stay 0 and totals stay proportional to the counts) and rescales the
+        HAADF image to [0, 1]; ``"minmax"`` rescales the HAADF image and each
+        map to [0, 1] (the published method); ``"none"`` uses the data as
+        given.  See Notes.
+    step : "lipschitz", float or callable
+        Step size :math:`\eta_k`.  ``"lipschitz"`` (default): per item,
+        :math:`1/L` from a secant estimate of the curvature :math:`L` of the
+        smooth terms along the solver's own steps,
+        :math:`L \approx \lVert \nabla f(x_{k+1}) - \nabla f(y_k)\rVert / \lVert x_{k+1} - y_k \rVert`,
+        made before the first iteration; with ``backtracking`` each step then
+        passes Beck & Teboulle's sufficient-decrease test, and the step grows
+        by `fusex.solver.STEP_GROWTH` after each step that needed no cut.
+        Without backtracking nothing checks the estimate.
+        Otherwise a number (constant), a `ConstantStep`, `ExponentialDecay`,
+        `PolynomialDecay`, or any callable ``k -> eta`` (``k`` counts from 0).
     backtracking : bool
         Shrink the step by ``backtrack_factor`` and retry whenever an iteration
         raises the objective.  The shrink persists for later iterations.
@@ -132,14 +174,56 @@ class FusionParams:
     max_backtracks : int
         Retries per iteration before the step is accepted anyway.  Default 20.
     tol : float
-        Stop when the relative change of the objective between iterations is
-        below ``tol``.  0 disables early stopping.  Default 1e-7.
+        Stop an item when its relative fixed-point residual
+        :math:`\lVert x_{k+1} - y_k \rVert / \lVert x_{k+1} \rVert` falls
+        below ``tol``, where :math:`y_k` is the point the step started from
+        (:math:`x_k` without acceleration): it vanishes exactly at a solution,
+        and, divided by the step, is the norm of the gradient mapping.  0
+        disables early stopping.  Default 1e-4: on 3-count phantoms of
+        24 x 24 to 128 x 128 pixels it stops at a relative objective gap of
+        2e-3 to 7e-3, after 60 to 110 iterations (docs/parameters.md).
     divergence_patience : int
         Raise `FusionDivergedError` when the objective has risen this many
         iterations in a row to above its starting value, or has stayed above
         its starting value for this many iterations (an oscillating, too
         large step).  0 disables both checks; non-finite values always raise.
         Default 10.
+    accel : {"fista", "none"}
+        ``"fista"`` (default): accelerated proximal gradient (Beck & Teboulle
+        2009) with function-value restart (O'Donoghue & Candes 2015): each
+        step starts from :math:`y_k = x_k + \tfrac{t_{k-1} - 1}{t_k}(x_k - x_{k-1})`
+        (projected onto :math:`x \ge 0`), and a step that raises the
+        objective is redone from :math:`x_k` with the momentum reset, so
+        the objective still never rises.  Same fixed point as ``"none"``,
+        plain proximal gradient.
+    tv_warm : bool
+        Start each TV prox from the previous iteration's dual variables
+        (default True) instead of from zero (the published method).
+    haadf_model : {"fitted", "minmax"}
+        How the maps' HAADF prediction meets the image: ``"fitted"`` (default)
+        fits a gain :math:`a` and an offset :math:`c`,
+        :math:`b_H \approx c + B + a \sum_e w_e x_e^\gamma`, by least squares
+        from the data (at the start and every ``refit_every`` iterations), so
+        the HAADF term cannot inflate or drain the maps; ``"minmax"`` takes
+        :math:`a = 1`, :math:`c = 0`, i.e. trusts the min-max scaling of both
+        (the published method).  See `docs/theory.md`.
+    background : {"smooth", None}
+        ``"smooth"`` (default) adds a smooth background :math:`B` to the HAADF
+        model, fitted with :math:`a` and :math:`c`: HAADF signal of matter no
+        map holds (support film, thickness, unlisted elements) goes there
+        instead of into the maps.  It is not returned as a map.  None: no background.
+    background_modes : int
+        Cosine modes per axis spanning :math:`B` (`fusex.operators.background_basis`):
+        :math:`B` has ``background_modes**2 - 1`` terms and varies over no
+        less than about ``H / (background_modes - 1)`` pixels.  Default 3.
+    refit_every : int
+        Refit :math:`a`, :math:`c` and :math:`B` every this many iterations
+        (alternating minimization); 0 fits them once, at the start.  Default 10.
+    rescale_totals : bool
+        Scale each fused map, after the last iteration, to the Poisson
+        maximum-likelihood total of its shape, :math:`\sum b_e / \sum x_e`
+        (which undoes the shrinkage of the prior and of :math:`\epsilon`; see
+        `docs/theory.md`).  Default True.
 
     Notes
     -----
@@ -177,18 +261,29 @@ class FusionParams:
     lambda_haadf: float | Sequence[float] | None = None
     lambda_chem: float | Sequence[float] | Mapping[str, Any] = 0.02
     lambda_tv: float | Sequence[float] | Mapping[str, Any] = 0.02
-    n_iter: int = 150
+    prior: Literal["tv", "huber", "dtv"] | Mapping[str, Literal["tv", "huber", "dtv"]] = "tv"
+    huber_delta: float | Sequence[float] | Mapping[str, Any] = 0.05
+    dtv_eta: float = 0.1
+    dtv_strength: float | Sequence[float] | Mapping[str, Any] = 0.9
+    n_iter: int = 500
     n_tv: int = 15
     tv_method: Literal["fgp", "gp"] = "fgp"
     eps: float | Sequence[float] = 0.01
     haadf_weights: str | Sequence[float] = "zgamma_sum"
-    normalize: Literal["minmax", "none"] = "minmax"
-    step: StepSchedule = 1.0
+    normalize: Literal["scale", "minmax", "none"] = "scale"
+    step: StepSchedule | Literal["lipschitz"] = "lipschitz"
     backtracking: bool = True
     backtrack_factor: float = 0.5
     max_backtracks: int = 20
-    tol: float = 1e-7
+    tol: float = 1e-4
     divergence_patience: int = 10
+    accel: Literal["fista", "none"] = "fista"
+    tv_warm: bool = True
+    haadf_model: Literal["fitted", "minmax"] = "fitted"
+    background: Literal["smooth"] | None = "smooth"
+    background_modes: int = 3
+    refit_every: int = 10
+    rescale_totals: bool = True
 
     def __post_init__(self) -> None:
         _check_params(self)
@@ -199,9 +294,10 @@ class FusionParams:
 
         gamma 1.6, 50 iterations, ``lambda_haadf = 1/E``, ``lambda_chem`` 0.005,
         ``lambda_tv`` 0.1, TV prox without momentum (``"gp"``), ``eps`` 0.1,
-        unweighted HAADF model, min-max normalization, unit step without
-        backtracking, no early stopping.  With these, `fuse` reproduces the reference's maps to float
-        precision.  Keyword arguments override single fields.
+        unweighted HAADF model, min-max normalization taken as the HAADF
+        model's scale (``haadf_model="minmax"``, no background), unit step
+        without backtracking, no early stopping, no rescaling of totals.  With
+        these, `fuse` reproduces the reference's maps to float precision.  Keyword arguments override single fields.
 
         Notes
         -----
@@ -226,6 +322,11 @@ class FusionParams:
             step=1.0,
             backtracking=False,
             tol=0.0,
+            accel="none",
+            tv_warm=False,
+            haadf_model="minmax",
+            background=None,
+            rescale_totals=False,
         )
         return replace(base, **overrides)
 
@@ -295,7 +396,10 @@ class FusionParams:
                     f"FusionParams.{name}={getattr(self, name)!r} {bound} the compute dtype {dtype.name} "
                     f"(normal range {info.tiny:g} to {info.max:g}); give a value inside it, or float64 data"
                 )
-        eta = self.step if isinstance(self.step, float) else step_size(step_schedule(self.step), 0)
+        if self.step == "lipschitz":
+            eta = 1.0  # the Lipschitz step is only known once the data are: the check is for a unit step
+        else:
+            eta = self.step if isinstance(self.step, float) else step_size(step_schedule(self.step), 0)
         shrink = self.backtrack_factor**self.max_backtracks if self.backtracking else 1.0
         gamma, w = float(np.max(flat["gamma"])), float(np.max(flat.get("haadf_weights", 1.0)))
         lam_h = float(np.max(flat.get("lambda_haadf", 1.0)))
@@ -314,9 +418,16 @@ class FusionParams:
                 "or use float64 data"
             )
 
+    def priors(self, elements: Sequence[str]) -> tuple[str, ...]:
+        """Return the prior of each map ``elements`` (`prior`, per element when it is a mapping)."""
+        if isinstance(self.prior, str):
+            return (self.prior,) * len(elements)
+        self.check_elements(elements)
+        return tuple(self.prior[str(e)] for e in elements)
+
     def check_elements(self, elements: Sequence[str]) -> None:
         """Raise unless every per-element field names exactly the maps ``elements``."""
-        for name in PER_ELEMENT_FIELDS:
+        for name in (*PER_ELEMENT_FIELDS, "prior"):
             value = getattr(self, name)
             if isinstance(value, PerElement) and set(value) != {str(e) for e in elements}:
                 raise ValueError(
@@ -342,11 +453,11 @@ class FusionParams:
     def to_dict(self) -> dict[str, Any]:
         """Return the parameters as plain Python values (schedules as their ``repr``)."""
         out = asdict(self)
-        if not isinstance(self.step, (int, float)):
+        if not isinstance(self.step, (int, float, str)):
             out["step"] = repr(self.step)
         if not isinstance(self.haadf_weights, str):
             out["haadf_weights"] = [float(w) for w in self.haadf_weights]
-        for name in PER_ELEMENT_FIELDS:
+        for name in (*PER_ELEMENT_FIELDS, "prior"):
             if isinstance(getattr(self, name), PerElement):
                 out[name] = dict(getattr(self, name))
         return out
@@ -407,14 +518,20 @@ def _check_params(p: FusionParams) -> None:
     require(np.all(values("lambda_chem") >= 0), "lambda_chem", "must be >= 0")
     require(np.all(values("lambda_tv") >= 0), "lambda_tv", "must be >= 0")
     require(np.all(values("eps") > 0), "eps", "must be > 0 (it keeps log(x + eps) finite at x = 0)")
-    for name in ("n_iter", "n_tv", "max_backtracks", "divergence_patience"):
+    _check_prior(p)
+    require(np.all(values("huber_delta") > 0), "huber_delta", "must be > 0 (the Huber threshold, in map units)")
+    strengths = values("dtv_strength")
+    require(bool(np.all((strengths >= 0) & (strengths <= 1))), "dtv_strength", "must lie in [0, 1]")
+    require(number("dtv_eta") > 0, "dtv_eta", "must be > 0 (relative to the largest HAADF gradient)")
+    for name in ("n_iter", "n_tv", "max_backtracks", "divergence_patience", "background_modes", "refit_every"):
         value = getattr(p, name)
         if _is_bool(value) or not isinstance(value, numbers.Integral) or value < (1 if name == "n_iter" else 0):
             raise ValueError(f"FusionParams.{name} must be a non-negative integer (n_iter >= 1), got {value!r}")
         object.__setattr__(p, name, int(value))
-    if not _is_bool(p.backtracking):
-        raise TypeError(f"FusionParams.backtracking must be True or False, got {p.backtracking!r}")
-    object.__setattr__(p, "backtracking", bool(p.backtracking))
+    for name in ("backtracking", "rescale_totals"):
+        if not _is_bool(getattr(p, name)):
+            raise TypeError(f"FusionParams.{name} must be True or False, got {getattr(p, name)!r}")
+        object.__setattr__(p, name, bool(getattr(p, name)))
     try:
         shapes = {name: _shape(getattr(p, name)) for name in PER_ITEM_FIELDS if _shape(getattr(p, name))}
     except ValueError:
@@ -427,7 +544,9 @@ def _check_params(p: FusionParams) -> None:
             f"the per-item FusionParams fields must broadcast against each other, but their shapes are {listed}"
         ) from None
     require(p.tv_method in ("fgp", "gp"), "tv_method", "must be 'fgp' or 'gp'")
-    require(p.normalize in ("minmax", "none"), "normalize", "must be 'minmax' or 'none'")
+    require(p.normalize in ("scale", "minmax", "none"), "normalize", "must be 'scale', 'minmax' or 'none'")
+    require(p.haadf_model in ("fitted", "minmax"), "haadf_model", "must be 'fitted' or 'minmax'")
+    require(p.background in ("smooth", None), "background", "must be 'smooth' or None")
     require(0 < number("backtrack_factor") < 1, "backtrack_factor", "must lie in (0, 1)")
     require(number("tol") >= 0, "tol", "must be >= 0")
     if isinstance(p.haadf_weights, str):
@@ -440,11 +559,27 @@ def _check_params(p: FusionParams) -> None:
                 f"got {p.haadf_weights!r}"
             )
         object.__setattr__(p, "haadf_weights", tuple(float(w) for w in weights))
-    if not (_is_real(p.step) or (callable(p.step) and not _is_bool(p.step))):
-        raise TypeError(f"FusionParams.step must be a number or a callable k -> eta, got {p.step!r}")
+    if not (_is_real(p.step) or p.step == "lipschitz" or (callable(p.step) and not _is_bool(p.step))):
+        raise TypeError(f"FusionParams.step must be 'lipschitz', a number or a callable k -> eta, got {p.step!r}")
+    require(p.accel in ("fista", "none"), "accel", "must be 'fista' or 'none'")
+    if not _is_bool(p.tv_warm):
+        raise TypeError(f"FusionParams.tv_warm must be True or False, got {p.tv_warm!r}")
+    object.__setattr__(p, "tv_warm", bool(p.tv_warm))
     if _is_real(p.step):
         require(math.isfinite(p.step) and p.step > 0, "step", "must be a finite number > 0")
         object.__setattr__(p, "step", float(p.step))
+
+
+def _check_prior(p: FusionParams) -> None:
+    """Validate ``prior``: one of `PRIORS`, or a non-empty mapping element -> one of them (stored as `PerElement`)."""
+    prior = p.prior
+    names = list(prior.values()) if isinstance(prior, Mapping) else [prior]
+    if (isinstance(prior, Mapping) and not prior) or not all(isinstance(n, str) and n in PRIORS for n in names):
+        raise ValueError(
+            f"FusionParams.prior must be one of {PRIORS}, or a mapping element -> one of them (got {prior!r})"
+        )
+    if isinstance(prior, Mapping):
+        object.__setattr__(p, "prior", PerElement({str(k): v for k, v in prior.items()}))
 
 
 def _is_bool(value: Any) -> bool:

@@ -52,7 +52,10 @@ class FusionResult:
         The fused maps, in the normalized units the solver worked in, in the
         caller's array library and on the caller's device.
     haadf_model : array, shape (..., H, W)
-        The HAADF image the fused maps predict, :math:`\sum_e w_e x_e^\gamma`.
+        The HAADF image the fused maps predict, :math:`a \sum_e w_e x_e^\gamma`,
+        in the normalized HAADF image's units: with ``haadf_model="fitted"``
+        the fitted gain :math:`a` is in it, the offset and smooth background
+        are not (:math:`a = 1` with ``"minmax"``).
     history : pandas.DataFrame
         One row per iteration (row 0 is the starting point) with columns
         ``haadf``, ``poisson``, ``tv`` (the unweighted terms), ``total`` (the
@@ -80,9 +83,17 @@ class FusionResult:
     engine : str
         The compute engine that ran: ``"generic"``, ``"numba"``, ``"cupy"`` or
         ``"cupy-kernels-on-torch"``.
-    saturated : int
-        Number of saturated HAADF pixels left out of the HAADF term (over the
-        whole batch; see ``fuse(..., saturated=...)``).
+    saturated : int or numpy.ndarray
+        Number of saturated HAADF pixels left out of the HAADF term (see
+        ``fuse(..., saturated=...)``); for a batch, one count per item, an
+        integer array of the batch shape.
+    sources : tuple of str or None
+        What each map is, set by `fusex.tune` (``fuse(params="auto")``):
+        ``"fusion"``, or ``"raw"`` / ``"gaussian sigma=..."`` for an element
+        whose fusion did not beat that simple treatment of its own counts on
+        the held-out score, which then stands in its place in ``maps`` (in the
+        same normalized units; ``haadf_model`` is still the fusion's).  None for
+        a plain `fusex.fuse`: every map is the fusion's.
     """
 
     maps: Any
@@ -97,7 +108,8 @@ class FusionResult:
     weights: Any
     scale: dict[str, Any] = field(repr=False)
     engine: str = "generic"
-    saturated: int = 0
+    saturated: Any = 0
+    sources: tuple[str, ...] | None = None
 
     @property
     def batch_shape(self) -> tuple[int, ...]:
@@ -133,14 +145,17 @@ class FusionResult:
             stop_reason=str(self.stop_reason[index]),
             weights=weights,
             scale=scale,
+            saturated=int(self.saturated[index]),
         )
 
     def to_input_units(self) -> Any:
         """Return the fused maps mapped back to the units of the input maps.
 
-        Undoes the min-max normalization, ``x * range + offset``, per map and
-        batch item (a new array; ``maps`` is unchanged).  With
-        ``normalize="none"`` this is a copy of ``maps``.
+        Undoes the normalization, ``x * range + offset``, per map and batch
+        item (a new array; ``maps`` is unchanged): ``offset`` is 0 and
+        ``range`` the map's maximum for ``normalize="scale"``, the map's
+        minimum and range for ``"minmax"``.  With ``normalize="none"`` this is
+        a copy of ``maps``.
         """
         scale = np.asarray(self.scale["maps"], dtype=np.float64)
         return self.maps * per_image(scale[..., 1], self.maps) + per_image(scale[..., 0], self.maps)

@@ -25,15 +25,31 @@ import numpy as np
 
 from ._assemble import Outcome, SolvedPart
 from ._batch import History, Live, merge_evaluations, merge_rows
+from ._haadf_fit import HaadfFit
+from ._xp import to_numpy
 from .backends import Engine
 from .inputs import FusionProblem
-from .objectives import Evaluation
+from .objectives import Evaluation, smooth_gradient
 from .operators import haadf_weights
 from .params import FusionParams
+from .priors import directional_field
 from .result import FusionDivergedError
 from .schedules import ConstantStep, step_schedule, step_size
 
-__all__ = ["IterationState", "solve"]
+__all__ = ["MIN_CURVATURE", "STEP_GROWTH", "IterationState", "solve"]
+
+STEP_GROWTH = 1.1
+"""With ``step="lipschitz"``, the factor by which an item's step grows after an iteration that needed no
+backtrack, so the step follows the curvature down as well as up (one backtrack per ~7 iterations at most)."""
+
+MIN_CURVATURE = 1e-3
+"""Floor of the curvature estimate, so that flat data terms (zero weights) still give finite steps."""
+
+# relative slack of the sufficient-decrease test: the objective's sums carry the rounding of float32 maps
+_SLACK = 1e-6
+
+# t after a restarted step: the momentum sequence starts again from t = 1, whose successor this is
+_T_AFTER_RESTART = 0.5 * (1.0 + math.sqrt(5.0))
 
 
 @dataclass(frozen=True)
@@ -109,35 +125,64 @@ def solve(
     zeros = np.zeros(n_items)
     values.update(shrink=np.ones(n_items), rises=zeros.copy(), above=zeros.copy(), start=zeros.copy())
     mask = problem.haadf_mask
-    ev = engine.evaluate(problem.counts, problem.haadf, problem.counts, weights, xp=xp, mask=mask, **_terms(values))
+    direction = _direction(problem, params, values, xp)
+    terms = _terms(values, direction)
+    ev = engine.evaluate(problem.counts, problem.haadf, problem.counts, weights, xp=xp, mask=mask, **terms)
     live = Live(
-        np.arange(n_items), problem.counts, problem.counts, problem.haadf, weights, ev, _total(ev, values), values, mask
+        np.arange(n_items),
+        problem.counts,
+        problem.counts,
+        problem.haadf,
+        weights,
+        ev,
+        _total(ev, values),
+        values,
+        mask,
+        direction=direction,
     )
+    fit = HaadfFit.start(problem, params, weights)
+    if fit is not None:
+        _refit(live, fit, engine, xp, smooth=True)
     live.values["start"] = live.total.copy()
     history = History()
-    history.record(0, problem.items, *_terms_per_item(ev), live.total, np.full(n_items, math.nan), zeros)
-    outcome = Outcome(n_items)
+    history.record(0, problem.items, *_terms_per_item(live.ev), live.total, np.full(n_items, math.nan), zeros)
+    outcome = Outcome(n_items, rescale_totals=params.rescale_totals)
     batched = problem.batch_shape != ()
 
-    schedule = step_schedule(params.step)
+    lipschitz = params.step == "lipschitz"
+    schedule = None if lipschitz else step_schedule(params.step)
+    live.values["t"] = np.ones(n_items)
+    if params.tv_warm:
+        shape = (n_items, n_elements, 2, *problem.counts.shape[-2:])
+        live.dual = xp.zeros(shape, dtype=problem.counts.dtype, device=problem.device)
+    if lipschitz:
+        live.values["curvature"] = _first_curvature(live, engine, xp)
     bar = _progress_bar(params.n_iter) if progress else None
     try:
         for k in range(params.n_iter):
-            base = step_size(schedule, k)
-            eta = live.values["shrink"] * base
-            x_new, ev_new, total_new, backtracks = _step_with_backtracking(live, eta, params, engine, xp)
-            history.record(k + 1, problem.items[live.items], *_terms_per_item(ev_new), total_new, eta, backtracks)
+            if fit is not None and fit.due(k):
+                _refit(live, fit, engine, xp)
             v = live.values
+            eta = 1.0 / v["curvature"] if lipschitz else v["shrink"] * step_size(schedule, k)
+            t_next = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * v["t"] ** 2))
+            beta = (v["t"] - 1.0) / t_next if params.accel == "fista" else np.zeros(live.items.size)
+            trial, total_new, backtracks, restarted = _step_with_backtracking(live, eta, beta, params, engine, xp)
+            history.record(k + 1, problem.items[live.items], *_terms_per_item(trial.ev), total_new, eta, backtracks)
             improved = total_new <= live.total
             v["rises"] = np.where(improved, 0, v["rises"] + 1)
             v["above"] = np.where(total_new > v["start"], v["above"] + 1, 0)
-            change = np.abs(live.total - total_new) / np.maximum(np.abs(live.total), 1e-30)
-            live.x, live.ev, live.total = x_new, ev_new, total_new
+            v["t"] = np.where(restarted, _T_AFTER_RESTART, t_next)
+            moved, size = _norms(trial.x - trial.y, xp), _norms(trial.x, xp)
+            if lipschitz:
+                grown = np.maximum(v["curvature"] / STEP_GROWTH, MIN_CURVATURE)
+                v["curvature"] = np.where(backtracks == 0, grown, v["curvature"])
+            residual = moved / np.maximum(size, 1e-30)
+            live.x_prev, live.x, live.ev, live.total, live.dual = live.x, trial.x, trial.ev, total_new, trial.dual
             diverged = _diverged(live, params)
             if diverged.any() and on_divergence == "raise":
                 row = int(np.flatnonzero(diverged)[0])
                 _raise_diverged(live, row, int(problem.items[live.items[row]]), eta, k + 1, history, problem, params)
-            reasons = np.where(diverged, "diverged", np.where(change < params.tol, "tol", ""))
+            reasons = np.where(diverged, "diverged", np.where(residual < params.tol, "tol", ""))
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(objective=f"{np.mean(live.total):.5g}", live=live.items.size, refresh=False)
@@ -166,11 +211,47 @@ def _item_values(
         values["lambda_haadf"] = np.full(items.shape, 1.0 / len(elements))
     else:
         values["lambda_haadf"] = params.item_values("lambda_haadf", batch_shape)[items]
+    priors = np.asarray(params.priors(elements))
+    if np.any(priors != "tv"):
+        # Only maps with another prior carry these: a zero delta and strength is TV (fusex.priors).
+        for name, prior in (("huber_delta", "huber"), ("dtv_strength", "dtv")):
+            values[name] = np.where(priors == prior, params.map_values(name, batch_shape, elements)[items], 0.0)
     return values
 
 
-def _terms(values: dict[str, np.ndarray]) -> dict[str, Any]:
-    return {"gamma": _compact(values["gamma"]), "eps": _compact(values["eps"])}
+def _direction(problem: FusionProblem, params: FusionParams, values: dict[str, np.ndarray], xp: Any) -> Any:
+    """Return each item's HAADF direction field ``(n, 2, H, W)``, once per fusion; None when no map uses ``"dtv"``."""
+    if not np.any(values.get("dtv_strength", 0.0)):
+        return None
+    return directional_field(problem.haadf, params.dtv_eta, xp)
+
+
+def _refit(live: Live, fit: HaadfFit, engine: Engine, xp: Any, *, smooth: bool = False) -> None:
+    """Refit the HAADF model's gain, offset and background at the live iterate, and re-evaluate the objective.
+
+    Each refit minimizes the objective over them exactly, at fixed maps, so
+    the objective never rises at a refit (see ``docs/theory.md``).
+    """
+    fit.apply(live, xp, smooth=smooth)
+    terms = _terms(live.values, live.direction)
+    live.ev = engine.evaluate(live.x, live.haadf, live.counts, live.weights, xp=xp, mask=live.mask, **terms)
+    live.total = _total(live.ev, live.values)
+
+
+def _terms(values: dict[str, np.ndarray], direction: Any = None) -> dict[str, Any]:
+    """Keywords of ``engine.evaluate``: gamma, eps and, when a map's prior is not TV, the prior's parameters."""
+    return {"gamma": _compact(values["gamma"]), "eps": _compact(values["eps"]), **_prior(values, direction)}
+
+
+def _prior(values: dict[str, np.ndarray], direction: Any) -> dict[str, Any]:
+    """Keywords naming the maps' priors for the engines (none when every map is on TV: the engines' TV path)."""
+    if "huber_delta" not in values:
+        return {}
+    return {
+        "huber_delta": _compact(values["huber_delta"]),
+        "strength": _compact(values["dtv_strength"]),
+        "direction": direction,
+    }
 
 
 def _compact(values: np.ndarray) -> Any:
@@ -184,8 +265,12 @@ def _compact(values: np.ndarray) -> Any:
 
 
 def _total(ev: Evaluation, values: dict[str, np.ndarray]) -> np.ndarray:
-    chem = np.sum(values["lambda_chem"] * ev.poisson, axis=-1)
-    return values["lambda_haadf"] * ev.haadf + chem + np.sum(values["lambda_tv"] * ev.tv, axis=-1)
+    return _smooth(ev, values) + np.sum(values["lambda_tv"] * ev.tv, axis=-1)
+
+
+def _smooth(ev: Evaluation, values: dict[str, np.ndarray]) -> np.ndarray:
+    """Return the smooth (data) terms of the objective of each item."""
+    return values["lambda_haadf"] * ev.haadf + np.sum(values["lambda_chem"] * ev.poisson, axis=-1)
 
 
 def _terms_per_item(ev: Evaluation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -193,44 +278,174 @@ def _terms_per_item(ev: Evaluation) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return ev.haadf, np.sum(ev.poisson, axis=-1), np.sum(ev.tv, axis=-1)
 
 
-def _advance(live: Live, eta: np.ndarray, params: FusionParams, engine: Engine, xp: Any) -> tuple[Any, Evaluation]:
+@dataclass(frozen=True)
+class _Trial:
+    """One step of the live items: the point it started from (``y``, with its evaluation) and where it went."""
+
+    y: Any
+    ev_y: Evaluation
+    x: Any
+    ev: Evaluation
+    dual: Any
+    bound: np.ndarray | None = None
+
+
+def _advance(live: Live, eta: np.ndarray, beta: np.ndarray, params: FusionParams, engine: Engine, xp: Any) -> _Trial:
+    r"""Step from :math:`y = P_{\ge 0}(x_k + \beta (x_k - x_{k-1}))` (:math:`x_k` itself where :math:`\beta = 0`)."""
     v = live.values
-    y = engine.gradient_step(
+    terms = _terms(v, live.direction)
+    if live.x_prev is None or not np.any(beta > 0):
+        y, ev_y = live.x, live.ev
+    else:
+        b = xp.asarray(beta.tolist(), dtype=live.x.dtype, device=array_api_compat.device(live.x))
+        y = xp.clip(live.x + xp.reshape(b, (-1, 1, 1, 1)) * (live.x - live.x_prev), min=0.0)
+        ev_y = engine.evaluate(y, live.haadf, live.counts, live.weights, xp=xp, mask=live.mask, **terms)
+    z = engine.gradient_step(
+        y,
+        live.counts,
+        live.weights,
+        ev_y,
+        eps=_compact(v["eps"]),
+        coef_h=_compact(eta * v["gamma"] * v["lambda_haadf"]),
+        coef_c=_compact(eta[:, None] * v["lambda_chem"]),
+        xp=xp,
+        # The sufficient-decrease test holds for a true proximal-gradient step, whose prox alone imposes x >= 0;
+        # fixed steps keep the published method's projection before the prox.
+        nonneg=params.step != "lipschitz",
+    )
+    tv_weight = _compact(eta[:, None] * v["lambda_tv"])
+    prox = {"method": params.tv_method, "nonneg": True, "xp": xp, **_prior(v, live.direction)}
+    if live.dual is None:
+        x_new, dual = engine.tv_prox(z, tv_weight, params.n_tv, **prox), None
+    else:
+        x_new, dual = engine.tv_prox(z, tv_weight, params.n_tv, dual=live.dual, **prox)
+    ev_new = engine.evaluate(x_new, live.haadf, live.counts, live.weights, xp=xp, mask=live.mask, **terms)
+    bound = None
+    if params.step == "lipschitz":
+        # Beck & Teboulle's quadratic upper model of the smooth terms at y, evaluated at the new point
+        d = x_new - y
+        slope = np.asarray(to_numpy(xp.sum(_gradient(y, ev_y, live, xp) * d, axis=(1, 2, 3))), dtype=np.float64)
+        bound = _smooth(ev_y, v) + slope + _norms(d, xp) ** 2 / (2.0 * eta)
+    return _Trial(y, ev_y, x_new, ev_new, dual, bound)
+
+
+def _merge_trials(full: _Trial, part: _Trial, rows: np.ndarray, xp: Any) -> _Trial:
+    """``full`` with the items ``rows`` replaced by ``part``."""
+    return _Trial(
+        merge_rows(full.y, part.y, rows, xp),
+        merge_evaluations(full.ev_y, part.ev_y, rows, xp),
+        merge_rows(full.x, part.x, rows, xp),
+        merge_evaluations(full.ev, part.ev, rows, xp),
+        None if full.dual is None else merge_rows(full.dual, part.dual, rows, xp),
+        None if full.bound is None else _merge_host(full.bound, part.bound, rows),
+    )
+
+
+def _merge_host(full: np.ndarray, part: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    out = full.copy()
+    out[rows] = part
+    return out
+
+
+def _step_with_backtracking(
+    live: Live, eta: np.ndarray, beta: np.ndarray, params: FusionParams, engine: Engine, xp: Any
+) -> tuple[_Trial, np.ndarray, np.ndarray, np.ndarray]:
+    r"""One step of every live item, redone until it is accepted (``eta`` and ``beta`` are updated).
+
+    An accelerated step that raises the objective is first redone from
+    :math:`x_k` without momentum (the function-value restart).  Then, with
+    backtracking on, a step is redone with a smaller step size while it
+    fails its test: with ``step="lipschitz"`` Beck & Teboulle's sufficient
+    decrease :math:`f(x_{k+1}) \le f(y) + \langle \nabla f(y), x_{k+1} - y \rangle
+    + \lVert x_{k+1} - y \rVert^2 / (2\eta)` of the smooth terms :math:`f`
+    (the item's curvature estimate :math:`1/\eta` grows with each cut),
+    otherwise a fall of the objective.  Returns the step, the new
+    objectives, the backtracks and which items restarted.
+    """
+    trial = _advance(live, eta, beta, params, engine, xp)
+    total_new = _total(trial.ev, live.values)
+    backtracks = np.zeros(live.items.size)
+    restarted = np.zeros(live.items.size, dtype=bool)
+    while True:
+        # "not improved" rather than "rose": a NaN objective must retry too
+        failed = ~(total_new <= live.total)
+        retry = np.flatnonzero(failed & (beta > 0))
+        if retry.size:
+            beta[retry] = 0.0
+            restarted[retry] = True
+        elif params.backtracking:
+            if trial.bound is not None:
+                smooth = _smooth(trial.ev, live.values)
+                failed = ~(smooth <= trial.bound + _SLACK * np.abs(trial.bound))
+            retry = np.flatnonzero(failed & (backtracks < params.max_backtracks))
+            if not retry.size:
+                break
+            backtracks[retry] += 1
+            eta[retry] *= params.backtrack_factor
+            live.values["shrink"][retry] *= params.backtrack_factor
+            if trial.bound is not None:
+                live.values["curvature"][retry] /= params.backtrack_factor
+        else:
+            break
+        part = live.subset(retry, xp)
+        redone = _advance(part, eta[retry], beta[retry], params, engine, xp)
+        trial = _merge_trials(trial, redone, retry, xp)
+        total_new[retry] = _total(redone.ev, part.values)
+    return trial, total_new, backtracks, restarted
+
+
+def _norms(a: Any, xp: Any) -> np.ndarray:
+    """Euclidean norm of each item of ``a`` (``(n, E, H, W)``), on the host."""
+    return np.sqrt(np.asarray(to_numpy(xp.sum(a * a, axis=(1, 2, 3))), dtype=np.float64))
+
+
+def _gradient(x: Any, ev: Evaluation, live: Live, xp: Any) -> Any:
+    v = live.values
+    return smooth_gradient(
+        x,
+        live.counts,
+        live.weights,
+        ev,
+        gamma=_compact(v["gamma"]),
+        eps=_compact(v["eps"]),
+        lam_h=_compact(v["lambda_haadf"]),
+        lam_c=_compact(v["lambda_chem"]),
+        xp=xp,
+    )
+
+
+def _secant_curvature(live: Live, trial: _Trial, moved: np.ndarray, previous: np.ndarray, xp: Any) -> np.ndarray:
+    r"""Per-item curvature of the smooth terms along a step, :math:`\lVert \Delta\nabla f \rVert / \lVert x - y \rVert`.
+
+    Items that did not move (or gave no finite estimate) keep ``previous``;
+    the estimate is kept above `MIN_CURVATURE`, so a step stays finite
+    where the data terms are flat.
+    """
+    change = _norms(_gradient(trial.x, trial.ev, live, xp) - _gradient(trial.y, trial.ev_y, live, xp), xp)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        estimate = change / moved
+    ok = np.isfinite(estimate) & (moved > 0)
+    return np.where(ok, np.maximum(estimate, MIN_CURVATURE), previous)
+
+
+def _first_curvature(live: Live, engine: Engine, xp: Any) -> np.ndarray:
+    """Curvature estimate of each item before the first iteration: the secant along a unit gradient step from x0."""
+    v = live.values
+    terms = _terms(v, live.direction)
+    ones = np.ones(live.items.size)
+    z = engine.gradient_step(
         live.x,
         live.counts,
         live.weights,
         live.ev,
         eps=_compact(v["eps"]),
-        coef_h=_compact(eta * v["gamma"] * v["lambda_haadf"]),
-        coef_c=_compact(eta[:, None] * v["lambda_chem"]),
+        coef_h=_compact(v["gamma"] * v["lambda_haadf"]),
+        coef_c=_compact(ones[:, None] * v["lambda_chem"]),
         xp=xp,
     )
-    tv_weight = _compact(eta[:, None] * v["lambda_tv"])
-    x_new = engine.tv_prox(y, tv_weight, params.n_tv, method=params.tv_method, nonneg=True, xp=xp)
-    return x_new, engine.evaluate(x_new, live.haadf, live.counts, live.weights, xp=xp, mask=live.mask, **_terms(v))
-
-
-def _step_with_backtracking(
-    live: Live, eta: np.ndarray, params: FusionParams, engine: Engine, xp: Any
-) -> tuple[Any, Evaluation, np.ndarray, np.ndarray]:
-    """One step of every live item; items whose objective rose retry with smaller steps (``eta`` is updated)."""
-    x_new, ev_new = _advance(live, eta, params, engine, xp)
-    total_new = _total(ev_new, live.values)
-    backtracks = np.zeros(live.items.size)
-    while params.backtracking:
-        # "not improved" rather than "rose": a NaN objective must retry too
-        retry = np.flatnonzero(~(total_new <= live.total) & (backtracks < params.max_backtracks))
-        if not retry.size:
-            break
-        backtracks[retry] += 1
-        eta[retry] *= params.backtrack_factor
-        live.values["shrink"][retry] *= params.backtrack_factor
-        part = live.subset(retry, xp)
-        x_part, ev_part = _advance(part, eta[retry], params, engine, xp)
-        x_new = merge_rows(x_new, x_part, retry, xp)
-        ev_new = merge_evaluations(ev_new, ev_part, retry, xp)
-        total_new[retry] = _total(ev_part, part.values)
-    return x_new, ev_new, total_new, backtracks
+    ev_z = engine.evaluate(z, live.haadf, live.counts, live.weights, xp=xp, mask=live.mask, **terms)
+    trial = _Trial(live.x, live.ev, z, ev_z, None)
+    return _secant_curvature(live, trial, _norms(z - live.x, xp), ones, xp)
 
 
 def _diverged(live: Live, params: FusionParams) -> np.ndarray:

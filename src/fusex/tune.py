@@ -1,83 +1,113 @@
-r"""Choosing the fusion weights from the data: count splitting and a held-out error estimate.
+r"""Choosing the fusion parameters from the data: held-out scores, per element, never worse than simple.
 
-For counts :math:`b \sim \mathrm{Poisson}(\mu)`, splitting every count at
+Two hold-outs, chosen by what the maps are:
+
+**Counts** (non-negative integers): count splitting.  Splitting every count at
 random into :math:`K` folds (multinomial thinning) gives folds
 :math:`b^{(k)} \sim \mathrm{Poisson}(\mu/K)` that are *independent* of one
-another.  For each candidate :math:`\theta` on a grid and each fold
-:math:`k`, fusex fuses the other folds, :math:`b^{(-k)} = b - b^{(k)}`, with
-the full HAADF image, and asks how well the fused maps :math:`\hat x_k`
-predict the fold they did not see.
-
-The default score (``criterion="nrmse"``) estimates each element's NRMSE,
-the error after the best affine fit to the truth (fusion fixes the maps'
-shape; their scale comes from the HAADF model).  Fitting :math:`a\hat x_k + c`
-to the held-out counts by least squares leaves a residual :math:`R_k` whose
-expectation is the same fit's residual against :math:`\mu/K` plus the Poisson
-variance of the fold, :math:`\sum_{px}\mu/K` (less the two fitted degrees of
-freedom), because the held-out noise is independent of :math:`\hat x_k`.  The
-counts estimate that variance (a Poisson count's variance is its mean), and
-:math:`\lVert b^{(k)} - \bar b^{(k)}\rVert^2 - \sum b^{(k)}` the signal's
-spread, so
+another.  For each candidate :math:`\theta` and fold :math:`k`, fusex fuses
+the other folds, :math:`b^{(-k)} = b - b^{(k)}`, with the full HAADF image,
+and asks how well the fit :math:`\hat x_k` (in counts, `FusionResult.to_input_units`)
+predicts the fold it did not see.  The default score (``criterion="mse"``) is
+an unbiased estimate of the **raw-scale** squared error, with no affine fit,
+so a map of the right shape but the wrong scale scores as badly as it is:
 
 .. math::
 
-    \widehat{\mathrm{NRMSE}}^2_{\theta,e} = \frac{\sum_k \bigl(R_{k} - \sum_{px} b^{(k)}_e\bigr)}
-        {\sum_k \bigl(\lVert b^{(k)}_e - \bar b^{(k)}_e\rVert^2 - \sum_{px} b^{(k)}_e\bigr)}
+    \widehat{\mathrm{MSE}}_{\theta,e} = \frac{1}{K}\sum_k K^2\Bigl(
+        \bigl\lVert \hat x_{k,e}/(K-1) - b^{(k)}_e \bigr\rVert^2 - \textstyle\sum_{px} b^{(k)}_e\Bigr)
+    \Big/ \textstyle\sum_{px} b_e .
 
-(with the exact finite-sample factors in the code) estimates, without the
-truth, the squared NRMSE of the fits; the mean over elements is the
-criterion.  ``criterion="deviance"`` instead scores the held-out Poisson
-deviance of :math:`\hat\mu = (a\hat x_k + c)/(K-1)`, with :math:`a, c` fitted
-to :math:`b^{(-k)}`, each element's deviance divided by its signal variance.
-It weighs pixels by the inverse of their expected count, which at low dose
-favours over-smoothed maps that never predict zero; the error estimate
-weighs every pixel alike, as the NRMSE does, and on our phantoms picks
-closer to the weights chosen with the truth (see the docs).  All
-:math:`K \times` grid fusions run as one batched solve.
+The held-out noise is independent of the fit and its variance is its mean,
+so subtracting the held-out counts removes it; :math:`K^2` brings the error
+to the full dose, and dividing by the raw map's own expected error (its
+Poisson variance :math:`\sum\mu \approx \sum b`) makes 1 the raw map's score.
+Nothing divides by an estimated signal variance, which at low dose can be
+zero or negative; the raw-scale NRMSE is reported (``raw_nrmse``) only for
+elements whose signal variance the counts resolve (more than twice its
+standard error), with a warning for the others.  ``criterion="nrmse"`` is the
+earlier affine-invariant estimate (blind to scale errors: it hid a 6.9x
+inflation of a map), ``"deviance"`` the held-out Poisson deviance.
 
-Each fit sees :math:`(K-1)/K` of the dose.  In the min-max normalized units
-fusex solves in by default, the Poisson term's weight relative to the others
-scales with the dose, so the fits use :math:`\lambda_C (K-1)/K` and the chosen
-:math:`\lambda_C` applies to the full data (with ``normalize="none"`` the
-counts carry the dose themselves and no correction is made).
+**Maps that are not counts** (normalized, background-subtracted, smoothed by
+the acquisition software): a J-invariant pixel hold-out (Batson & Royer 2019,
+as `skimage.restoration.calibrate_denoiser`; ``criterion="jinvariant"``,
+chosen automatically).  Each of ``folds`` masks hides one sub-grid of stride 4,
+every hidden pixel replaced by its neighbours' mean; a fit of the masked maps
+predicts the hidden pixels it never saw, scored by their squared error at raw
+scale relative to the map's spread.
 
-The criterion needs the maps to be **raw counts**: thinning is exact only for
-Poisson data, and the error estimate relies on their variance being their mean.
-Maps that were normalized, background-subtracted, scaled by a
-detector gain or summed from deconvolved spectra are not Poisson, and are
-refused.  The HAADF image is not split: it enters every fit in full.
+**The choice.**  The grid (default `DEFAULT_GRID`: ``lambda_tv`` x
+``lambda_chem`` x ``lambda_haadf`` in {default, 0}, and ``prior`` when
+`FusionParams` has it) runs as one batched solve per prior.  Each element then
+takes its own best grid point: its weights, and whether the HAADF term helps
+it at all (an element whose best point has :math:`\lambda_H = 0` is left out
+of the HAADF model, ``haadf_weights`` 0, so the objective stays one function).
+The raw map and Gaussian blurs of it (``sigmas``) are candidates scored the
+same way, and an element whose fusion does not beat its best blur gets the
+blur (or the raw map), labelled as such in the result, so the choice is never
+worse than simple *on the criterion*.  A choice on the edge of the grid warns
+and extends the grid one step beyond it, at most ``widen`` times.  The result
+records the criterion and, per element, the score's standard error over the
+folds or masks and the margin to the runner-up with its paired standard error.
+
+Each fit sees :math:`(K-1)/K` of the dose.  In the normalized units fusex
+solves in by default, the Poisson term's weight relative to the others
+scales with the dose, so count-splitting fits use :math:`\lambda_C (K-1)/K`
+and the chosen :math:`\lambda_C` applies to the full data (with
+``normalize="none"`` the counts carry the dose themselves and no correction is
+made).  The HAADF image is never split or masked: it enters every fit in full.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
 
-from ._folds import Folds, Scored
+from . import _choice
+from ._folds import Folds, PixelHoldOut, _signed_root, pixel_masks, simple_scores
 from ._xp import convert, namespace_of, to_numpy
 from .inputs import stack_maps
-from .params import PER_ELEMENT_FIELDS, PER_ITEM_FIELDS, FusionParams
+from .params import PER_ITEM_FIELDS, FusionParams, PerElement
 from .result import FusionResult
-from .xarray import is_labeled, unwrap
+from .xarray import is_labeled, labeled_mask, result_to_dataset, unwrap
 
 __all__ = ["CRITERIA", "DEFAULT_GRID", "TuneResult", "split_counts", "tune"]
 
 CRITERIA: dict[str, str] = {
-    "nrmse": "held-out estimate of the NRMSE, from count splits",
+    "mse": "held-out estimate of the raw-scale squared error over the raw map's, from count splits",
+    "nrmse": "held-out estimate of the affine-invariant NRMSE, from count splits (blind to scale errors)",
     "deviance": "held-out Poisson deviance of count splits",
+    "jinvariant": "J-invariant pixel hold-out loss at raw scale (maps that are not counts)",
 }
 """The scores `tune` can rank candidates by, and their descriptions."""
 
-DEFAULT_GRID: dict[str, tuple[float, ...]] = {
-    "lambda_tv": (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05),
-    "lambda_chem": (0.0025, 0.005, 0.01, 0.02, 0.04),
+COUNT_CRITERIA = ("mse", "nrmse", "deviance")
+"""The criteria that split counts, and so need raw counts."""
+
+LABEL_FIELDS = tuple(name for name in ("prior",) if name in {f.name for f in fields(FusionParams)})
+"""Grid fields whose candidates are names, not numbers (searched one batched solve per name)."""
+
+DEFAULT_GRID: dict[str, tuple[Any, ...]] = {
+    **({"prior": ("tv", "huber", "dtv")} if "prior" in LABEL_FIELDS else {}),
+    "lambda_tv": (0.001, 0.003, 0.01, 0.03, 0.1),
+    "lambda_chem": (0.01, 0.04),
+    "lambda_haadf": (None, 0.0),
 }
-"""Candidates searched by default: 7 x 5 values, about log-spaced, fusex's defaults among them."""
+"""Candidates searched by default: every ``prior`` x ``lambda_tv`` (5 values, steps of about 3) x
+``lambda_chem`` (2, a step of 4 around fusex's default) x ``lambda_haadf`` (``None``: the params' own,
+:math:`1/E` by default; 0: no HAADF term), 60 in all.  Coarse on purpose: a choice on an edge widens the
+grid (``widen``), and the scores' noise (``choice.score_se``) is rarely below a factor of 3 in a weight."""
+
+DEFAULT_SIGMAS: tuple[float, ...] = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
+"""Widths (pixels) of the Gaussian blurs `tune` weighs against fusion; 0 is the raw map
+(`fusex.baselines.DEFAULT_SIGMAS`)."""
 
 
 @dataclass(frozen=True)
@@ -93,11 +123,16 @@ class TuneResult:
         named by the criterion: ``nrmse``, the estimated NRMSE of the fold fits
         (negative where the error is below what the held-out counts resolve),
         or ``deviance``, the held-out Poisson deviance summed over folds and
-        pixels, with ``signal_variance`` (element), its weights; ``total``:
-        the criterion (mean estimated NRMSE, or :math:`\sum_e` deviance /
-        signal variance); ``diverged``: candidates whose fit diverged in some
-        fold (their scores are NaN).  The grid values are the coordinates;
-        attrs record the criterion (``score`` names its variable), the folds
+        pixels, with ``signal_variance`` (element), its weights; ``mse``, the
+        raw-scale squared error over the raw map's (1: as good as the raw
+        counts), with ``raw_nrmse`` (the same as an NRMSE, NaN where the
+        counts resolve no signal variance); ``jinvariant``, the pixel
+        hold-out loss; ``total``: the criterion (mean over elements, or
+        :math:`\sum_e` deviance / signal variance); ``diverged``: candidates
+        whose fit diverged in some fold (their scores are NaN); ``simple``
+        (``sigma``, ``element``): the Gaussian blurs' scores (width 0: the raw
+        map).  The grid values are the coordinates; attrs record the
+        criterion (``score`` names its variable), the folds, the widenings
         and the choice.
     result : FusionResult, xarray.Dataset or None
         The fusion of the full data with `params`, a Dataset for labeled input
@@ -111,7 +146,17 @@ class TuneResult:
         splits also averages out the fits' own variability, which at low dose
         makes it more accurate than `result` (see the accuracy table in the
         docs).  In the caller's array library and device (a DataArray like
-        the maps for labeled input), in counts, not min-max units.
+        the maps for labeled input), in counts, not min-max units.  Elements
+        that took a simple candidate hold it, computed from the full counts.
+        None for the pixel hold-out (maps that are not counts).
+    choice : xarray.Dataset or None
+        Per element: ``method`` (``"fusion"``, ``"gaussian"`` or ``"raw"``: what
+        `result` holds for it), ``sigma`` (the blur's width, NaN for fusion),
+        ``score`` and ``score_se`` (its standard error over the folds or masks),
+        ``runner_up``, ``margin`` (the runner-up's score minus the choice's) and
+        ``margin_se`` (paired over the same folds or masks); attrs name the
+        ``criterion``.  A margin below about twice its standard error means
+        the data do not tell the two apart.
 
     """
 
@@ -119,6 +164,7 @@ class TuneResult:
     scores: xr.Dataset
     result: FusionResult | xr.Dataset | None
     average: Any = None
+    choice: xr.Dataset | None = None
 
     def plot(self, ax: Any = None) -> Any:
         """Plot the score surface with the choice marked (see `fusex.plot.score_surface`)."""
@@ -142,32 +188,57 @@ def split_counts(counts: np.ndarray, folds: int, rng: np.random.Generator) -> np
     return np.stack(parts)
 
 
+def _are_counts(maps: np.ndarray) -> bool:
+    return bool(np.all(maps >= 0) and np.all(maps == np.round(maps)) and maps.max() <= 2**31)
+
+
 def _check_counts(maps: np.ndarray) -> None:
     if not np.all(maps >= 0) or not np.all(maps == np.round(maps)):
         raise ValueError(
             "`maps` must hold raw counts (non-negative integers) for count splitting; these maps hold "
             "non-integer or negative values, as after normalization, background subtraction or gain "
-            "correction. Pass the raw counts, or choose the parameters by hand (FusionParams)"
+            "correction. Pass the raw counts, or use criterion='jinvariant' (a pixel hold-out, the default "
+            "for such maps)"
         )
     if maps.max() > 2**31:
         raise ValueError("`maps` holds counts above 2**31; these are not raw counts of one acquisition")
 
 
-def _grid(grid: Mapping[str, Sequence[float]] | None, base: FusionParams) -> dict[str, np.ndarray]:
+def _criterion(criterion: str | None, maps: np.ndarray) -> str:
+    """Resolve ``criterion``: None takes count splitting for counts and the pixel hold-out otherwise."""
+    if criterion is None:
+        return "mse" if _are_counts(maps) else "jinvariant"
+    if criterion not in CRITERIA:
+        raise ValueError(f"`criterion` must be one of {tuple(CRITERIA)} or None, got {criterion!r}")
+    if criterion in COUNT_CRITERIA:
+        _check_counts(maps)
+    return criterion
+
+
+def _grid(grid: Mapping[str, Sequence[Any]] | None, base: FusionParams, n_elements: int) -> dict[str, np.ndarray]:
+    """Check ``grid``; labels first (one search each), ``lambda_haadf`` None resolved to the params' own value."""
     grid = dict(DEFAULT_GRID if grid is None else grid)
     if not grid:
         raise ValueError("`grid` is empty: give at least one field and its candidate values")
-    out = {}
+    numbers, labels = {}, {}
     for name, values in grid.items():
+        if name in LABEL_FIELDS:
+            if isinstance(values, str) or not values or not all(isinstance(v, str) for v in values):
+                raise ValueError(f"`grid[{name!r}]` must be a non-empty sequence of names, got {values!r}")
+            labels[name] = np.array(list(values), dtype=object)
+            continue
         if name not in PER_ITEM_FIELDS:
-            raise ValueError(f"`grid` may vary {PER_ITEM_FIELDS}, not {name!r}")
+            raise ValueError(f"`grid` may vary {PER_ITEM_FIELDS + LABEL_FIELDS}, not {name!r}")
+        if name == "lambda_haadf" and not isinstance(values, str):
+            own = 1.0 / n_elements if base.lambda_haadf is None else base.lambda_haadf
+            values = [own if v is None else v for v in values]
         array = np.asarray(values, dtype=np.float64)
         if array.ndim != 1 or array.size == 0:
             raise ValueError(f"`grid[{name!r}]` must be a non-empty 1-D sequence of numbers, got {values!r}")
-        out[name] = array
+        numbers[name] = np.unique(array) if name == "lambda_haadf" else array
     if base.batch_shape:
         raise ValueError("`params` must hold one value per field; the grid supplies the candidates")
-    return out
+    return {**labels, **numbers}
 
 
 def tune(
@@ -177,7 +248,7 @@ def tune(
     elements: Sequence[str] | None = None,
     z: Sequence[int] | None = None,
     params: FusionParams | None = None,
-    grid: Mapping[str, Sequence[float]] | None = None,
+    grid: Mapping[str, Sequence[Any]] | None = None,
     folds: int = 4,
     seed: int | None = 0,
     refit: bool = True,
@@ -187,14 +258,20 @@ def tune(
     batch_size: int | None = None,
     callback: Any = None,
     per_element: bool = True,
-    criterion: Literal["nrmse", "deviance"] = "nrmse",
+    criterion: Literal["mse", "nrmse", "deviance", "jinvariant"] | None = None,
+    saturated: Any = "auto",
+    negative: str = "raise",
+    sigmas: Sequence[float] | None = DEFAULT_SIGMAS,
+    widen: int = 2,
 ) -> TuneResult:
-    r"""Choose fusion parameters from the data alone, by count splitting.
+    r"""Choose fusion parameters from the data alone, per element, never worse than a simple filter.
 
-    Every combination of the ``grid`` values is fused on :math:`K-1` of
-    ``folds`` random splits of the counts and scored on the held-out split
-    (see the module docstring); the best candidate is returned, with the
-    fusion of the full data.
+    Every combination of the ``grid`` values is fused on each part of a
+    hold-out (count splits, or pixel masks for maps that are not counts) and
+    scored on what it did not see (see the module docstring); each element
+    takes its best candidate, fusion or a blur of its own map, and the fusion
+    of the full data is returned with the blurred maps in place of the fused
+    ones where a blur won.
 
     Parameters
     ----------
@@ -202,55 +279,79 @@ def tune(
         The HAADF image (one acquisition), or a Dataset holding it and the maps
         (as `fusex.fuse` accepts them).
     maps : array (E, H, W), sequence or mapping of maps, or DataArray
-        The elemental maps as **raw counts** (non-negative integers, any
-        dtype).  Refused otherwise: the criterion is valid for Poisson counts only.
+        The elemental maps: raw counts (non-negative integers, any dtype) for
+        count splitting, or maps in any units for the pixel hold-out.
     elements, z :
         As in `fusex.fuse`.
     params : FusionParams, optional
         Parameters of every fit; the grid overrides its fields.  Default `FusionParams()`.
     grid : mapping, optional
-        Field name -> candidate values, for any of ``gamma``, ``lambda_haadf``,
-        ``lambda_chem``, ``lambda_tv``, ``eps``; every combination is tried.
-        Default `DEFAULT_GRID` (``lambda_tv`` x ``lambda_chem``, 7 x 5).
+        Field name -> candidate values, for any of ``gamma``, ``lambda_haadf``
+        (``None`` stands for the params' own value), ``lambda_chem``,
+        ``lambda_tv``, ``eps`` and, where `FusionParams` has it, ``prior``
+        (names); every combination is tried.  Default `DEFAULT_GRID`.
     folds : int
-        Number of count splits :math:`K \ge 2` (default 4): each fit sees
-        :math:`(K-1)/K` of the counts.  More folds fit closer to the full dose and
-        average more, at :math:`K` times the grid's cost.
+        Number of parts :math:`K \ge 2` (default 4): count splits (each fit sees
+        :math:`(K-1)/K` of the counts), or pixel masks (at most 16, each hiding
+        a sixteenth of the pixels).  More parts score more precisely, at
+        :math:`K` times the grid's cost.
     seed : int or None
-        Seed of the random splitting (default 0, reproducible).
+        Seed of the random splitting or of the masks' choice (default 0, reproducible).
     refit : bool
         Fuse the full data with the chosen parameters (default True).
     backend, device, progress, batch_size :
-        As in `fusex.fuse`; the whole search is one batched call.
+        As in `fusex.fuse`; the whole search is one batched call per prior.
     callback : callable, optional
         As in `fusex.fuse`, for the final fusion of the full data.
     per_element : bool
-        After the shared search, give each element the ``lambda_chem`` and
-        ``lambda_tv`` of its own best held-out score (any other grid
-        field stays at the shared choice), and keep this
-        choice if its criterion, scored on the same folds, beats the best
-        shared candidate (default True).  Elements differ in dose and in what
-        the HAADF image says about them, so one shared pair must trade one
-        element's error against another's.
-    criterion : {"nrmse", "deviance"}
-        The held-out score: the estimated NRMSE of each element (default), or
-        the Poisson deviance (see the module docstring).
+        Give each element the ``lambda_chem``, ``lambda_tv`` (and ``prior``) of
+        its own best held-out score and its own answer to whether the HAADF
+        term helps it (``lambda_haadf`` 0 in its best point: it is left out of
+        the HAADF model); any other grid field stays at the shared choice.
+        This choice is scored again on the same parts (the elements are coupled
+        through the HAADF term) and kept if it beats the best shared candidate
+        (default True).
+    criterion : {"mse", "nrmse", "deviance", "jinvariant"} or None
+        The held-out score (see the module docstring).  Default None:
+        ``"mse"`` (raw-scale error by count splitting) for counts,
+        ``"jinvariant"`` (pixel hold-out) for anything else.
+    saturated, negative :
+        As in `fusex.fuse`, for every fit and the final fusion: saturated
+        HAADF pixels are left out of the HAADF term.  Count criteria refuse
+        negative maps whatever ``negative`` says, since clipped maps are not
+        Poisson counts.
+    sigmas : sequence of float or None
+        Widths (pixels) of the Gaussian blurs each element's fusion competes
+        with; 0 is the raw map (default `DEFAULT_SIGMAS`).  None or empty:
+        fusion only.
+    widen : int
+        How many times the grid is extended one step past an edge that a
+        choice of ``lambda_tv`` or ``lambda_chem`` lands on (default 2; 0: never).
+        Each extension warns; a choice still on the edge warns again.
 
     Returns
     -------
     TuneResult
 
+    Warns
+    -----
+    UserWarning
+        When a choice lands on the edge of the grid, and when the counts of
+        an element resolve no signal variance (its ``raw_nrmse`` is NaN;
+        its ranking, which never divides by it, is unaffected).
+
     """
     base = FusionParams() if params is None else params
     if not isinstance(base, FusionParams):
         raise TypeError(f"`params` must be a FusionParams (or None), got {type(base).__name__}")
-    candidates = _grid(grid, base)
-    if criterion not in CRITERIA:
-        raise ValueError(f"`criterion` must be one of {tuple(CRITERIA)}, got {criterion!r}")
-    given = (haadf, maps)
-    labeled_maps = None
+    if criterion is not None and criterion not in CRITERIA:
+        raise ValueError(f"`criterion` must be one of {tuple(CRITERIA)} or None, got {criterion!r}")
+    if isinstance(widen, bool) or not isinstance(widen, int) or widen < 0:
+        raise ValueError(f"`widen` must be an integer >= 0, got {widen!r}")
+    labeled_haadf = labeled_maps = None
     if is_labeled(haadf, maps):
         labeled_haadf, labeled_maps, elements = unwrap(haadf, maps, elements)
+        saturated = labeled_mask(saturated, labeled_haadf)
         haadf, maps = labeled_haadf.data, labeled_maps.data
     elif maps is None:
         raise TypeError("`maps` is missing: pass the elemental maps, or one xarray.Dataset holding HAADF and maps")
@@ -264,106 +365,160 @@ def tune(
             "tune takes one acquisition: `haadf` (H, W) and `maps` (E, H, W); "
             f"got shapes {tuple(haadf.shape)} and {tuple(maps.shape)}. Tune one item of a batch, then fuse the batch"
         )
+    candidates = _grid(grid, base, maps.shape[0])
     counts = to_numpy(maps)
-    _check_counts(counts)
+    criterion = _criterion(criterion, counts)
+    widths = np.asarray([] if sigmas is None else sigmas, dtype=np.float64)
+    if widths.ndim != 1 or not np.all(np.isfinite(widths)) or np.any(widths < 0):
+        raise ValueError(f"`sigmas` must be a 1-D sequence of widths >= 0 (pixels), or None, got {sigmas!r}")
     image = np.asarray(to_numpy(haadf))
-    split = split_counts(counts, folds, np.random.default_rng(seed))
-    fit = (counts[None].astype(np.int64) - split).astype(np.float32 if counts.dtype.itemsize <= 4 else np.float64)
-    from .api import fuse
-
-    names = list(candidates)
-    shape = tuple(v.size for v in candidates.values())
-    axes = len(names)
-    fields = {
-        name: np.reshape(values, (values.size,) + (1,) * (axes - 1 - i))
-        for i, (name, values) in enumerate(candidates.items())
-    }
-    folds_data = Folds(image, fit, split, input_xp, input_device, criterion)
+    rng = np.random.default_rng(seed)
+    if criterion == "jinvariant":
+        holdout = PixelHoldOut(
+            image, np.asarray(counts, dtype=np.float64), pixel_masks(image.shape, folds, rng), input_xp, input_device
+        )
+    else:
+        split = split_counts(counts, folds, rng)
+        fit = (counts[None].astype(np.int64) - split).astype(np.float32 if counts.dtype.itemsize <= 4 else np.float64)
+        holdout = Folds(image, fit, split, input_xp, input_device, criterion)
     common = {"elements": elements, "z": z, "backend": backend, "device": device, "batch_size": batch_size}
-    search = folds_data.score(
-        base.replace(**{name: value.tolist() for name, value in fields.items()}), axes, progress, common
-    )
-    values, search_diverged, fused_elements = search.values, search.diverged, search.fits.elements
-    total = folds_data.total(values)
+    common.update(saturated=saturated, negative=negative)
+    surface = _choice.search(holdout, base, candidates, progress, common)
+    surface, widened = _choice.widen(holdout, base, surface, widen, per_element, progress, common)
+    total = holdout.total(surface.values)
     if np.all(np.isnan(total)):
         raise RuntimeError("every candidate diverged in some fold; widen the grid towards smaller weights")
-    best = np.unravel_index(int(np.nanargmin(total)), shape)
-    chosen = base.replace(**{name: float(candidates[name][i]) for name, i in zip(names, best)})
-    attrs = {f"chosen_{name}": float(candidates[name][i]) for name, i in zip(names, best)}
-    winner = (search.fits, best)
-    if per_element and len(fused_elements) > 1:
-        chosen, found, winner = _per_element_choice(chosen, candidates, search, folds_data, common, winner)
-        attrs.update(found)
-    average = convert(folds_data.average(*winner).astype(fit.dtype), input_xp, input_device)
-    del search, winner  # the grid's fits: let them go before the refit
-    variables = {criterion: ((*names, "element"), values)}
+    best = tuple(int(i) for i in np.unravel_index(int(np.nanargmin(total)), total.shape))
+    shared = surface.at(base, best)
+    shared_parts = None if surface.parts is None else surface.parts[(slice(None), *best)]
+    options = [_choice.Option("shared", shared, surface.values[best], shared_parts, None, best)]
+    attrs: dict[str, Any] = {
+        f"chosen_{name}": _choice._value(values[i]) for (name, values), i in zip(surface.candidates.items(), best)
+    }
+    trial = _choice.per_element_params(base, surface, best) if per_element else None
+    if trial is not None:
+        scored = holdout.score(trial, 0, False, common)
+        attrs.update(shared_total=float(total[best]), per_element_total=float(holdout.total(scored.values)))
+        attrs["per_element_params"] = json.dumps(trial.to_dict())
+        for name in surface.candidates:
+            if isinstance(getattr(trial, name), PerElement):
+                attrs[f"per_element_{name}"] = json.dumps(dict(getattr(trial, name)))
+        if not bool(scored.diverged):
+            options.append(_choice.Option("per element", trial, scored.values, scored.parts, scored.fits))
+    simple = simple_scores(holdout, widths) if widths.size else None
+    pick, takes = _choice.decide(holdout, options, None if simple is None else simple[0])
+    option = options[pick]
+    if trial is not None:
+        attrs["per_element"] = int(option.label == "per element")
+    choice = _choice.record(holdout, surface, option, widths, simple, takes)
+    sources = [
+        "fusion" if method == "fusion" else _choice.simple_label(sigma)
+        for method, sigma in zip(choice.method.values, choice.sigma.values)
+    ]
+    average = None
+    if isinstance(holdout, Folds):
+        fits = option.fits if option.fits is not None else holdout.score(option.params, 0, False, common).fits
+        average = holdout.average(fits, ())
+        average = _substitute_maps(average, counts, takes, widths).astype(fit.dtype)
+        average = convert(average, input_xp, input_device)
+    scores = _scores(holdout, surface, total, simple, widths, attrs, widened, seed, folds)
+    result = None
+    if refit:
+        from .api import fuse
+
+        fused = fuse(
+            haadf,
+            maps,
+            elements=elements,
+            z=z,
+            params=option.params,
+            backend=backend,
+            device=device,
+            progress=progress,
+            callback=callback,
+            saturated=saturated,
+            negative=negative,
+        )
+        result = _with_sources(fused, counts, takes, widths, sources)
+        if labeled_maps is not None:
+            result = result_to_dataset(result, labeled_haadf, labeled_maps)
+    if labeled_maps is not None and average is not None:
+        average = labeled_maps.copy(data=average)
+    return TuneResult(option.params, scores, result, average, choice)
+
+
+def _substitute_maps(estimate: np.ndarray, counts: np.ndarray, takes: np.ndarray | None, widths: np.ndarray) -> Any:
+    """Return ``estimate`` (E, H, W) with each element that took a simple candidate replaced by it, from ``counts``."""
+    from .baselines import gaussian
+
+    out = np.array(estimate, dtype=np.float64)
+    for e, taken in enumerate([] if takes is None else takes):
+        if taken >= 0:
+            out[e] = gaussian(np.asarray(counts[e], dtype=np.float64), widths[taken])
+    return out
+
+
+def _with_sources(
+    fused: FusionResult, counts: np.ndarray, takes: np.ndarray | None, widths: np.ndarray, sources: list[str]
+) -> FusionResult:
+    """Put the simple candidates some elements took into ``fused`` (in its normalized units) and label every map."""
+    maps = fused.maps
+    if takes is not None and np.any(takes >= 0):
+        scale = np.asarray(fused.scale["maps"], dtype=np.float64)  # (E, 2): offset, range
+        xp, device = namespace_of(maps=maps)
+        host = np.asarray(to_numpy(maps), dtype=np.float64)
+        simple = _substitute_maps(host, counts, takes, widths)
+        for e, taken in enumerate(takes):
+            if taken >= 0:
+                host[e] = (simple[e] - scale[e, 0]) / (scale[e, 1] if scale[e, 1] > 0 else 1.0)
+        maps = convert(host.astype(to_numpy(fused.maps).dtype), xp, device)
+    return replace(fused, maps=maps, sources=tuple(sources))
+
+
+def _scores(
+    holdout: Folds | PixelHoldOut,
+    surface: _choice.Surface,
+    total: np.ndarray,
+    simple: tuple[np.ndarray, np.ndarray | None] | None,
+    widths: np.ndarray,
+    attrs: dict[str, Any],
+    widened: list[str],
+    seed: int | None,
+    folds: int,
+) -> xr.Dataset:
+    """Build `TuneResult.scores`: the score surface, the simple candidates' scores, and what was done."""
+    names = list(surface.candidates)
+    criterion = holdout.criterion
+    variables: dict[str, Any] = {criterion: ((*names, "element"), surface.values)}
     if criterion == "deviance":
-        variables["signal_variance"] = ("element", folds_data.signal_variance)
-    scores = xr.Dataset(
-        {**variables, "total": (tuple(names), total), "diverged": (tuple(names), search_diverged)},
-        coords={**{name: values for name, values in candidates.items()}, "element": list(fused_elements)},
+        variables["signal_variance"] = ("element", holdout.signal_variance)
+    if criterion == "mse":
+        signal, noise = holdout.signal
+        resolved = signal > 2 * noise
+        if not np.all(resolved):
+            unresolved = ", ".join(e for e, ok in zip(surface.elements, resolved) if not ok)
+            warnings.warn(
+                f"tune: the counts of {unresolved} resolve no signal variance (its estimate is not above twice its "
+                "noise): their raw_nrmse is NaN; the ranking, which does not divide by it, is unaffected",
+                UserWarning,
+                stacklevel=3,
+            )
+        ratio = holdout.denominator / np.where(resolved, signal, np.nan)
+        variables["raw_nrmse"] = ((*names, "element"), _signed_root(surface.values * ratio))
+        variables["signal_variance"] = ("element", np.where(resolved, signal, np.nan))
+    coords: dict[str, Any] = {name: values for name, values in surface.candidates.items()}
+    if simple is not None:
+        variables["simple"] = (("sigma", "element"), simple[0])
+        coords["sigma"] = widths
+    return xr.Dataset(
+        {**variables, "total": (tuple(names), total), "diverged": (tuple(names), surface.diverged)},
+        coords={**coords, "element": list(surface.elements)},
         attrs={
             "criterion": CRITERIA[criterion],
             "score": criterion,
             "folds": folds,
             "seed": "None" if seed is None else seed,
+            "widened": json.dumps(widened),
             **attrs,
         },
     )
-    result = None
-    if refit:
-        result = fuse(
-            *given,
-            elements=elements,
-            z=z,
-            params=chosen,
-            backend=backend,
-            device=device,
-            progress=progress,
-            callback=callback,
-        )
-    if labeled_maps is not None:
-        average = labeled_maps.copy(data=average)
-    return TuneResult(chosen, scores, result, average)
-
-
-def _per_element_choice(
-    shared: FusionParams,
-    candidates: dict[str, np.ndarray],
-    search: Scored,
-    folds: Folds,
-    common: dict[str, Any],
-    winner: tuple[FusionResult, tuple[int, ...]],
-) -> tuple[FusionParams, dict[str, Any], tuple[FusionResult, tuple[int, ...]]]:
-    """Give each element the grid point of its own best score, if that scores better on the folds.
-
-    Returns the parameters, the attrs that record the trial (none when there was none), and the
-    fits and index the fold average is taken from.
-    """
-    names = list(candidates)
-    per = [name for name in names if name in PER_ELEMENT_FIELDS]
-    if not per:
-        return shared, {}, winner
-    # other grid fields (gamma, ...) stay at the shared choice: each element searches the weights only
-    free = tuple(slice(None) if name in per else i for name, i in zip(names, winner[1]))
-    picks = {}
-    for e, element in enumerate(search.fits.elements):
-        own_scores = search.values[(*free, e)]
-        if np.all(np.isnan(own_scores)):
-            return shared, {}, winner
-        own = iter(np.unravel_index(int(np.nanargmin(own_scores)), own_scores.shape))
-        picks[element] = tuple(next(own) if name in per else i for name, i in zip(names, winner[1]))
-    if all(index == winner[1] for index in picks.values()):
-        return shared, {}, winner  # every element's own pick is the shared one
-    changes = {
-        name: {el: float(candidates[name][index[names.index(name)]]) for el, index in picks.items()} for name in per
-    }
-    trial = shared.replace(**changes)
-    scored = folds.score(trial, 0, False, common)
-    trial_total = float(folds.total(scored.values))
-    shared_total = float(folds.total(search.values[winner[1]]))
-    attrs = {"shared_total": shared_total, "per_element_total": trial_total}
-    attrs.update({f"per_element_{name}": json.dumps(changes[name]) for name in per})
-    if bool(scored.diverged) or not trial_total < shared_total:
-        return shared, {**attrs, "per_element": 0}, winner
-    return trial, {**attrs, "per_element": 1}, (scored.fits, ())

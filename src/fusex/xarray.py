@@ -315,7 +315,7 @@ def result_to_dataset(result: FusionResult, haadf: xr.DataArray, maps: xr.DataAr
         **params_attrs(result.params),
         "engine": result.engine,
         "normalization_undone": 1,
-        "saturated_pixels": int(result.saturated),
+        "saturated_pixels": int(np.sum(result.saturated)),
     }
     ds.update(per_element_params(result.params, result.batch_shape, result.elements, batch_dims))
     if batch_dims:
@@ -343,8 +343,12 @@ def result_to_dataset(result: FusionResult, haadf: xr.DataArray, maps: xr.DataAr
 def per_element_params(
     params: FusionParams, batch_shape: tuple[int, ...], elements: Sequence[str], batch_dims: tuple
 ) -> dict[str, Any]:
-    """Variables ``param_lambda_chem``/``param_lambda_tv`` (..., element) for the weights given per element."""
-    return {
+    """Variables ``param_<field>`` (..., element) for the fields given per element (``param_prior``: names)."""
+    priors = {}
+    if isinstance(params.prior, PerElement):
+        names = np.broadcast_to(np.asarray(params.priors(elements)), (*batch_shape, len(elements)))
+        priors["param_prior"] = ((*batch_dims, ELEMENT_DIM), names)
+    return priors | {
         f"param_{name}": (
             (*batch_dims, ELEMENT_DIM),
             params.map_values(name, batch_shape, elements).reshape(*batch_shape, len(elements)),
@@ -359,7 +363,12 @@ def params_attrs(params: FusionParams) -> dict[str, Any]:
     from . import __version__
 
     values = params.to_dict()
-    scalar = {k: v for k, v in values.items() if not (k in PER_ITEM_FIELDS and isinstance(v, (list, tuple, dict)))}
+    # a per-element prior is a mapping of names: it goes to the JSON and to the param_prior variable
+    scalar = {
+        k: v
+        for k, v in values.items()
+        if not ((k in PER_ITEM_FIELDS or k == "prior") and isinstance(v, (list, tuple, dict)))
+    }
     return {
         **{key: _attr_value(value) for key, value in scalar.items()},
         "fusex_params": json.dumps(values),

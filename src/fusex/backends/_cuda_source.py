@@ -123,7 +123,99 @@ __global__ void evaluate_T(const T* x, const T* haadf, const T* counts, const T*
 """
 
 GRADIENT_STEP = (
-    "T x, T counts, T w, T x_pow_m1, T residual, T coef_h, T coef_c, T eps",
+    "T x, T counts, T w, T x_pow_m1, T residual, T coef_h, T coef_c, T eps, T floor",
     "T out",
-    "T g = coef_c * ((T)1 - counts / (x + eps)) - coef_h * w * x_pow_m1 * residual;out = x - g > (T)0 ? x - g : (T)0;",
+    "T g = coef_c * ((T)1 - counts / (x + eps)) - coef_h * w * x_pow_m1 * residual;"
+    "out = x - g > floor ? x - g : floor;",
 )
+
+GUIDED_KERNELS = r"""
+extern "C" {
+
+// v <- P v = v - g xi (xi . v): the directional projection (symmetric, so also its adjoint).
+__device__ __forceinline__ void guided(T& vy, T& vx, T xy, T xx, T g) {
+    T along = g * (xy * vy + xx * vx);
+    vy -= along * xy;
+    vx -= along * xx;
+}
+
+// P r at pixel k (field pixel q) of a map, r = p_cur + beta (p_cur - p_prev), 0 when zero_start.
+__device__ __forceinline__ void guided_r(const T* py_cur, const T* px_cur, const T* py_prev, const T* px_prev,
+                                         const T* xi_y, const T* xi_x, T beta, T g, bool zero_start, long k,
+                                         long q, T& vy, T& vx) {
+    vy = zero_start ? (T)0 : dual_r(py_cur, py_prev, beta, k);
+    vx = zero_start ? (T)0 : dual_r(px_cur, px_prev, beta, k);
+    guided(vy, vx, xi_y[q], xi_x[q], g);
+}
+
+// u = P_C(f + w div(P r)) at (i, j); the last row of (P r)_y and last column of (P r)_x never enter.
+__device__ __forceinline__ T guided_primal_at(const T* f, const T* py_cur, const T* px_cur, const T* py_prev,
+                                              const T* px_prev, const T* xi_y, const T* xi_x, T w, T beta, T g,
+                                              bool nonneg, bool zero_start, int H, int W, long base, int i,
+                                              int j) {
+    long q = (long)i * W + j;
+    long k = base + q;
+    T vy, vx, div = 0;
+    guided_r(py_cur, px_cur, py_prev, px_prev, xi_y, xi_x, beta, g, zero_start, k, q, vy, vx);
+    if (i < H - 1) div += vy;
+    if (j < W - 1) div += vx;
+    if (i > 0) {
+        guided_r(py_cur, px_cur, py_prev, px_prev, xi_y, xi_x, beta, g, zero_start, k - W, q - W, vy, vx);
+        div -= vy;
+    }
+    if (j > 0) {
+        guided_r(py_cur, px_cur, py_prev, px_prev, xi_y, xi_x, beta, g, zero_start, k - 1, q - 1, vy, vx);
+        div -= vx;
+    }
+    T u = f[k] + w * div;
+    return nonneg ? max(u, (T)0) : u;
+}
+
+// The Huber / directional-TV dual step of map blockIdx.z: p = proj(a r + s P grad u); the map takes the
+// direction field xi[m / maps_per_field] (2, H, W).
+__global__ void dual_step_guided_T(const T* f, const T* weights, const T* steps, const T* keeps,
+                                   const T* strengths, const T* xi, int maps_per_field, T beta, bool nonneg,
+                                   bool zero_start, const T* py_prev, const T* px_prev, const T* py_cur,
+                                   const T* px_cur, T* py_out, T* px_out, int H, int W) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    int i = blockIdx.y * blockDim.y + threadIdx.y;
+    if (i >= H || j >= W) return;
+    int m = blockIdx.z;
+    T w = weights[m], g = strengths[m];
+    long plane = (long)H * W;
+    const T* xi_y = xi + (long)(m / maps_per_field) * 2 * plane;
+    const T* xi_x = xi_y + plane;
+    long base = (long)m * plane;
+    long q = (long)i * W + j;
+    long k = base + q;
+#define PRIMAL(ii, jj) \
+    guided_primal_at(f, py_cur, px_cur, py_prev, px_prev, xi_y, xi_x, w, beta, g, nonneg, zero_start, H, W, base, \
+                     ii, jj)
+    T u = PRIMAL(i, j);
+    T gy = i < H - 1 ? PRIMAL(i + 1, j) - u : (T)0;
+    T gx = j < W - 1 ? PRIMAL(i, j + 1) - u : (T)0;
+#undef PRIMAL
+    guided(gy, gx, xi_y[q], xi_x[q], g);
+    T qy = keeps[m] * (zero_start ? (T)0 : dual_r(py_cur, py_prev, beta, k)) + steps[m] * gy;
+    T qx = keeps[m] * (zero_start ? (T)0 : dual_r(px_cur, px_prev, beta, k)) + steps[m] * gx;
+    T scale = max(sqrt(qy * qy + qx * qx), (T)1);
+    py_out[k] = qy / scale;
+    px_out[k] = qx / scale;
+}
+
+__global__ void primal_guided_T(const T* f, const T* weights, const T* strengths, const T* xi, int maps_per_field,
+                                bool nonneg, const T* py, const T* px, T* out, int H, int W) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    int i = blockIdx.y * blockDim.y + threadIdx.y;
+    if (i >= H || j >= W) return;
+    int m = blockIdx.z;
+    long plane = (long)H * W;
+    const T* xi_y = xi + (long)(m / maps_per_field) * 2 * plane;
+    out[(long)m * plane + (long)i * W + j] = guided_primal_at(f, py, px, py, px, xi_y, xi_y + plane, weights[m],
+                                                              (T)0, strengths[m], nonneg, false, H, W,
+                                                              (long)m * plane, i, j);
+}
+
+}
+"""
+"""Huber and directional-TV dual steps (`fusex.tv.tv_prox`'s Notes); compiled together with `TV_KERNELS`."""

@@ -132,16 +132,20 @@ def primal(f, weight, nonneg, py, px, out):  # pragma: no cover
 
 
 @nb.njit(parallel=True, **_JIT)
-def prox_maps(f, weights, steps, betas, nonneg, out):  # pragma: no cover
+def prox_maps(f, weights, steps, betas, nonneg, out, dual, warm):  # pragma: no cover
     """Run the whole TV prox of each map of an (M, H, W) stack, maps in parallel.
 
     Each map runs all its dual iterations while its buffers are in cache;
-    ``betas`` holds the momentum weight of each dual iteration.
+    ``betas`` holds the momentum weight of each dual iteration.  When
+    ``warm``, the dual starts from ``dual`` (M, 2, H, W), and the last dual
+    iterate is written back there; otherwise ``dual`` is not touched.
     """
     M, H, W = f.shape
     for m in prange(M):
         p = np.zeros((3, 2, H, W), dtype=f.dtype)
         prev, cur, nxt = 0, 1, 2
+        if warm:
+            p[cur] = dual[m]
         for k in range(betas.shape[0]):
             beta = betas[k]
             # Without momentum p_prev is not read: passing p_cur keeps stale memory out of the sum.
@@ -152,7 +156,7 @@ def prox_maps(f, weights, steps, betas, nonneg, out):  # pragma: no cover
                 steps[m],
                 beta,
                 nonneg,
-                k == 0,
+                k == 0 and not warm,
                 p[before, 0],
                 p[before, 1],
                 p[cur, 0],
@@ -164,6 +168,8 @@ def prox_maps(f, weights, steps, betas, nonneg, out):  # pragma: no cover
             )
             prev, cur, nxt = cur, nxt, prev
         _primal_rows(f[m], weights[m], nonneg, p[cur, 0], p[cur, 1], out[m], 0, H)
+        if warm:
+            dual[m] = p[cur]
 
 
 @nb.njit(parallel=True, **_JIT)
@@ -213,13 +219,13 @@ def evaluate(x, haadf, counts, weights, x_pow_m1, log_x_eps, residual, partials,
 
 
 @nb.njit(parallel=True, **_JIT)
-def gradient_step(x, counts, weights, x_pow_m1, residual, coef_h, coef_c, eps, out):  # pragma: no cover
-    """Out = max(x - coef_c (1 - b/(x+eps)) + coef_h w x**(gamma-1) r, 0).
+def gradient_step(x, counts, weights, x_pow_m1, residual, coef_h, coef_c, eps, floor, out):  # pragma: no cover
+    """Out = max(x - coef_c (1 - b/(x+eps)) + coef_h w x**(gamma-1) r, floor).
 
-    ``coef_h`` (= eta gamma lambda_H) and ``eps`` are per item n, ``coef_c`` (= eta lambda_C) per map (B, E).
+    ``coef_h`` (= eta gamma lambda_H) and ``eps`` are per item n, ``coef_c`` (= eta lambda_C) per map (B, E);
+    ``floor`` is 0 for the projected step and -inf for the plain one.
     """
     B, E, H, W = x.shape
-    zero = x.dtype.type(0)
     one = x.dtype.type(1)
     for t in prange(B * H):
         n = t // H
@@ -231,4 +237,92 @@ def gradient_step(x, counts, weights, x_pow_m1, residual, coef_h, coef_c, eps, o
             for j in range(W):
                 v = x[n, e, i, j]
                 g = cc * (one - counts[n, e, i, j] / (v + ep)) - ch * x_pow_m1[n, e, i, j] * residual[n, i, j]
-                out[n, e, i, j] = max(v - g, zero)
+                out[n, e, i, j] = max(v - g, floor)
+
+
+@nb.njit(**_JIT, inline="always")
+def _guided(vy, vx, xi_y, xi_x, strength):  # pragma: no cover
+    """Return P v = v - strength xi (xi . v) at one pixel (P is symmetric: also its adjoint)."""
+    along = strength * (xi_y * vy + xi_x * vx)
+    return vy - along * xi_y, vx - along * xi_x
+
+
+@nb.njit(**_JIT, inline="always")
+def _divergence_primal(f, weight, nonneg, vy, vx, out):  # pragma: no cover
+    """Out = P_C(f + weight div v) for one (H, W) map; the last row of v_y and last column of v_x never enter."""
+    H, W = f.shape
+    zero = f.dtype.type(0)
+    for i in range(H):
+        down = f.dtype.type(1.0 if i < H - 1 else 0.0)
+        up = f.dtype.type(1.0 if i > 0 else 0.0)
+        iu = max(i - 1, 0)
+        for j in range(W):
+            out[i, j] = f[i, j] + weight * (down * vy[i, j] - up * vy[iu, j])
+        out[i, 0] += weight * vx[i, 0]
+        for j in range(1, W - 1):
+            out[i, j] += weight * (vx[i, j] - vx[i, j - 1])
+        if W > 1:
+            out[i, W - 1] -= weight * vx[i, W - 2]
+        if nonneg:
+            for j in range(W):
+                out[i, j] = max(out[i, j], zero)
+
+
+@nb.njit(parallel=True, **_JIT)
+def prox_maps_guided(
+    f, weights, steps, keeps, strengths, xi, maps_per_field, betas, nonneg, out, dual, warm
+):  # pragma: no cover
+    r"""Run the Huber / directional-TV prox of each map of an (M, H, W) stack, maps in parallel.
+
+    The dual step of `fusex.tv.tv_prox`'s Notes:
+    :math:`p \leftarrow P_{\lVert\cdot\rVert\le 1}(a\,r + s\,P_\xi\nabla u)`,
+    :math:`u = P_C(f + w \operatorname{div}(P_\xi r))`, with ``keeps`` :math:`a`,
+    ``steps`` :math:`s` and ``strengths`` :math:`\gamma_d` per map; map ``m``
+    takes the field ``xi[m // maps_per_field]`` (2, H, W).  When ``warm``, the
+    dual starts from ``dual`` (M, 2, H, W) and the last iterate is written back.
+    """
+    M, H, W = f.shape
+    one = f.dtype.type(1)
+    for m in prange(M):
+        fm = f[m]
+        w, s, a, g = weights[m], steps[m], keeps[m], strengths[m]
+        xy = xi[m // maps_per_field, 0]
+        xx = xi[m // maps_per_field, 1]
+        p = np.zeros((3, 2, H, W), dtype=f.dtype)
+        v = np.empty((2, H, W), dtype=f.dtype)
+        u = np.empty((H, W), dtype=f.dtype)
+        prev, cur, nxt = 0, 1, 2
+        if warm:
+            p[cur] = dual[m]
+            p[prev] = dual[m]
+        vy, vx = v[0], v[1]
+        for k in range(betas.shape[0]):
+            beta = betas[k]
+            cy, cx, by, bx, ny, nx = p[cur, 0], p[cur, 1], p[prev, 0], p[prev, 1], p[nxt, 0], p[nxt, 1]
+            # The extrapolated point r is kept in p[nxt], which the step then overwrites pixel by pixel.
+            for i in range(H):
+                for j in range(W):
+                    ry = cy[i, j] + beta * (cy[i, j] - by[i, j])
+                    rx = cx[i, j] + beta * (cx[i, j] - bx[i, j])
+                    ny[i, j] = ry
+                    nx[i, j] = rx
+                    vy[i, j], vx[i, j] = _guided(ry, rx, xy[i, j], xx[i, j], g)
+            _divergence_primal(fm, w, nonneg, vy, vx, u)
+            for i in range(H):
+                down = min(i + 1, H - 1)
+                for j in range(W):
+                    right = min(j + 1, W - 1)
+                    gy, gx = _guided(u[down, j] - u[i, j], u[i, right] - u[i, j], xy[i, j], xx[i, j], g)
+                    qy = a * ny[i, j] + s * gy
+                    qx = a * nx[i, j] + s * gx
+                    scale = max(math.sqrt(qy * qy + qx * qx), one)
+                    ny[i, j] = qy / scale
+                    nx[i, j] = qx / scale
+            prev, cur, nxt = cur, nxt, prev
+        cy, cx = p[cur, 0], p[cur, 1]
+        for i in range(H):
+            for j in range(W):
+                vy[i, j], vx[i, j] = _guided(cy[i, j], cx[i, j], xy[i, j], xx[i, j], g)
+        _divergence_primal(fm, w, nonneg, vy, vx, out[m])
+        if warm:
+            dual[m] = p[cur]

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..tv import steps_for, tv_weights
+from ..tv import huber_steps, map_parameters, steps_for, tv_weights
 
 
 def item_values(values: Any, n: int, dtype: Any) -> np.ndarray:
@@ -31,3 +31,22 @@ def map_weights(weight: Any, n_maps: int, dtype: Any) -> tuple[np.ndarray, np.nd
         np.repeat(np.asarray(weights, dtype=np.float64), per_map).astype(dtype),
         np.repeat(np.asarray(steps, dtype=np.float64), per_map).astype(dtype),
     )
+
+
+def is_guided(huber_delta: Any, strength: Any, direction: Any) -> bool:
+    """Whether any map's prior is not TV: a Huber ``delta > 0``, or a direction field with a strength > 0."""
+    return max(tv_weights(huber_delta)) > 0 or (direction is not None and max(tv_weights(strength)) > 0)
+
+
+def guided_parameters(
+    weight: Any, huber_delta: Any, strength: Any, n_maps: int, dtype: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    r"""Return :math:`w`, dual steps :math:`s`, momentum keeps :math:`a` and strengths :math:`\gamma_d` per map.
+
+    Each input is one number, one per item or one per map (see `fusex.tv.tv_prox`), for ``n_maps`` maps;
+    :math:`s = 1/(8w + \delta)` and :math:`a = 8w/(8w + \delta)` (`fusex.tv.huber_steps`).
+    """
+    w, delta, gamma = map_parameters(weight, huber_delta, strength)
+    step, keep = huber_steps(w, delta)
+    per_map = n_maps // max(w.size, 1)
+    return tuple(np.repeat(a.reshape(-1), per_map).astype(dtype) for a in (w, step, keep, gamma))

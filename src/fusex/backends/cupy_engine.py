@@ -14,13 +14,14 @@ from types import ModuleType
 from typing import Any
 
 import array_api_compat
+import array_api_compat.cupy
 import cupy
 import numpy
 
-from ..objectives import Evaluation, split_sums
+from ..objectives import Evaluation, prior_values, split_sums
 from ..tv import dual_momentum, tv_weights
-from ._cuda_source import GRADIENT_STEP, TV_KERNELS
-from ._per_item import item_values, map_values, map_weights
+from ._cuda_source import GRADIENT_STEP, GUIDED_KERNELS, TV_KERNELS
+from ._per_item import guided_parameters, is_guided, item_values, map_values, map_weights
 from ._scratch import Scratch
 
 __all__ = ["CupyEngine"]
@@ -33,7 +34,7 @@ _CTYPES = {cupy.dtype(cupy.float32): "float", cupy.dtype(cupy.float64): "double"
 @cache
 def _module(dtype: cupy.dtype) -> cupy.RawModule:
     ctype = _CTYPES[cupy.dtype(dtype)]
-    source = f"typedef {ctype} T;\n" + TV_KERNELS.replace("_T(", f"_{ctype}(")
+    source = f"typedef {ctype} T;\n" + (TV_KERNELS + GUIDED_KERNELS).replace("_T(", f"_{ctype}(")
     return cupy.RawModule(code=source, options=("-std=c++14",))
 
 
@@ -109,8 +110,11 @@ class CupyEngine:
         eps: Any,
         xp: ModuleType,
         mask: Any = None,
+        huber_delta: Any = 0.0,
+        strength: Any = 0.0,
+        direction: Any = None,
     ) -> Evaluation:
-        """Evaluate every cost term of each item at ``x`` (see `fusex.objectives.evaluate`)."""
+        """Evaluate every cost term of each item at ``x`` (see `fusex.objectives.evaluate`, also for the prior)."""
         with self._stream():
             x_, h_, b_, w_ = (self._in(a) for a in (x, haadf, counts, weights))
             n_items, n_maps, height, width = x_.shape
@@ -140,6 +144,11 @@ class CupyEngine:
                     _bool(mask is not None),
                 ),
             )
+            if is_guided(huber_delta, strength, direction):
+                # The kernel sums TV; other priors are summed by CuPy's array code.
+                d_ = None if direction is None else self._in(direction)
+                prior = prior_values(x_, array_api_compat.cupy, huber_delta, strength, d_)
+                sums[:, 1 + n_maps :] = cupy.sum(prior, axis=(-2, -1), dtype=cupy.float64)
             host = sums.get()
         return split_sums(host, self._out(x_pow_m1), self._out(residual))
 
@@ -154,6 +163,7 @@ class CupyEngine:
         coef_h: Any,
         coef_c: Any,
         xp: ModuleType,
+        nonneg: bool = True,
     ) -> Any:
         """Projected gradient step (see `fusex.objectives.gradient_step`)."""
         with self._stream():
@@ -162,17 +172,31 @@ class CupyEngine:
             column = (n_items, 1, 1, 1)
             c_h, e_ = (self._items(v, n_items, x_.dtype).reshape(column) for v in (coef_h, eps))
             c_c = cupy.asarray(map_values(coef_c, n_items, n_maps, x_.dtype)).reshape(n_items, n_maps, 1, 1)
-            out = _step_kernel(x_.dtype)(x_, b_, w_, p_, r_.reshape(n_items, 1, *r_.shape[1:]), c_h, c_c, e_)
+            floor = x_.dtype.type(0 if nonneg else -numpy.inf)
+            residual = r_.reshape(n_items, 1, *r_.shape[1:])
+            out = _step_kernel(x_.dtype)(x_, b_, w_, p_, residual, c_h, c_c, e_, floor)
         return self._out(out)
 
     def tv_prox(
-        self, f: Any, weight: Any, n_iter: int, *, method: str = "fgp", nonneg: bool = True, xp: ModuleType
+        self,
+        f: Any,
+        weight: Any,
+        n_iter: int,
+        *,
+        method: str = "fgp",
+        nonneg: bool = True,
+        xp: ModuleType,
+        dual: Any = None,
+        huber_delta: Any = 0.0,
+        strength: Any = 0.0,
+        direction: Any = None,
     ) -> Any:
-        """TV prox of each map on the last two axes (see `fusex.tv.tv_prox`)."""
+        """Prox of each map's prior on the last two axes (see `fusex.tv.tv_prox`, also for the keywords)."""
         with self._stream():
             f_ = self._in(f)
             if max(tv_weights(weight)) <= 0 or n_iter == 0:
-                return self._out(cupy.maximum(f_, 0) if nonneg else f_.copy())
+                u = self._out(cupy.maximum(f_, 0) if nonneg else f_.copy())
+                return u if dual is None else (u, dual)
             dtype = f_.dtype.type
             height, width = f_.shape[-2:]
             maps = f_.reshape(-1, height, width)
@@ -181,12 +205,19 @@ class CupyEngine:
                     f"the CUDA kernels take at most {_GRID_Z} maps per call, got {maps.shape[0]}; "
                     "split the stack into smaller ones"
                 )
+            if is_guided(huber_delta, strength, direction):
+                prior = (huber_delta, strength, direction)
+                return self._prox_guided(f_, maps, weight, n_iter, method, nonneg, dual, *prior)
             w, step = (cupy.asarray(a) for a in map_weights(weight, maps.shape[0], f_.dtype))
             grid = _grid(height, width, maps.shape[0])
             module = _module(f_.dtype)
             dual_step = module.get_function(f"dual_step_{_CTYPES[f_.dtype]}")
             buffers = [self._scratch.get(f"dual{b}", (2, *maps.shape), f_.dtype) for b in range(3)]
             prev, cur, nxt = buffers
+            warm = dual is not None
+            if warm:
+                # (maps, 2, H, W) -> the kernels' (2, maps, H, W) layout; the caller's dual is only read
+                cur[...] = cupy.moveaxis(self._in(dual).reshape(maps.shape[0], 2, height, width), 1, 0)
             for k, beta in enumerate(dual_momentum(n_iter, method)):
                 before = cur if beta == 0.0 else prev
                 dual_step(
@@ -198,7 +229,7 @@ class CupyEngine:
                         step,
                         dtype(beta),
                         _bool(nonneg),
-                        _bool(k == 0),
+                        _bool(k == 0 and not warm),
                         before[0],
                         before[1],
                         cur[0],
@@ -214,4 +245,53 @@ class CupyEngine:
             module.get_function(f"primal_{_CTYPES[f_.dtype]}")(
                 grid, _BLOCK, (maps, w, _bool(nonneg), cur[0], cur[1], out, _int(height), _int(width))
             )
-        return self._out(out.reshape(f_.shape))
+            if warm:
+                dual_out = cupy.ascontiguousarray(cupy.moveaxis(cur, 0, 1)).reshape(*f_.shape[:-2], 2, height, width)
+        u = self._out(out.reshape(f_.shape))
+        return (u, self._out(dual_out)) if warm else u
+
+    def _prox_guided(
+        self,
+        f_: cupy.ndarray,
+        maps: cupy.ndarray,
+        weight: Any,
+        n_iter: int,
+        method: str,
+        nonneg: bool,
+        dual: Any,
+        huber_delta: Any,
+        strength: Any,
+        direction: Any,
+    ) -> Any:
+        """Huber / directional-TV prox (`GUIDED_KERNELS`): one launch per dual iteration for the whole stack."""
+        dtype = f_.dtype.type
+        n_maps, height, width = maps.shape
+        host = guided_parameters(weight, huber_delta, strength, n_maps, f_.dtype)
+        w, step, keep, gamma = (cupy.asarray(a) for a in host)
+        if direction is None:
+            xi = cupy.zeros((1, 2, height, width), f_.dtype)  # no direction: P is the identity
+        else:
+            xi = cupy.ascontiguousarray(self._in(direction).astype(f_.dtype, copy=False).reshape(-1, 2, height, width))
+        per_field = _int(n_maps // xi.shape[0])
+        grid = _grid(height, width, n_maps)
+        module = _module(f_.dtype)
+        dual_step = module.get_function(f"dual_step_guided_{_CTYPES[f_.dtype]}")
+        prev, cur, nxt = (self._scratch.get(f"dual{b}", (2, *maps.shape), f_.dtype) for b in range(3))
+        warm = dual is not None
+        if warm:
+            cur[...] = cupy.moveaxis(self._in(dual).reshape(n_maps, 2, height, width), 1, 0)
+        for k, beta in enumerate(dual_momentum(n_iter, method)):
+            before = cur if beta == 0.0 else prev
+            args = (maps, w, step, keep, gamma, xi, per_field, dtype(beta), _bool(nonneg), _bool(k == 0 and not warm))
+            buffers = (before[0], before[1], cur[0], cur[1], nxt[0], nxt[1])
+            dual_step(grid, _BLOCK, (*args, *buffers, _int(height), _int(width)))
+            prev, cur, nxt = cur, nxt, prev
+        out = cupy.empty_like(maps)
+        module.get_function(f"primal_guided_{_CTYPES[f_.dtype]}")(
+            grid, _BLOCK, (maps, w, gamma, xi, per_field, _bool(nonneg), cur[0], cur[1], out, _int(height), _int(width))
+        )
+        u = self._out(out.reshape(f_.shape))
+        if not warm:
+            return u
+        dual_out = cupy.ascontiguousarray(cupy.moveaxis(cur, 0, 1)).reshape(*f_.shape[:-2], 2, height, width)
+        return u, self._out(dual_out)

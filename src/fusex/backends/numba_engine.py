@@ -24,13 +24,14 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
+import array_api_compat.numpy
 import numba
 import numpy as np
 
-from ..objectives import Evaluation, split_sums
+from ..objectives import Evaluation, prior_values, split_sums
 from ..tv import dual_momentum, tv_weights
 from . import _numba_kernels as kernels
-from ._per_item import item_values, map_values, map_weights
+from ._per_item import guided_parameters, is_guided, item_values, map_values, map_weights
 from ._scratch import Scratch
 
 __all__ = ["CACHED_MAP_PIXELS", "PARALLEL_MIN_PIXELS", "NumbaEngine", "serialized"]
@@ -107,8 +108,11 @@ class NumbaEngine:
         eps: Any,
         xp: ModuleType,
         mask: Any = None,
+        huber_delta: Any = 0.0,
+        strength: Any = 0.0,
+        direction: Any = None,
     ) -> Evaluation:
-        """Evaluate every cost term of each item at ``x`` (see `fusex.objectives.evaluate`)."""
+        """Evaluate every cost term of each item at ``x`` (see `fusex.objectives.evaluate`, also for the prior)."""
         x = _host(x, "x")
         n_items = x.shape[0]
         dtype = x.dtype
@@ -141,7 +145,12 @@ class NumbaEngine:
                 np.ones((1, 1, 1), dtype) if mask is None else _host(mask, "mask").astype(dtype, copy=False),
                 mask is not None,
             )
-        return split_sums(partials.reshape(n_items, x.shape[2], -1).sum(axis=1), x_pow_m1, residual)
+        sums = partials.reshape(n_items, x.shape[2], -1).sum(axis=1)
+        if is_guided(huber_delta, strength, direction):
+            # The kernel sums TV; other priors are summed by NumPy here (a small share of an iteration's work).
+            prior = prior_values(x, array_api_compat.numpy, huber_delta, strength, direction)
+            sums[:, 1 + x.shape[1] :] = prior.sum(axis=(-2, -1), dtype=np.float64)
+        return split_sums(sums, x_pow_m1, residual)
 
     def gradient_step(
         self,
@@ -154,11 +163,13 @@ class NumbaEngine:
         coef_h: Any,
         coef_c: Any,
         xp: ModuleType,
+        nonneg: bool = True,
     ) -> Any:
         """Projected gradient step (see `fusex.objectives.gradient_step`)."""
         x = _host(x, "x")
         n_items = x.shape[0]
         out = np.empty_like(x)
+        floor = x.dtype.type(0 if nonneg else -np.inf)
         with _threads_for(x[:, 0].size), _parallel_region():
             kernels.gradient_step(
                 x,
@@ -169,34 +180,98 @@ class NumbaEngine:
                 item_values(coef_h, n_items, x.dtype),
                 map_values(coef_c, n_items, x.shape[1], x.dtype),
                 item_values(eps, n_items, x.dtype),
+                floor,
                 out,
             )
         return out
 
     def tv_prox(
-        self, f: Any, weight: Any, n_iter: int, *, method: str = "fgp", nonneg: bool = True, xp: ModuleType
+        self,
+        f: Any,
+        weight: Any,
+        n_iter: int,
+        *,
+        method: str = "fgp",
+        nonneg: bool = True,
+        xp: ModuleType,
+        dual: Any = None,
+        huber_delta: Any = 0.0,
+        strength: Any = 0.0,
+        direction: Any = None,
     ) -> Any:
-        """TV prox of each map on the last two axes (see `fusex.tv.tv_prox`)."""
+        """Prox of each map's prior on the last two axes (see `fusex.tv.tv_prox`, also for the keywords)."""
         f = _host(f, "f")
         if max(tv_weights(weight)) <= 0 or n_iter == 0:
-            return np.maximum(f, 0) if nonneg else f.copy()
+            u = np.maximum(f, 0) if nonneg else f.copy()
+            return u if dual is None else (u, dual)
         height, width = f.shape[-2:]
         maps = f.reshape(-1, height, width)
+        if is_guided(huber_delta, strength, direction):
+            return self._prox_guided(f, maps, weight, n_iter, method, nonneg, dual, huber_delta, strength, direction)
         w, steps = map_weights(weight, maps.shape[0], f.dtype)
         out = np.empty_like(maps)
+        # The caller's dual is read only: the kernels write the next one into a fresh array.
+        warm = dual is not None
+        p = np.array(_host(dual, "dual"), dtype=f.dtype).reshape(-1, 2, height, width) if warm else None
         threads = numba.get_num_threads()
         if maps.size < PARALLEL_MIN_PIXELS or (height * width <= CACHED_MAP_PIXELS and maps.shape[0] >= 4 * threads):
             # Many small maps: one thread per map, each map's dual buffers stay in cache for all iterations.
             betas = np.fromiter(dual_momentum(n_iter, method), dtype=f.dtype, count=n_iter)
+            stand_in = np.zeros((1, 2, 1, 1), f.dtype)  # one compiled version: an unused dual of the same type
             with _threads_for(maps.size), _parallel_region():
-                kernels.prox_maps(maps, w, steps, betas, nonneg, out)
+                kernels.prox_maps(maps, w, steps, betas, nonneg, out, stand_in if p is None else p, warm)
         else:
             # A few large maps: each dual iteration is spread over row bands of one map.
             blocks = max(1, min(height, 4 * threads))
             buffers = [self._scratch.get(f"dual{b}", (2, height, width), f.dtype) for b in range(3)]
             for m, image in enumerate(maps):
-                self._prox_one(image, w[m], steps[m], n_iter, method, nonneg, buffers, blocks, out[m])
-        return out.reshape(f.shape)
+                start = None if p is None else p[m]
+                self._prox_one(image, w[m], steps[m], n_iter, method, nonneg, buffers, blocks, out[m], start)
+        u = out.reshape(f.shape)
+        return u if p is None else (u, p.reshape(*f.shape[:-2], 2, height, width))
+
+    @staticmethod
+    def _prox_guided(
+        f: np.ndarray,
+        maps: np.ndarray,
+        weight: Any,
+        n_iter: int,
+        method: str,
+        nonneg: bool,
+        dual: Any,
+        huber_delta: Any,
+        strength: Any,
+        direction: Any,
+    ) -> Any:
+        """Huber / directional-TV prox: one thread per map (`kernels.prox_maps_guided`)."""
+        height, width = maps.shape[1:]
+        w, steps, keeps, gammas = guided_parameters(weight, huber_delta, strength, maps.shape[0], f.dtype)
+        if direction is None or not np.any(gammas):
+            xi = np.zeros((1, 2, height, width), f.dtype)  # no direction: P is the identity
+        else:
+            xi = np.ascontiguousarray(_host(direction, "direction"), dtype=f.dtype).reshape(-1, 2, height, width)
+        warm = dual is not None
+        p = np.array(_host(dual, "dual"), dtype=f.dtype).reshape(-1, 2, height, width) if warm else None
+        betas = np.fromiter(dual_momentum(n_iter, method), dtype=f.dtype, count=n_iter)
+        out = np.empty_like(maps)
+        stand_in = np.zeros((1, 2, 1, 1), f.dtype)
+        with _threads_for(maps.size), _parallel_region():
+            kernels.prox_maps_guided(
+                maps,
+                w,
+                steps,
+                keeps,
+                gammas,
+                xi,
+                maps.shape[0] // xi.shape[0],
+                betas,
+                nonneg,
+                out,
+                stand_in if p is None else p,
+                warm,
+            )
+        u = out.reshape(f.shape)
+        return u if p is None else (u, p.reshape(*f.shape[:-2], 2, height, width))
 
     @staticmethod
     def _prox_one(
@@ -209,9 +284,13 @@ class NumbaEngine:
         buffers: list[np.ndarray],
         blocks: int,
         out: np.ndarray,
+        start: np.ndarray | None = None,
     ) -> None:
+        """Prox of one map; ``start`` (2, H, W), when given, is the first dual and receives the last one."""
         dtype = image.dtype.type
         prev, cur, nxt = buffers
+        if start is not None:
+            cur[...] = start
         for k, beta in enumerate(dual_momentum(n_iter, method)):
             # Without momentum p_prev is not needed: passing p_cur keeps stale memory out of the sum.
             before = cur if beta == 0.0 else prev
@@ -222,7 +301,7 @@ class NumbaEngine:
                     step,
                     dtype(beta),
                     nonneg,
-                    k == 0,
+                    k == 0 and start is None,
                     before[0],
                     before[1],
                     cur[0],
@@ -234,3 +313,5 @@ class NumbaEngine:
             prev, cur, nxt = cur, nxt, prev
         with _parallel_region():
             kernels.primal(image, w, nonneg, cur[0], cur[1], out)
+        if start is not None:
+            start[...] = cur

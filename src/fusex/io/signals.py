@@ -193,7 +193,8 @@ def read_rsciio(path: str | os.PathLike, **kwargs: Any) -> xr.Dataset:
 
 
 def _is_file(name: Any) -> bool:
-    return isinstance(name, os.PathLike) or (isinstance(name, str) and Path(name).suffix != "" and Path(name).is_file())
+    # exists, not is_file: a .zspy (zarr) file is a folder
+    return isinstance(name, os.PathLike) or (isinstance(name, str) and Path(name).suffix != "" and Path(name).exists())
 
 
 def _title_of_first_image(signals: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> str:

@@ -1,0 +1,95 @@
+r"""The fitted HAADF model of a solve: gain, offset and smooth background, refitted as the maps improve.
+
+With gain :math:`a`, offset :math:`c` and background :math:`B` the HAADF term reads
+
+.. math::
+
+    \lambda_H \tfrac12 \lVert b_H - c - B - a M(x) \rVert^2
+    = \lambda_H \tfrac12 \Bigl\lVert (b_H - c - B) - \sum_e (a w_e) x_e^\gamma \Bigr\rVert^2 ,
+    \qquad M(x) = \sum_e w_e x_e^\gamma ,
+
+so the engines keep their kernels: they see the image :math:`b_H - c - B` and
+the HAADF weights :math:`a w_e`, and :math:`\lambda_H` and every term of the
+objective keep their meaning.  `HaadfFit` holds what the refits need and
+rewrites those two on the live state; the solver re-evaluates the objective
+after each refit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ._batch import Live, take_rows
+from .inputs import FusionProblem
+from .objectives import per_item
+from .operators import background_basis, binomial_smooth, fit_haadf, haadf_model
+from .params import FusionParams
+
+__all__ = ["HaadfFit"]
+
+
+@dataclass
+class HaadfFit:
+    r"""Gain, offset and background of every item of a problem (local item indices), and how to refit them.
+
+    Attributes
+    ----------
+    raw : array (n, H, W)
+        The (normalized) HAADF images :math:`b_H`.
+    basis : array (K, H, W)
+        The background functions (K = 0 without a background).
+    gain : bool
+        Whether :math:`a` and :math:`c` are fitted (``haadf_model="fitted"``) or held at 1 and 0.
+    every : int
+        Refit every this many iterations (0: only at the start).
+    weights : array (n, E, 1, 1)
+        The HAADF weights :math:`w_e` of each item, before the gain enters them.
+    a : numpy.ndarray (n,)
+        The latest gain of each item.
+
+    """
+
+    raw: Any
+    basis: Any
+    gain: bool
+    every: int
+    weights: Any
+    a: np.ndarray
+
+    @classmethod
+    def start(cls, problem: FusionProblem, params: FusionParams, weights: Any) -> HaadfFit | None:
+        """Set up the fit for ``problem``; None when the model has nothing to fit (``published()``)."""
+        gain = params.haadf_model == "fitted"
+        if not gain and params.background is None:
+            return None
+        xp, haadf = problem.xp, problem.haadf
+        modes = params.background_modes if params.background == "smooth" else 0
+        host = background_basis(tuple(haadf.shape[-2:]), modes)
+        basis = xp.reshape(xp.asarray(host.ravel().tolist(), dtype=haadf.dtype, device=problem.device), host.shape)
+        n = haadf.shape[0]
+        return cls(haadf, basis, gain, params.refit_every, weights, np.ones(n))
+
+    def due(self, iteration: int) -> bool:
+        """Whether to refit before iteration ``iteration`` (0-based; the start's fit is made by the set-up)."""
+        return self.every > 0 and iteration > 0 and iteration % self.every == 0
+
+    def apply(self, live: Live, xp: ModuleType, *, smooth: bool = False) -> None:
+        """Refit at the live iterate and rewrite ``live.haadf`` and ``live.weights``.
+
+        ``smooth`` fits on the iterate smoothed by `fusex.operators.binomial_smooth`:
+        the start's iterate is the noisy counts, whose :math:`M(x)` would
+        bias the least-squares gain low (noise in a regressor attenuates its
+        coefficient) and so inflate the maps.
+        """
+        x = binomial_smooth(live.x, xp) if smooth else live.x
+        weights = take_rows(self.weights, live.items, xp)
+        model = haadf_model(x ** per_item(live.values["gamma"], x, xp), weights, xp)
+        raw = take_rows(self.raw, live.items, xp)
+        a, background = fit_haadf(raw, model, live.mask, self.basis, gain=self.gain, xp=xp)
+        self.a[live.items] = a
+        live.haadf = raw - background
+        live.weights = per_item(a, weights, xp) * weights

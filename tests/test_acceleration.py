@@ -1,0 +1,149 @@
+"""The accelerated solver: FISTA with restart, the Lipschitz step, warm TV duals and the residual stopping rule."""
+
+import array_api_compat.numpy as npx
+import numpy as np
+import pytest
+
+import fusex
+import fusex.solver as solver
+from fusex import FusionParams
+from fusex.datasets import phantom
+from fusex.tv import tv_prox
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return phantom((24, 24), dose=3.0, seed=5)
+
+
+def _engines(xp):
+    return [None, "numpy"] if xp.name == "numpy" else [xp.backend]
+
+
+def _fuse(sample, params, backend=None, xp=None):
+    haadf, maps = (sample.haadf, sample.maps) if xp is None else (xp.asarray(sample.haadf), xp.asarray(sample.maps))
+    return fusex.fuse(haadf, maps, elements=sample.elements, params=params, backend=backend)
+
+
+def test_fista_reaches_the_fixed_point_of_plain_proximal_gradient(sample, xp):
+    # Both with the Lipschitz step and warm duals, run far past convergence: only the path differs.
+    # (the plain solver's stiff pixels, where the Poisson curvature is far above 1 / step, settle last)
+    tight = FusionParams(tol=0.0, n_iter=1000)
+    for backend in _engines(xp):
+        fast = _fuse(sample, tight, backend, xp)
+        plain = _fuse(sample, tight.replace(accel="none"), backend, xp)
+        diff = np.abs(np.asarray(xp.numpy(fast.maps)) - np.asarray(xp.numpy(plain.maps)))
+        assert np.quantile(diff, 0.999) < 2e-4 and diff.max() < 5e-3
+        np.testing.assert_allclose(fast.history.total.iloc[-1], plain.history.total.iloc[-1], rtol=1e-6)
+
+
+def test_a_rising_momentum_step_restarts_and_the_objective_never_rises(sample, monkeypatch):
+    restarts = []
+    step = solver._step_with_backtracking
+
+    def spy(live, eta, beta, *args):
+        out = step(live, eta, beta, *args)
+        restarts.append(int(out[3].sum()))
+        return out
+
+    monkeypatch.setattr(solver, "_step_with_backtracking", spy)
+    total = _fuse(sample, FusionParams(tol=0.0, n_iter=150)).history.total.to_numpy()
+    assert sum(restarts) > 0
+    # monotone up to the rounding of float32 maps in the objective's sums
+    assert np.all(np.diff(total) <= 1e-6 * abs(total[0]))
+    restarts.clear()
+    _fuse(sample, FusionParams(tol=0.0, n_iter=40, accel="none"))
+    assert sum(restarts) == 0
+
+
+def test_fista_needs_fewer_iterations_than_plain_to_the_same_objective(sample):
+    best = _fuse(sample, FusionParams(tol=0.0, n_iter=2000)).history.total.min()
+    gaps = {}
+    for accel in ("fista", "none"):
+        total = _fuse(sample, FusionParams(tol=0.0, n_iter=400, accel=accel)).history.total.to_numpy()
+        reached = np.flatnonzero((total - best) / abs(best) < 1e-4)
+        gaps[accel] = int(reached[0]) if reached.size else 10**6
+    assert gaps["fista"] < gaps["none"]
+
+
+@pytest.mark.parametrize("engine", ["generic", "numba"])
+def test_a_warm_started_prox_converges_to_the_cold_prox(engine):
+    f = np.random.default_rng(3).random((2, 3, 20, 24)).astype(np.float64)
+    prox = tv_prox if engine == "generic" else fusex.backends.numba_engine.NumbaEngine().tv_prox
+    cold = tv_prox(f, 0.2, 20000, xp=npx)
+    dual = np.zeros((2, 3, 2, 20, 24))
+    for _ in range(500):
+        u, dual = prox(f, 0.2, 10, xp=npx, dual=dual)
+    # the dual iteration converges sublinearly: both are within ~1e-4 of the prox
+    np.testing.assert_allclose(u, cold, atol=5e-4)
+    assert np.abs(u - cold).max() < 0.1 * np.abs(prox(f, 0.2, 10, xp=npx) - cold).max()
+    assert np.all(np.hypot(dual[..., 0, :, :], dual[..., 1, :, :]) <= 1 + 1e-12)
+
+
+@pytest.mark.parametrize("engine", ["generic", "numba"])
+def test_chained_warm_starts_without_momentum_are_one_long_prox(engine):
+    # "gp" keeps no state but the dual, so 30 calls of 5 iterations are exactly one call of 150.
+    f = np.random.default_rng(7).random((1, 2, 18, 22))
+    prox = tv_prox if engine == "generic" else fusex.backends.numba_engine.NumbaEngine().tv_prox
+    dual = np.zeros((1, 2, 2, 18, 22))
+    for _ in range(30):
+        u, dual = prox(f, 0.15, 5, method="gp", xp=npx, dual=dual)
+    np.testing.assert_allclose(u, prox(f, 0.15, 150, method="gp", xp=npx), atol=1e-12)
+
+
+@pytest.mark.parametrize("engine", ["generic", "numba"])
+def test_a_zero_dual_is_the_cold_start_and_the_callers_dual_is_not_changed(engine):
+    f = np.random.default_rng(4).random((1, 2, 16, 16)).astype(np.float32)
+    prox = tv_prox if engine == "generic" else fusex.backends.numba_engine.NumbaEngine().tv_prox
+    dual = np.zeros((1, 2, 2, 16, 16), np.float32)
+    u, out = prox(f, 0.1, 15, xp=npx, dual=dual)
+    np.testing.assert_allclose(u, prox(f, 0.1, 15, xp=npx), atol=1e-6)
+    assert not dual.any() and out.shape == dual.shape and out.any()
+
+
+def test_the_warm_prox_matches_between_generic_and_numba_on_a_large_map():
+    # 300 x 300 runs the numba engine's row-band path (one map over all threads), not the per-map one.
+    f = np.random.default_rng(5).random((1, 1, 300, 300)).astype(np.float32)
+    start = np.random.default_rng(6).uniform(-0.5, 0.5, (1, 1, 2, 300, 300)).astype(np.float32)
+    u_g, d_g = tv_prox(f, 0.1, 5, xp=npx, dual=start)
+    u_n, d_n = fusex.backends.numba_engine.NumbaEngine().tv_prox(f, 0.1, 5, xp=npx, dual=start)
+    np.testing.assert_allclose(u_n, u_g, atol=1e-5)
+    np.testing.assert_allclose(d_n, d_g, atol=1e-5)
+
+
+def test_the_residual_test_stops_a_converged_fusion_early(sample):
+    res = _fuse(sample, FusionParams(n_iter=500))
+    assert res.stop_reason == "tol" and res.n_iter < 200
+    best = _fuse(sample, FusionParams(tol=0.0, n_iter=1500)).history.total.min()
+    # the residual rule stops at a 2e-3 to 7e-3 objective gap on such phantoms (docs/parameters.md)
+    assert (res.history.total.iloc[-1] - best) / abs(best) < 1e-2
+
+
+def test_n_iter_caps_the_iterations(sample):
+    res = _fuse(sample, FusionParams(n_iter=4))
+    assert res.n_iter == 4 and res.stop_reason == "n_iter"
+
+
+def test_a_lipschitz_step_backtracks_from_a_too_small_curvature_estimate(sample, monkeypatch):
+    # A first estimate 1000x too small makes the first steps far too long: the sufficient-decrease test must cut them.
+    first = solver._first_curvature
+    monkeypatch.setattr(solver, "_first_curvature", lambda *a: first(*a) / 1000)
+    res = _fuse(sample, FusionParams(tol=0.0, n_iter=20))
+    assert res.history.backtracks.iloc[1] >= 5
+    total = res.history.total.to_numpy()
+    assert np.all(np.isfinite(total)) and total[-1] < total[0]
+
+
+def test_published_parameters_keep_the_plain_cold_unit_step_solver():
+    p = FusionParams.published()
+    assert (p.accel, p.tv_warm, p.step, p.n_tv, p.tol) == ("none", False, 1.0, 14, 0.0)
+
+
+def test_batch_items_equal_their_solo_fusions_with_acceleration():
+    sample = phantom((20, 20), dose=3.0, seed=9)
+    params = FusionParams(lambda_tv=[0.005, 0.05], n_iter=60)
+    batch = fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params=params)
+    for i, tv in enumerate([0.005, 0.05]):
+        solo = fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params=params.replace(lambda_tv=tv))
+        assert batch.n_iter[i] == solo.n_iter
+        np.testing.assert_allclose(batch.maps[i], solo.maps, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,158 @@
+"""The fitted HAADF model: gain, offset and smooth background from the data, and totals kept."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import fusex
+from fusex import FusionParams
+from fusex.datasets import phantom
+from fusex.objectives import tv_value
+from fusex.operators import background_basis, fit_haadf
+
+SAMPLE = phantom((40, 40), dose=4.0, seed=3)
+
+
+def _film(shape: tuple[int, int], height: float) -> np.ndarray:
+    """A support film thickening across the field of view, within the background's span."""
+    y, x = np.mgrid[: shape[0], : shape[1]] / np.array(shape).reshape(2, 1, 1)
+    return (height * (0.6 + 0.4 * np.cos(np.pi * (y + 0.5 / shape[0])) * np.cos(np.pi * x))).astype(np.float32)
+
+
+def _fuse(haadf, maps=SAMPLE.maps, **fields) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = fusex.fuse(haadf, maps, elements=SAMPLE.elements, params=FusionParams(**fields), backend="numpy")
+    return np.asarray(res.to_input_units(), dtype=np.float64)
+
+
+def _totals(x: np.ndarray, maps: np.ndarray = SAMPLE.maps) -> np.ndarray:
+    return x.sum(axis=(-2, -1)) / maps.sum(axis=(-2, -1))
+
+
+def test_basis_is_smooth_zero_mean_and_independent():
+    basis = background_basis((12, 9), 3)
+    assert basis.shape == (8, 12, 9)
+    np.testing.assert_allclose(basis.sum(axis=(1, 2)), 0.0, atol=1e-12)
+    assert np.linalg.matrix_rank(basis.reshape(8, -1)) == 8
+    assert background_basis((5, 5), 1).shape == (0, 5, 5)
+
+
+def test_gain_offset_and_background_are_recovered(xp):
+    rng = np.random.default_rng(0)
+    model = rng.random((2, 16, 20))
+    basis = background_basis((16, 20), 3)
+    background = np.stack([0.3 + 0.2 * basis[1] - 0.1 * basis[4], -0.5 + 0.4 * basis[0]])
+    haadf = background + np.array([2.5, 0.7])[:, None, None] * model
+    to = xp.asarray
+    a, fitted = fit_haadf(to(haadf), to(model), None, to(basis), gain=True, xp=xp.xp)
+    np.testing.assert_allclose(a, [2.5, 0.7], rtol=1e-8)
+    np.testing.assert_allclose(xp.numpy(fitted), background, atol=1e-8)
+
+
+def test_minmax_model_holds_gain_and_offset(xp):
+    model = np.random.default_rng(1).random((1, 10, 10))
+    basis = background_basis((10, 10), 2)
+    haadf = model + 0.25 * basis[2] + 3.0  # the offset is not the background's to take
+    a, fitted = fit_haadf(xp.asarray(haadf), xp.asarray(model), None, xp.asarray(basis), gain=False, xp=xp.xp)
+    np.testing.assert_array_equal(a, [1.0])
+    np.testing.assert_allclose(xp.numpy(fitted)[0], 0.25 * basis[2], atol=1e-8)
+
+
+def test_masked_pixels_do_not_pull_the_fit(xp):
+    model = np.random.default_rng(2).random((1, 12, 12))
+    haadf = 0.1 + 1.5 * model
+    haadf[0, 3, 4] = 1e3  # a saturated pixel, masked out
+    mask = np.ones_like(haadf)
+    mask[0, 3, 4] = 0.0
+    basis = np.zeros((0, 12, 12))
+    a, _ = fit_haadf(xp.asarray(haadf), xp.asarray(model), xp.asarray(mask), xp.asarray(basis), gain=True, xp=xp.xp)
+    np.testing.assert_allclose(a, [1.5], rtol=1e-8)
+
+
+def test_an_anticorrelated_image_switches_the_haadf_term_off():
+    model = np.random.default_rng(3).random((1, 8, 8))
+    a, fitted = fit_haadf(1.0 - model, model, None, background_basis((8, 8), 2), gain=True, xp=np)
+    assert a[0] == 0.0
+    np.testing.assert_allclose(fitted.mean(), (1.0 - model).mean())
+
+
+def test_default_totals_are_the_counts(xp):
+    res = fusex.fuse(xp.asarray(SAMPLE.haadf), xp.asarray(SAMPLE.maps), elements=SAMPLE.elements, backend=xp.backend)
+    np.testing.assert_allclose(_totals(xp.numpy(res.to_input_units())), 1.0, rtol=1e-4)
+
+
+def test_a_support_film_in_the_haadf_does_not_leak_into_the_maps():
+    film = _film(SAMPLE.haadf.shape, 2.0 * float(SAMPLE.haadf.max()))
+    clean = _fuse(SAMPLE.haadf, rescale_totals=False)
+    filmed = _fuse(SAMPLE.haadf + film, rescale_totals=False)
+    assert np.all(_totals(filmed) < 1.03)
+    change = np.linalg.norm(filmed - clean, axis=(1, 2)) / np.linalg.norm(clean, axis=(1, 2))
+    assert np.all(change < 0.4), change
+    # without a background the film pulls on the maps; the published model puts it into them
+    flat = _fuse(SAMPLE.haadf + film, rescale_totals=False, background=None)
+    trusting = _fuse(SAMPLE.haadf + film, rescale_totals=False, haadf_model="minmax", background=None)
+    for other, factor in ((flat, 2), (trusting, 10)):
+        leak = np.linalg.norm(other - clean, axis=(1, 2)) / np.linalg.norm(clean, axis=(1, 2))
+        assert np.max(leak) > factor * np.max(change), leak
+
+
+def test_the_fitted_gain_keeps_the_haadf_term_from_inflating_the_maps():
+    bright = SAMPLE.haadf * 40.0 + 7.0  # another detector gain and offset: the fit does not care
+    np.testing.assert_allclose(
+        _fuse(bright, rescale_totals=False), _fuse(SAMPLE.haadf, rescale_totals=False), rtol=1e-3, atol=1e-3
+    )
+    assert np.all(_totals(_fuse(SAMPLE.haadf, rescale_totals=False)) < 1.03)
+
+
+def test_stationarity_balances_counts_against_the_prior():
+    """At a solution with the gain fitted, sum_e lam_C sum x (1 - b/(x+eps)) = -lam_TV sum_e TV(x_e)."""
+    lam_c, lam_tv, eps = 0.02, 0.004, 0.01
+    params = FusionParams(
+        lambda_chem=lam_c, lambda_tv=lam_tv, eps=eps, refit_every=1, rescale_totals=False, n_iter=3000, tol=0.0
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = fusex.fuse(SAMPLE.haadf, SAMPLE.maps, elements=SAMPLE.elements, params=params, backend="numpy")
+    x = np.asarray(res.maps, dtype=np.float64)
+    b = SAMPLE.maps / SAMPLE.maps.max(axis=(1, 2), keepdims=True)  # normalize="scale"
+    poisson = lam_c * np.sum(x - b * x / (x + eps))
+    prior = lam_tv * tv_value(x, np)
+    assert abs(poisson + prior) < 0.02 * lam_c * b.sum()
+    assert prior > 0.1 * lam_c * b.sum()  # the identity is not 0 = 0
+
+
+@pytest.mark.parametrize("field", ["haadf_model", "background", "rescale_totals"])
+def test_published_keeps_the_reference_model(field):
+    p = FusionParams.published()
+    assert (p.haadf_model, p.background, p.rescale_totals, p.normalize) == ("minmax", None, False, "minmax")
+    assert getattr(p, field) != getattr(FusionParams(), field)
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"haadf_model": "free"}, ValueError),
+        ({"background": "flat"}, ValueError),
+        ({"rescale_totals": "yes"}, TypeError),
+        ({"refit_every": -1}, ValueError),
+        ({"background_modes": 1.5}, ValueError),
+    ],
+)
+def test_bad_fields_are_refused(fields, error):
+    with pytest.raises(error, match=next(iter(fields))):
+        FusionParams(**fields)
+
+
+def test_scale_normalization_keeps_zeros_and_undoes_exactly():
+    maps = SAMPLE.maps.copy()
+    maps[1, :5] = 0.0
+    res = fusex.fuse(SAMPLE.haadf, maps, elements=SAMPLE.elements, params=FusionParams(n_iter=1), backend="numpy")
+    assert [s[0] for s in res.scale["maps"]] == [0.0, 0.0, 0.0]
+    np.testing.assert_allclose([s[1] for s in res.scale["maps"]], maps.max(axis=(1, 2)))
+    np.testing.assert_allclose(
+        np.asarray(res.to_input_units()), np.asarray(res.maps) * maps.max(axis=(1, 2))[:, None, None], rtol=1e-6
+    )
