@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,3 +81,14 @@ def _selected() -> list[str]:
 def xp(request: pytest.FixtureRequest) -> Backend:
     """The backend under test (``xp.xp`` is the namespace, ``xp.device`` the device)."""
     return _make(request.param)
+
+
+@pytest.fixture
+def scan(tmp_path: Path) -> Path:
+    """A small phantom acquisition in the tutorial's ``.npz`` layout, for the command-line tests."""
+    from fusex.datasets import phantom
+
+    sample = phantom((24, 24), seed=4)
+    path = tmp_path / "scan.npz"
+    np.savez(path, HAADF=sample.haadf, **dict(zip(sample.elements, sample.maps)))
+    return path

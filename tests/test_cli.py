@@ -169,18 +169,6 @@ def test_module_runs_as_a_script(tmp_path: Path) -> None:
     assert_png(tmp_path / "sub-convergence.png")
 
 
-@pytest.fixture
-def scan(tmp_path: Path) -> Path:
-    import numpy as np
-
-    from fusex.datasets import phantom
-
-    sample = phantom((24, 24), seed=4)
-    path = tmp_path / "scan.npz"
-    np.savez(path, HAADF=sample.haadf, **dict(zip(sample.elements, sample.maps)))
-    return path
-
-
 def test_fuse_file_to_netcdf(scan: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from fusex import io
 

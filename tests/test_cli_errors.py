@@ -6,7 +6,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import fusex
@@ -16,16 +15,6 @@ from fusex.cli import main
 
 pytest.importorskip("zarr")
 pytest.importorskip("h5netcdf")
-
-
-@pytest.fixture
-def scan(tmp_path: Path) -> Path:
-    from fusex.datasets import phantom
-
-    sample = phantom((24, 24), seed=4)
-    path = tmp_path / "scan.npz"
-    np.savez(path, HAADF=sample.haadf, **dict(zip(sample.elements, sample.maps)))
-    return path
 
 
 def fails(argv: list[str], code: int, capsys: pytest.CaptureFixture[str]) -> str:

@@ -141,11 +141,10 @@ CLI = (
 )
 
 
-def run(folder: Path, name: str, *args: str) -> None:
-    """Run ``fusex ARGS`` in ``folder`` and keep what it printed as ``microscope-NAME.txt``."""
-    command = " ".join(["fusex", *args])
+def _python(folder: Path, code: str, *args: str, what: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh Python in ``folder``; stdout and stderr together, as a terminal shows them."""
     done = subprocess.run(
-        [sys.executable, "-c", CLI, *args],
+        [sys.executable, "-c", code, *args],
         cwd=folder,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -153,7 +152,14 @@ def run(folder: Path, name: str, *args: str) -> None:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     if done.returncode:
-        raise RuntimeError(f"{command} failed: {done.stdout}")
+        raise RuntimeError(f"{what} failed: {done.stdout}")
+    return done
+
+
+def run(folder: Path, name: str, *args: str) -> None:
+    """Run ``fusex ARGS`` in ``folder`` and keep what it printed as ``microscope-NAME.txt``."""
+    command = " ".join(["fusex", *args])
+    done = _python(folder, CLI, *args, what=command)
     (OUT / f"microscope-{name}.txt").write_text(f"$ {command}\n{done.stdout}")
     print(f"$ {command}\n{done.stdout}")
 
@@ -182,16 +188,7 @@ print([(s.metadata.General.title, s.metadata.Signal.signal_type) for s in signal
 
 def run_python(folder: Path) -> None:
     """Run the page's Python example in ``folder`` and keep the code and what it printed."""
-    done = subprocess.run(
-        [sys.executable, "-c", PYTHON_PREAMBLE + PYTHON],
-        cwd=folder,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    if done.returncode:
-        raise RuntimeError(f"the Python example failed: {done.stdout}")
+    done = _python(folder, PYTHON_PREAMBLE + PYTHON, what="the Python example")
     (OUT / "microscope-python.py").write_text(PYTHON)
     (OUT / "microscope-python.txt").write_text(done.stdout)
     print(PYTHON, done.stdout, sep="\n")
