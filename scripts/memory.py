@@ -111,8 +111,8 @@ def _inputs(items: int, size: int, directory: str) -> str:
     return path
 
 
-def main() -> None:
-    """Measure each case and backend in a child process and print a markdown table."""
+def main() -> int:
+    """Measure each case and backend in a child process, print a markdown table; return 1 if a case failed."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backends", nargs="+", default=["numba", "numpy", "torch"])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
@@ -121,7 +121,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         print(json.dumps(_measure(args.child[0], args.child[1], args.n_iter)))
-        return
+        return 0
+    failed = False
     print("| case | backend | engine | peak working memory | bytes per pixel and element |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as directory:
@@ -132,12 +133,15 @@ def main() -> None:
                 command = [sys.executable, __file__, "--n-iter", str(args.n_iter), "--child", backend, path]
                 done = subprocess.run(command, capture_output=True, text=True)
                 if done.returncode:
-                    print(f"| {case} | {backend} | failed: {done.stderr.strip().splitlines()[-1]} | | |")
+                    why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+                    print(f"| {case} | {backend} | failed: {why} | | |")
+                    failed = True
                     continue
                 out = json.loads(done.stdout.strip().splitlines()[-1])
                 per = out["peak"] / (items * 3 * size * size)
                 print(f"| {case} | {backend} | {out['engine']} | {out['peak'] / 2**20:.0f} MiB | {per:.1f} |")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

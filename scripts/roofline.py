@@ -31,7 +31,7 @@ import numpy as np
 
 import fusex
 from fusex._xp import convert, resolve_backend
-from fusex.backends import GENERIC
+from fusex.backends.generic import GENERIC
 from fusex.datasets import phantom
 from fusex.inputs import prepare
 from fusex.solver import solve

@@ -1,4 +1,4 @@
-"""One fixture over every array backend installed here.
+"""Fixtures over every array backend installed here: ``backend`` (the library, device and helpers) and ``xp``.
 
 ``FUSEX_TEST_BACKENDS=numpy,torch-cpu`` narrows the list; backends that are
 not installed, and CUDA backends without a GPU, are skipped.
@@ -9,14 +9,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 
-from fusex._xp import to_numpy
+from fusex._xp import resolve_backend, to_numpy
+from fusex.backends.registry import library, targets
 
-ALL_BACKENDS = ("numpy", "array_api_strict", "torch-cpu", "torch-cuda", "cupy")
+TARGETS = {target.label: target for target in targets()}
+ALL_BACKENDS = tuple(TARGETS)
 
 
 @dataclass(frozen=True)
@@ -37,33 +40,21 @@ class Backend:
     def numpy(a: Any) -> np.ndarray:
         return np.asarray(to_numpy(a))
 
-    def atol(self, dtype: Any = np.float32) -> float:
-        return 1e-5 if np.dtype(dtype) == np.float32 else 1e-10
+    @property
+    def choices(self) -> list[str | None]:
+        """``backend=`` values that run each of its engines: on NumPy the compiled default and the generic code."""
+        return [None, "numpy"] if self.name == "numpy" else [self.backend]
 
 
 def _make(name: str) -> Backend:
-    if name == "numpy":
-        import array_api_compat.numpy as xp
-
-        return Backend(name, xp, "cpu", "numpy")
-    if name == "array_api_strict":
-        xp = pytest.importorskip("array_api_strict")
-        return Backend(name, xp, xp.Device("CPU_DEVICE"), "array_api_strict")
-    if name.startswith("torch"):
-        torch = pytest.importorskip("torch")
-        import array_api_compat.torch as xp
-
-        if name == "torch-cuda" and not torch.cuda.is_available():
-            pytest.skip("torch-cuda: no CUDA GPU on this machine")
-        return Backend(name, xp, torch.device("cuda", 0) if name == "torch-cuda" else torch.device("cpu"), "torch")
-    cupy = pytest.importorskip("cupy")
-    try:
-        cupy.cuda.runtime.getDeviceCount()
-    except Exception:  # cupy raises its own runtime error class without a GPU
-        pytest.skip("cupy: no CUDA GPU on this machine")
-    import array_api_compat.cupy as xp
-
-    return Backend(name, xp, cupy.cuda.Device(0), "cupy")
+    target = TARGETS[name]
+    lib = library(target.library)
+    if not lib.installed():
+        pytest.skip(f"{name}: {lib.module} is not installed")
+    if not lib.usable(target.device):
+        pytest.skip(f"{name}: no CUDA GPU on this machine")
+    xp, device = resolve_backend(target.library, target.device, None, None)
+    return Backend(name, xp, device, target.library)
 
 
 def _selected() -> list[str]:
@@ -77,10 +68,32 @@ def _selected() -> list[str]:
     return names
 
 
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` the cases of a ``slow_on(*names)`` test that run on one of the named backends."""
+    for item in items:
+        mark = item.get_closest_marker("slow_on")
+        callspec = getattr(item, "callspec", None)
+        if mark is not None and callspec is not None and callspec.params.get("backend") in mark.args:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(params=_selected())
-def xp(request: pytest.FixtureRequest) -> Backend:
-    """The backend under test (``xp.xp`` is the namespace, ``xp.device`` the device)."""
-    return _make(request.param)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """The backend under test: its namespace ``xp``, its ``device`` and helpers to move test data in and out."""
+    made = _make(request.param)
+    if made.backend == "torch":
+        import torch
+
+        # the test arrays are tiny: torch's intra-op threads only add overhead (about half of the torch cases' time)
+        torch.set_num_threads(1)
+    return made
+
+
+@pytest.fixture
+def xp(backend: Backend) -> ModuleType:
+    """The array namespace of the backend under test (the same parameter as `backend` in one test)."""
+    return backend.xp
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from array_api_compat import device
 
 import fusex
 from fusex import FusionParams
+from fusex._eager import RunOptions, fuse_arrays
 from fusex.datasets import nrmse, phantom
 
 
@@ -61,35 +62,35 @@ def test_unweighted_model_needs_no_elements():
     assert res.z is None and res.weights == (1.0, 1.0, 1.0)
 
 
-def test_inputs_are_never_modified(xp):
+def test_inputs_are_never_modified(backend):
     sample = phantom((24, 24), seed=5)
-    haadf, maps = xp.asarray(sample.haadf), xp.asarray(sample.maps)
+    haadf, maps = backend.asarray(sample.haadf), backend.asarray(sample.maps)
     fusex.fuse(haadf, maps, elements=sample.elements, params=FusionParams(n_iter=3))
     fusex.fuse(haadf, maps, elements=sample.elements, params=FusionParams.published(n_iter=3))
-    np.testing.assert_array_equal(xp.numpy(haadf), sample.haadf)
-    np.testing.assert_array_equal(xp.numpy(maps), sample.maps)
+    np.testing.assert_array_equal(backend.numpy(haadf), sample.haadf)
+    np.testing.assert_array_equal(backend.numpy(maps), sample.maps)
 
 
-def test_backends_agree_and_results_stay_on_the_input_device(xp):
+def test_backends_agree_and_results_stay_on_the_input_device(backend):
     sample = phantom((32, 32), seed=6)
     params = FusionParams(n_iter=10, tol=0.0)
-    haadf, maps = xp.asarray(sample.haadf), xp.asarray(sample.maps)
+    haadf, maps = backend.asarray(sample.haadf), backend.asarray(sample.maps)
     res = fusex.fuse(haadf, maps, elements=sample.elements, params=params)
     ref = fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params=params)
     for out in (res.maps, res.haadf_model):
         assert type(out) is type(maps) and device(out) == device(maps)
     assert res.maps.dtype == maps.dtype
-    np.testing.assert_allclose(xp.numpy(res.maps), ref.maps, atol=2e-4)
+    np.testing.assert_allclose(backend.numpy(res.maps), ref.maps, atol=2e-4)
     np.testing.assert_allclose(res.history.total, ref.history.total, rtol=1e-4)
 
 
-def test_float64_backends_agree_tightly(xp):
+def test_float64_backends_agree_tightly(backend):
     sample = phantom((24, 24), seed=7)
     params = FusionParams(n_iter=10, tol=0.0)
     h64, m64 = sample.haadf.astype(np.float64), sample.maps.astype(np.float64)
-    res = fusex.fuse(xp.asarray(h64), xp.asarray(m64), elements=sample.elements, params=params)
+    res = fusex.fuse(backend.asarray(h64), backend.asarray(m64), elements=sample.elements, params=params)
     ref = fusex.fuse(h64, m64, elements=sample.elements, params=params)
-    np.testing.assert_allclose(xp.numpy(res.maps), ref.maps, atol=1e-10)
+    np.testing.assert_allclose(backend.numpy(res.maps), ref.maps, atol=1e-10)
 
 
 def test_backend_argument_converts_and_returns_input_kind():
@@ -135,3 +136,40 @@ def test_tv_denoise_refuses_masked_arrays_and_matrices():
         fusex.tv_denoise(np.ma.masked_greater(image, 0.5), 0.1)
     with pytest.raises(TypeError, match=r"`x` is an np.matrix.*np.asarray\(x\)"):
         fusex.tv_denoise(np.asmatrix(image), 0.1)
+
+
+@pytest.mark.parametrize("route", ["arrays", "labeled", "auto"])
+def test_run_options_are_checked_once_before_any_route(route):
+    sample = phantom((16, 16), seed=8)
+    inputs = (sample.haadf, sample.maps)
+    if route == "labeled":
+        inputs = (fusex.labeled.label(sample.haadf, sample.maps, sample.elements),)
+    params = "auto" if route == "auto" else FusionParams(n_iter=2)
+    with pytest.raises(ValueError, match="`on_divergence` must be 'raise' or 'mark', got 'skip'"):
+        fusex.fuse(*inputs, elements=sample.elements, params=params, on_divergence="skip")
+    with pytest.raises(TypeError, match="`callback` must be callable"):
+        fusex.fuse(*inputs, elements=sample.elements, params=params, callback="print")
+    with pytest.raises(TypeError, match="`engine` must be an engine name"):
+        fusex.fuse(*inputs, elements=sample.elements, params=params, engine=3)
+
+
+def test_labeled_input_is_fused_without_fuse_calling_itself(monkeypatch):
+    sample = phantom((16, 16), seed=9)
+    calls = []
+    original = fusex.api.fuse
+    monkeypatch.setattr(fusex.api, "fuse", lambda *a, **k: calls.append(a) or original(*a, **k))
+    ds = original(fusex.labeled.label(sample.haadf, sample.maps, sample.elements), params=FusionParams(n_iter=2))
+    assert calls == [] and int(ds.attrs["iterations_run"]) == 2
+
+
+def test_fuse_arrays_takes_the_run_options_fuse_checked():
+    sample = phantom((16, 16), seed=10)
+    params = FusionParams(n_iter=3, tol=0.0)
+    seen = []
+    run = RunOptions(callback=lambda k, state: seen.append(k))
+    res = fuse_arrays(sample.haadf, sample.maps, elements=sample.elements, params=params, run=run)
+    ref = fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params=params)
+    assert seen == [1, 2, 3] and isinstance(res, fusex.FusionResult)
+    np.testing.assert_array_equal(res.maps, ref.maps)
+    with pytest.raises(TypeError, match="`maps` is missing"):
+        fuse_arrays(sample.haadf, None, run=run)

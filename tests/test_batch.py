@@ -15,31 +15,29 @@ def _stack(shape=(24, 24), doses=(2.0, 6.0, 20.0)):
     return np.stack([s.haadf for s in samples]), np.stack([s.maps for s in samples]), samples[0].elements
 
 
-def _engines(xp):
-    # On NumPy both the compiled and the generic engines run; elsewhere the backend's own.
-    return [None, "numpy"] if xp.name == "numpy" else [xp.backend]
-
-
 # Step 4 makes some items backtrack; tol stops them at different iterations; lambda_tv differs per item.
 PARAMS = FusionParams(n_iter=30, tol=2e-3, step=4.0, lambda_tv=(0.002, 0.005, 0.02))
 
 
-def test_batch_equals_item_by_item(xp):
+def test_batch_equals_item_by_item(backend):
     haadf, maps, elements = _stack()
-    for backend in _engines(xp):
-        batch = fusex.fuse(xp.asarray(haadf), xp.asarray(maps), elements=elements, params=PARAMS, backend=backend)
+    for choice in backend.choices:
+        arrays = backend.asarray(haadf), backend.asarray(maps)
+        batch = fusex.fuse(*arrays, elements=elements, params=PARAMS, backend=choice)
         assert batch.maps.shape == maps.shape and batch.haadf_model.shape == haadf.shape
         assert isinstance(batch.history.index, pd.MultiIndex)
         for n in range(3):
             alone = fusex.fuse(
-                xp.asarray(haadf[n]),
-                xp.asarray(maps[n]),
+                backend.asarray(haadf[n]),
+                backend.asarray(maps[n]),
                 elements=elements,
                 params=PARAMS.replace(lambda_tv=PARAMS.lambda_tv[n]),
-                backend=backend,
+                backend=choice,
             )
-            np.testing.assert_allclose(xp.numpy(batch.maps[n, ...]), xp.numpy(alone.maps), rtol=1e-5, atol=1e-6)
-            np.testing.assert_allclose(xp.numpy(batch.haadf_model[n, ...]), xp.numpy(alone.haadf_model), atol=1e-5)
+            ours, theirs = backend.numpy(batch.maps[n, ...]), backend.numpy(alone.maps)
+            np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+            ours, theirs = backend.numpy(batch.haadf_model[n, ...]), backend.numpy(alone.haadf_model)
+            np.testing.assert_allclose(ours, theirs, atol=1e-5)
             assert batch.n_iter[n] == alone.n_iter and batch.stop_reason[n] == alone.stop_reason
             pd.testing.assert_frame_equal(batch.history.loc[n], alone.history, rtol=1e-5)
         assert len(set(batch.n_iter.tolist())) > 1, "the items should stop at different iterations"
@@ -126,12 +124,12 @@ def test_mismatched_batch_shapes_are_named():
         fusex.fuse(haadf[:2], maps, elements=elements)
 
 
-def test_take_and_merge_rows(xp):
-    full = xp.asarray(np.arange(12.0).reshape(4, 3))
-    part = xp.asarray(-np.arange(6.0).reshape(2, 3))
+def test_take_and_merge_rows(backend, xp):
+    full = backend.asarray(np.arange(12.0).reshape(4, 3))
+    part = backend.asarray(-np.arange(6.0).reshape(2, 3))
     rows = np.array([3, 1])
-    np.testing.assert_array_equal(xp.numpy(take_rows(full, rows, xp.xp)), np.arange(12.0).reshape(4, 3)[[3, 1]])
-    merged = xp.numpy(merge_rows(full, part, rows, xp.xp))
+    np.testing.assert_array_equal(backend.numpy(take_rows(full, rows, xp)), np.arange(12.0).reshape(4, 3)[[3, 1]])
+    merged = backend.numpy(merge_rows(full, part, rows, xp))
     expected = np.arange(12.0).reshape(4, 3)
     expected[[3, 1]] = -np.arange(6.0).reshape(2, 3)
     np.testing.assert_array_equal(merged, expected)
@@ -147,13 +145,13 @@ def test_history_table_per_item():
     assert history.frame(batched=False, item=1)["total"].tolist() == [6.0, 1.0]
 
 
-def test_minibatches_give_the_same_results(xp):
+def test_minibatches_give_the_same_results(backend):
     haadf, maps, elements = _stack(doses=(2.0, 3.0, 5.0, 8.0, 20.0))
     params = FusionParams(n_iter=12, tol=1e-4, lambda_tv=[0.002, 0.004, 0.006, 0.008, 0.01])
-    h, m = xp.asarray(haadf), xp.asarray(maps)
+    h, m = backend.asarray(haadf), backend.asarray(maps)
     whole = fusex.fuse(h, m, elements=elements, params=params)
     split = fusex.fuse(h, m, elements=elements, params=params, batch_size=2)
-    np.testing.assert_allclose(xp.numpy(split.maps), xp.numpy(whole.maps), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(backend.numpy(split.maps), backend.numpy(whole.maps), rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(split.n_iter, whole.n_iter)
     # torch sums a batch of 2 and one of 5 in different orders; the restarts carry that rounding a little further
     pd.testing.assert_frame_equal(split.history, whole.history, rtol=1e-5)

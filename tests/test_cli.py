@@ -213,17 +213,23 @@ def test_fuse_file_with_a_batch_dimension(tmp_path: Path, capsys: pytest.Capture
     assert io.load(out).maps.dims == ("frame", "element", "y", "x")
 
 
-def test_fuse_file_with_parameters_chosen_from_the_counts(scan: Path, tmp_path: Path) -> None:
-    from fusex import io
-    from fusex.tune import DEFAULT_GRID
+def test_fuse_file_with_parameters_chosen_from_the_counts(
+    scan: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
 
+    from fusex import io
+
+    # a smaller default grid keeps the search short; tune's own tests cover the default one
+    small = {"lambda_tv": (0.003, 0.01, 0.03), "lambda_chem": (0.01, 0.04)}
+    monkeypatch.setattr(importlib.import_module("fusex.tune"), "DEFAULT_GRID", small)
     out = tmp_path / "fused.nc"
     assert main(["fuse", str(scan), "-o", str(out), "--preset", "auto", "-q"]) == 0
     result = io.load(out)
     for name in ("lambda_tv", "lambda_chem"):
         # one shared value, or one per element when that scored better on the held-out counts; the
         # grid is widened by up to two geometric steps past an edge a choice lands on
-        grid = DEFAULT_GRID[name]
+        grid = small[name]
         low, high = grid[0] / grid[1], grid[-1] / grid[-2]
         reach = [grid[0] * low**n for n in (1, 2)] + [grid[-1] * high**n for n in (1, 2)]
         chosen = result[f"param_{name}"].values if f"param_{name}" in result else [result.attrs[name]]

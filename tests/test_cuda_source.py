@@ -1,4 +1,7 @@
-"""The CUDA C source compiles with NVRTC (no GPU needed; skipped without NVIDIA's NVRTC library)."""
+"""The CUDA kernels compile with NVRTC for every type they are instantiated with.
+
+No GPU is needed; skipped without NVIDIA's NVRTC library.
+"""
 
 import ctypes
 import importlib.util
@@ -6,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fusex.backends._cuda_source import GUIDED_KERNELS, TV_KERNELS
+from fusex.backends import _cuda_program as _program
 
 
 def _nvrtc():
@@ -19,47 +22,51 @@ def _nvrtc():
     return ctypes.CDLL(str(library))
 
 
-def _compile(nvrtc, source: str) -> tuple[int, str]:
+def _compile(nvrtc, source: str, options=_program.OPTIONS, names=()) -> tuple[int, str, dict[str, str]]:
+    """Compile as CuPy does for a GPU of compute capability 7.0; return the status, the log and the lowered names."""
     program = ctypes.c_void_p()
-    code = source.encode()
-    assert nvrtc.nvrtcCreateProgram(ctypes.byref(program), code, b"fusex.cu", 0, None, None) == 0
-    options = (ctypes.c_char_p * 2)(b"-std=c++14", b"--gpu-architecture=compute_70")
-    status = nvrtc.nvrtcCompileProgram(program, 2, options)
+    assert nvrtc.nvrtcCreateProgram(ctypes.byref(program), source.encode(), b"kernels.cu", 0, None, None) == 0
+    for name in names:
+        assert nvrtc.nvrtcAddNameExpression(program, name.encode()) == 0
+    flags = [option.encode() for option in (*options, "--gpu-architecture=compute_70")]
+    status = nvrtc.nvrtcCompileProgram(program, len(flags), (ctypes.c_char_p * len(flags))(*flags))
     size = ctypes.c_size_t()
     nvrtc.nvrtcGetProgramLogSize(program, ctypes.byref(size))
     log = ctypes.create_string_buffer(size.value)
     nvrtc.nvrtcGetProgramLog(program, log)
+    lowered = {}
+    if status == 0:
+        for name in names:
+            symbol = ctypes.c_char_p()
+            assert nvrtc.nvrtcGetLoweredName(program, name.encode(), ctypes.byref(symbol)) == 0, name
+            lowered[name] = symbol.value.decode()
     nvrtc.nvrtcDestroyProgram(ctypes.byref(program))
-    return status, log.value.decode(errors="replace")
+    return status, log.value.decode(errors="replace"), lowered
 
 
-@pytest.mark.parametrize("ctype", ["float", "double"])
-def test_kernels_compile(ctype):
-    nvrtc = _nvrtc()
-    # As cupy_engine._module builds it.
-    source = f"typedef {ctype} T;\n" + (TV_KERNELS + GUIDED_KERNELS).replace("_T(", f"_{ctype}(")
-    status, log = _compile(nvrtc, source)
+@pytest.mark.parametrize("ctype", sorted(set(_program.CTYPES.values())))
+def test_every_kernel_compiles_for_each_type(ctype):
+    # The options and name expressions that cupy_engine passes to cupy.RawModule.
+    names = _program.name_expressions(ctype)
+    status, log, lowered = _compile(_nvrtc(), _program.source(), names=names)
     assert status == 0, log
+    assert set(lowered) == set(names) and len(set(lowered.values())) == len(names)
+    assert all(symbol.startswith("_Z") for symbol in lowered.values())  # C++ instantiations, not extern "C"
 
 
-def test_a_broken_source_fails_to_compile():
-    status, log = _compile(_nvrtc(), "typedef float T;\n" + GUIDED_KERNELS.replace("_T(", "_float("))
-    assert status != 0 and "dual_r" in log  # the guided kernels need TV_KERNELS' helpers
+def test_the_source_is_package_data():
+    source = _program.source()
+    assert all(f"__global__ void {kernel}(" in source for kernel in _program.KERNELS)
 
 
-@pytest.mark.parametrize("ctype", ["float", "double"])
-def test_the_gradient_step_body_compiles(ctype):
-    # CuPy wraps an ElementwiseKernel's body in a loop over its arguments; one thread of it does the same here.
-    from fusex.backends._cuda_source import GRADIENT_STEP
+def test_the_dual_floor_comes_from_the_options():
+    status, log, _ = _compile(_nvrtc(), _program.source(), options=("-std=c++14",))
+    assert status != 0 and "FUSEX_DUAL_FLOOR" in log
 
-    params, out, body = GRADIENT_STEP
-    inputs = ", ".join(f"const {p.strip()}_in" for p in params.split(","))
-    names = [p.split()[-1] for p in params.split(",")]
-    unpack = " ".join(f"T {n} = {n}_in;" for n in names)
-    source = (
-        f"typedef {ctype} T;\n"
-        f'extern "C" __global__ void step({inputs}, {out.replace("T ", "T* ")}_ptr) '
-        f"{{ {unpack} T {out.split()[-1]}; {body} *{out.split()[-1]}_ptr = {out.split()[-1]}; }}"
-    )
-    status, log = _compile(_nvrtc(), source)
-    assert status == 0, log
+
+def test_a_type_error_inside_a_template_fails_through_its_name_expression():
+    # Without the name expression the template is never instantiated, and NVRTC accepts it.
+    broken = _program.source() + "template <typename T> __global__ void broken(T* x) { x[0] = x->field; }\n"
+    assert _compile(_nvrtc(), broken)[0] == 0
+    status, log, _ = _compile(_nvrtc(), broken, names=("broken<float>",))
+    assert status != 0 and "field" in log

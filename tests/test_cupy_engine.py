@@ -65,6 +65,17 @@ def test_tv_prox_matches_generic(shape, dtype, method, nonneg):
         np.testing.assert_allclose(ours.get(), ref.get(), **_tol(dtype))
 
 
+def test_the_returned_dual_survives_the_next_call_on_one_map():
+    # The last dual iterate lives in a scratch buffer that the engine reuses; the dual it returns is a copy.
+    engine = CupyEngine()
+    f = cupy.asarray(np.random.default_rng(2).random((1, 16, 16)))
+    _, first = engine.tv_prox(f, 0.1, 4, method="gp", xp=cpx, dual=cupy.zeros((1, 2, 16, 16)))
+    kept = first.copy()
+    second, _ = engine.tv_prox(f, 0.1, 5, method="gp", xp=cpx, dual=first)
+    assert cupy.array_equal(first, kept)
+    np.testing.assert_allclose(second.get(), tv.tv_prox(f, 0.1, 9, method="gp", xp=cpx).get(), rtol=1e-12, atol=1e-12)
+
+
 def test_torch_cuda_tensors_use_the_kernels_without_copies():
     torch = pytest.importorskip("torch")
     sample = phantom((48, 48), seed=2)

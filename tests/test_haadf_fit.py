@@ -10,7 +10,7 @@ import pytest
 import fusex
 from fusex import FusionParams
 from fusex.datasets import phantom
-from fusex.objectives import tv_value
+from fusex.objectives import tv_magnitude
 from fusex.operators import background_basis, fit_haadf
 
 SAMPLE = phantom((40, 40), dose=4.0, seed=3)
@@ -41,35 +41,37 @@ def test_basis_is_smooth_zero_mean_and_independent():
     assert background_basis((5, 5), 1).shape == (0, 5, 5)
 
 
-def test_gain_offset_and_background_are_recovered(xp):
+def test_gain_offset_and_background_are_recovered(backend, xp):
     rng = np.random.default_rng(0)
     model = rng.random((2, 16, 20))
     basis = background_basis((16, 20), 3)
     background = np.stack([0.3 + 0.2 * basis[1] - 0.1 * basis[4], -0.5 + 0.4 * basis[0]])
     haadf = background + np.array([2.5, 0.7])[:, None, None] * model
-    to = xp.asarray
-    a, fitted = fit_haadf(to(haadf), to(model), None, to(basis), gain=True, xp=xp.xp)
+    to = backend.asarray
+    a, fitted = fit_haadf(to(haadf), to(model), None, to(basis), gain=True, xp=xp)
     np.testing.assert_allclose(a, [2.5, 0.7], rtol=1e-8)
-    np.testing.assert_allclose(xp.numpy(fitted), background, atol=1e-8)
+    np.testing.assert_allclose(backend.numpy(fitted), background, atol=1e-8)
 
 
-def test_minmax_model_holds_gain_and_offset(xp):
+def test_minmax_model_holds_gain_and_offset(backend, xp):
     model = np.random.default_rng(1).random((1, 10, 10))
     basis = background_basis((10, 10), 2)
     haadf = model + 0.25 * basis[2] + 3.0  # the offset is not the background's to take
-    a, fitted = fit_haadf(xp.asarray(haadf), xp.asarray(model), None, xp.asarray(basis), gain=False, xp=xp.xp)
+    to = backend.asarray
+    a, fitted = fit_haadf(to(haadf), to(model), None, to(basis), gain=False, xp=xp)
     np.testing.assert_array_equal(a, [1.0])
-    np.testing.assert_allclose(xp.numpy(fitted)[0], 0.25 * basis[2], atol=1e-8)
+    np.testing.assert_allclose(backend.numpy(fitted)[0], 0.25 * basis[2], atol=1e-8)
 
 
-def test_masked_pixels_do_not_pull_the_fit(xp):
+def test_masked_pixels_do_not_pull_the_fit(backend, xp):
     model = np.random.default_rng(2).random((1, 12, 12))
     haadf = 0.1 + 1.5 * model
     haadf[0, 3, 4] = 1e3  # a saturated pixel, masked out
     mask = np.ones_like(haadf)
     mask[0, 3, 4] = 0.0
     basis = np.zeros((0, 12, 12))
-    a, _ = fit_haadf(xp.asarray(haadf), xp.asarray(model), xp.asarray(mask), xp.asarray(basis), gain=True, xp=xp.xp)
+    to = backend.asarray
+    a, _ = fit_haadf(to(haadf), to(model), to(mask), to(basis), gain=True, xp=xp)
     np.testing.assert_allclose(a, [1.5], rtol=1e-8)
 
 
@@ -80,9 +82,10 @@ def test_an_anticorrelated_image_switches_the_haadf_term_off():
     np.testing.assert_allclose(fitted.mean(), (1.0 - model).mean())
 
 
-def test_default_totals_are_the_counts(xp):
-    res = fusex.fuse(xp.asarray(SAMPLE.haadf), xp.asarray(SAMPLE.maps), elements=SAMPLE.elements, backend=xp.backend)
-    np.testing.assert_allclose(_totals(xp.numpy(res.to_input_units())), 1.0, rtol=1e-4)
+def test_default_totals_are_the_counts(backend):
+    arrays = backend.asarray(SAMPLE.haadf), backend.asarray(SAMPLE.maps)
+    res = fusex.fuse(*arrays, elements=SAMPLE.elements, backend=backend.backend)
+    np.testing.assert_allclose(_totals(backend.numpy(res.to_input_units())), 1.0, rtol=1e-4)
 
 
 def test_a_support_film_in_the_haadf_does_not_leak_into_the_maps():
@@ -102,9 +105,10 @@ def test_a_support_film_in_the_haadf_does_not_leak_into_the_maps():
 
 def test_the_fitted_gain_keeps_the_haadf_term_from_inflating_the_maps():
     bright = SAMPLE.haadf * 40.0 + 7.0  # another detector gain and offset: the fit does not care
-    np.testing.assert_allclose(
-        _fuse(bright, rescale_totals=False), _fuse(SAMPLE.haadf, rescale_totals=False), rtol=1e-3, atol=1e-3
-    )
+    # Rounding sends the two runs along slightly different paths (restarts are yes/no decisions), so both
+    # run to a tight tolerance; 5e-3 counts is a thousandth of these maps' scale.
+    tight = {"rescale_totals": False, "tol": 1e-6}
+    np.testing.assert_allclose(_fuse(bright, **tight), _fuse(SAMPLE.haadf, **tight), rtol=1e-3, atol=5e-3)
     assert np.all(_totals(_fuse(SAMPLE.haadf, rescale_totals=False)) < 1.03)
 
 
@@ -112,7 +116,7 @@ def test_stationarity_balances_counts_against_the_prior():
     """At a solution with the gain fitted, sum_e lam_C sum x (1 - b/(x+eps)) = -lam_TV sum_e TV(x_e)."""
     lam_c, lam_tv, eps = 0.02, 0.004, 0.01
     params = FusionParams(
-        lambda_chem=lam_c, lambda_tv=lam_tv, eps=eps, refit_every=1, rescale_totals=False, n_iter=3000, tol=0.0
+        lambda_chem=lam_c, lambda_tv=lam_tv, eps=eps, refit_every=1, rescale_totals=False, n_iter=1500, tol=0.0
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -120,7 +124,7 @@ def test_stationarity_balances_counts_against_the_prior():
     x = np.asarray(res.maps, dtype=np.float64)
     b = SAMPLE.maps / SAMPLE.maps.max(axis=(1, 2), keepdims=True)  # normalize="scale"
     poisson = lam_c * np.sum(x - b * x / (x + eps))
-    prior = lam_tv * tv_value(x, np)
+    prior = lam_tv * float(np.sum(tv_magnitude(x, np)))
     assert abs(poisson + prior) < 0.02 * lam_c * b.sum()
     assert prior > 0.1 * lam_c * b.sum()  # the identity is not 0 = 0
 

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 import fusex  # noqa: E402
 from fusex import FusionParams, plot  # noqa: E402
-from fusex._plot_data import bar_length  # noqa: E402
+from fusex.plot._scalebar import bar_length  # noqa: E402
 from fusex.result import FusionResult  # noqa: E402
 from fusex.xarray import label, result_to_dataset  # noqa: E402
 

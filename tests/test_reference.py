@@ -95,9 +95,6 @@ def test_weighted_models_match_up_to_the_references_float16_weights(method, sche
     )
     theirs = _reference(sample, n_iter=20, method=method)
     assert np.all(_relative_l2(ours.maps, theirs) < 0.01)
-    z = np.array(sample.z, dtype=float)
-    w = z / (z.mean() if method == 1 else z.sum())
-    assert not np.array_equal(w.astype(np.float16).astype(np.float32), w.astype(np.float32))
 
 
 @pytest.mark.parametrize("method", [2, 4])

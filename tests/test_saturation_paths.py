@@ -79,7 +79,7 @@ def test_params_auto_passes_saturated_and_negative_to_tune(sample, monkeypatch):
         seen.update(kwargs)
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(importlib.import_module("fusex.tune"), "tune", spy)
+    monkeypatch.setattr(importlib.import_module("fusex.api"), "tune", spy)  # fuse routes "auto" to it
     with pytest.raises(RuntimeError, match="stop here"):
         fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params="auto", saturated=7.0, negative="clip")
     assert seen["saturated"] == 7.0 and seen["negative"] == "clip"

@@ -1,5 +1,8 @@
 """Labeled input and output through `fuse`."""
 
+import importlib
+import sys
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -7,7 +10,7 @@ import xarray as xr
 import fusex
 from fusex import FusionParams
 from fusex.datasets import phantom
-from fusex.xarray import label
+from fusex.labeled import label
 
 PARAMS = FusionParams(n_iter=4, tol=0.0)
 
@@ -111,7 +114,7 @@ def test_cupy_backed_dataarrays_stay_on_the_gpu(sample):
 
 def test_bare_dask_arrays_are_refused_with_advice(dataset):
     da = pytest.importorskip("dask.array")
-    with pytest.raises(TypeError, match=r"dask array.*fusex\.xarray\.label.*\.compute\(\)"):
+    with pytest.raises(TypeError, match=r"dask array.*fusex\.labeled\.label.*\.compute\(\)"):
         fusex.fuse(da.from_array(dataset.haadf.values), da.from_array(dataset.maps.values), params=PARAMS)
 
 
@@ -204,3 +207,11 @@ def test_lazy_input_with_parameters_its_dtype_cannot_hold_is_refused_before_comp
     pytest.importorskip("dask")
     with pytest.raises(ValueError, match=r"FusionParams.eps=1e-300 is below the smallest normal number .* float32"):
         fusex.fuse(dataset.expand_dims(frame=2).chunk({"frame": 1}), params=FusionParams(eps=1e-300))
+
+
+def test_fusex_xarray_is_a_deprecated_alias_of_the_labeled_layer(monkeypatch):
+    monkeypatch.delitem(sys.modules, "fusex.xarray", raising=False)
+    with pytest.warns(DeprecationWarning, match=r"fusex\.xarray is deprecated.*import fusex\.labeled"):
+        alias = importlib.import_module("fusex.xarray")
+    assert alias.__all__ and all(getattr(alias, name) is getattr(fusex.labeled, name) for name in alias.__all__)
+    assert "to_input_units" in alias.__all__ and "label" in alias.__all__

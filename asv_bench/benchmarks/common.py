@@ -1,50 +1,52 @@
-"""Shared machinery of the fusex benchmarks: backends, test data and the base class.
+"""Shared machinery of the fusex benchmarks: the backends and the `XPBenchmark` base class.
 
-Every benchmark class derives from `BackendBenchmark`, which adds a ``backend``
+Every benchmark class derives from `XPBenchmark`, which puts a ``backend``
 parameter (``numpy``, ``numba``, ``torch-cpu``, ``torch-cuda``, ``cupy``) in
-front of the class's own parameters.  Its ``setup``
+front of the class's own parameters, on the shape of SciPy's benchmark base of
+the same name.  A benchmark's ``setup(self, backend, ...)``
 
-* raises `NotImplementedError` when the backend cannot run here (asv then
-  shows the case as skipped, ``n/a``), or when the case is too large for it
-  (`BackendBenchmark.max_size`);
-* builds the inputs on the backend's device (phantoms are cached in the
-  process and on disk, see `sample`), once per process: asv runs ``setup``
-  again before every sample, and the benchmarked calls never modify their
-  inputs;
-* runs the operation once per process, outside the timing, so that numba
-  compilation, CUDA context creation, kernel compilation and the memory pools'
-  first allocations are not timed.
+* calls ``super().setup(backend, operation)``, which raises
+  `NotImplementedError` when the backend cannot run here (asv then shows the
+  case as skipped, ``n/a``) and sets ``self.func``: the operation followed by
+  the device's synchronization (``torch.cuda.synchronize`` or the CuPy
+  stream's ``synchronize``), so that a GPU timing covers the work and not only
+  its launch;
+* skips a case too large for the backend (`XPBenchmark.check_size`), builds its
+  inputs on the backend's device with ``self.target.asarray``;
+* ends with `XPBenchmark.warm_up`, which runs the operation once per process,
+  untimed, so that numba compilation, CUDA context creation, kernel
+  compilation and the memory pools' first allocations are not timed.
 
-The timed methods call `BackendBenchmark.call`, which runs the operation and
-then synchronizes the GPU (``torch.cuda.synchronize`` or the CuPy stream's
-``synchronize``), so a GPU timing covers the work and not only its launch.
+The timed methods call ``self.func()``.  Only fusex's public API is used.  The
+backend labels and what each runs on come from `fusex.backends.registry`:
+every target but the test suite's ``array_api_strict``, and the engines made
+for one library and device alone (``numba``).  For commits older than the
+registry the same five labels are read from `fusex.backends.available`.
 """
 
 from __future__ import annotations
 
-import abc
 import contextlib
 import functools
-import hashlib
 import importlib
 import inspect
 import itertools
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
 
 import fusex
-from fusex import datasets
-from fusex._xp import convert, resolve_backend
-from fusex.datasets import Phantom
-from fusex.elements import atomic_numbers
+
+from .phantoms import sample
+
+try:
+    from fusex.backends import registry
+except ImportError:  # a fusex older than its backend registry: see _BEFORE_REGISTRY
+    registry = None
 
 # Imported once here, where asv's fork server imports the benchmarks, rather than in every
 # benchmark process it forks.  Importing initializes no GPU (forking after that would break CUDA).
@@ -59,127 +61,133 @@ except ImportError:  # pragma: no cover - only when run outside asv
 
 __all__ = [
     "BACKENDS",
-    "CPU_BACKENDS",
     "GPU_BACKENDS",
     "SIZES",
-    "BackendBenchmark",
+    "FuseInputs",
     "SkipNotImplemented",
     "Target",
-    "lattice",
+    "XPBenchmark",
     "resolve_target",
-    "sample",
 ]
 
-#: Backend labels, as in ``scripts/roofline.py`` and ``backends/README.md``.
-BACKENDS: list[str] = ["numpy", "numba", "torch-cpu", "torch-cuda", "cupy"]
-CPU_BACKENDS: frozenset[str] = frozenset({"numpy", "numba", "torch-cpu"})
-GPU_BACKENDS: frozenset[str] = frozenset({"torch-cuda", "cupy"})
-#: Image edge lengths; 4096 runs on GPU backends only (see `BackendBenchmark.max_size`).
-SIZES: list[int] = [256, 512, 1024, 2048, 4096]
 
-# One column per unit cell for each element, at distinct positions, so that any
-# 2 to 5 of them make a valid phantom (the same cell as scripts/roofline.py).
-_SITES: dict[str, tuple[tuple[float, float], ...]] = {
-    "Sr": ((0.0, 0.0),),
-    "Ti": ((0.5, 0.5),),
-    "O": ((0.5, 0.0),),
-    "Ba": ((0.25, 0.25),),
-    "Zr": ((0.75, 0.75),),
+# array_api_strict is the test suite's strict namespace (NumPy underneath), not a library to time.
+_UNTIMED: frozenset[str] = frozenset({"array_api_strict"})
+
+
+@dataclass(frozen=True)
+class _Case:
+    """What a backend label runs on: array library, device kind, and the engine it demands (None: the library's)."""
+
+    library: str
+    kind: str
+    engine: str | None
+
+
+# What the labels meant before fusex had a registry, so that asv can still benchmark those commits:
+# label -> the case, and the key of fusex.backends.available() that says whether it runs here.
+_BEFORE_REGISTRY: dict[str, tuple[_Case, str]] = {
+    "numpy": (_Case("numpy", "cpu", None), "numpy"),
+    "numba": (_Case("numpy", "cpu", "numba"), "numba"),
+    "torch-cpu": (_Case("torch", "cpu", None), "torch"),
+    "torch-cuda": (_Case("torch", "cuda", None), "torch-cuda"),
+    "cupy": (_Case("cupy", "cuda", None), "cupy"),
 }
 
 
-def lattice(n_elements: int) -> dict[str, tuple[tuple[float, float], ...]]:
-    """Return a projected unit cell with ``n_elements`` elements (2 to 5).
-
-    Parameters
-    ----------
-    n_elements : int
-        Number of elements, 2 to 5: Sr, Ti, O, Ba, Zr in this order.
-
-    Returns
-    -------
-    dict
-        Element symbol -> fractional (row, column) positions, for
-        `fusex.datasets.phantom`'s ``lattice``.
-
-    """
-    if not 2 <= n_elements <= len(_SITES):
-        raise ValueError(f"n_elements must be 2 to {len(_SITES)}, got {n_elements}")
-    return dict(list(_SITES.items())[:n_elements])
+def _cases() -> dict[str, _Case]:
+    """Return label -> `_Case`: every registry target, each followed by the engines made for it alone (numba)."""
+    if registry is None:
+        return {label: case for label, (case, _) in _BEFORE_REGISTRY.items()}
+    cases = {}
+    for target in registry.targets():
+        if target.library in _UNTIMED:
+            continue
+        cases[target.label] = _Case(target.library, target.device, None)
+        for record in registry.ENGINES:
+            if record.libraries == (target.library,) and record.devices == (target.device,):
+                cases[record.name] = _Case(target.library, target.device, record.name)
+    return cases
 
 
-@functools.cache
-def sample(size: int, n_elements: int = 3) -> Phantom:
-    """Return a square phantom (NumPy, float32), cached in this process and on disk.
+def _why_not(label: str, case: _Case) -> str | None:
+    """Return why the case cannot run on this machine, or None if it can."""
+    if registry is None:
+        return None if fusex.backends.available()[_BEFORE_REGISTRY[label][1]] else "not available here"
+    if not registry.library(case.library).usable(case.kind):
+        return f"{case.library} cannot run on the {case.kind} here"
+    if case.engine is not None and not registry.engine_record(case.engine).installed():
+        return f"the {case.engine} engine is not installed"
+    return None
 
-    asv runs every benchmark case in its own process, and a 4096 x 4096 phantom
-    takes seconds to simulate, so phantoms are kept as ``.npz`` files in
-    ``$FUSEX_BENCH_CACHE`` (default: ``fusex-asv-phantoms`` in the temporary
-    directory), under a name that includes a hash of `fusex.datasets`' source:
-    a commit that changes the simulation gets new files.
 
-    Parameters
-    ----------
-    size : int
-        Edge length in pixels.
-    n_elements : int
-        Number of elemental maps, 2 to 5.
-
-    Returns
-    -------
-    Phantom
-        ``dose=3.0`` (a few counts per column, where fusion is used), ``seed=0``.
-
-    """
-    cells = lattice(n_elements)
-    source = hashlib.sha256(inspect.getsource(datasets).encode()).hexdigest()[:12]
-    folder = Path(os.environ.get("FUSEX_BENCH_CACHE") or Path(tempfile.gettempdir()) / "fusex-asv-phantoms")
-    path = folder / f"phantom-{size}-{n_elements}-{source}.npz"
-    if path.is_file():
-        with np.load(path) as saved:
-            arrays = {name: saved[name] for name in ("haadf", "maps", "truth")}
-        z = atomic_numbers(tuple(cells))
-        return Phantom(elements=tuple(cells), z=tuple(z), dose=3.0, **arrays)
-    made = datasets.phantom((size, size), lattice=cells, dose=3.0, seed=0)
-    with contextlib.suppress(OSError):  # a read-only or full disk only costs the next process time
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.npz")
-        np.savez(partial, haadf=made.haadf, maps=made.maps, truth=made.truth)
-        os.replace(partial, path)  # atomic: a concurrent reader sees the whole file or none
-    return made
+_CASES: dict[str, _Case] = _cases()
+#: Backend labels (``numpy``, ``numba``, ``torch-cpu``, ``torch-cuda``, ``cupy``), from `fusex.backends.registry`.
+BACKENDS: list[str] = list(_CASES)
+GPU_BACKENDS: frozenset[str] = frozenset(label for label, case in _CASES.items() if case.kind == "cuda")
+#: Image edge lengths; 4096 runs on GPU backends only (see `XPBenchmark.max_size`).
+SIZES: list[int] = [256, 512, 1024, 2048, 4096]
 
 
 @dataclass(frozen=True)
 class Target:
-    """Where a benchmark computes: the fusex ``backend`` argument, namespace, device and sync.
+    """Where a benchmark computes: array library, device, engine and synchronization.
 
     Attributes
     ----------
     label : str
         One of `BACKENDS`.
-    backend : str
-        The ``backend`` argument for `fusex.fuse` and `fusex.tv_denoise`.
-    xp : module
-        The array namespace the inputs are built in.
+    library : str
+        ``"numpy"``, ``"torch"`` or ``"cupy"``: fusex's ``backend`` argument.
+    kind : str
+        The device kind, ``"cpu"`` or ``"cuda"``.
     device : object
-        The device the inputs live on.
-    gpu : bool
-        Whether the work runs on a GPU.
+        The device the inputs live on (a ``torch.device``, a ``cupy.cuda.Device``, or ``"cpu"``).
+    engine : str or None
+        The engine the label demands (``"numba"``), or None for the library's own choice.
     synchronize : callable
         Blocks until the device's queued work is done (a no-op on the CPU).
 
     """
 
     label: str
-    backend: str
-    xp: ModuleType
+    library: str
+    kind: str
     device: Any
-    gpu: bool
+    engine: str | None
     synchronize: Callable[[], None] = field(repr=False)
 
+    @property
+    def gpu(self) -> bool:
+        """Whether the work runs on a GPU."""
+        return self.kind == "cuda"
+
     def asarray(self, array: np.ndarray) -> Any:
-        """Return a NumPy array as an array of this target's library on its device."""
-        return convert(array, self.xp, self.device)
+        """Return a copy of a NumPy array as an array of this target's library on its device."""
+        if self.library == "torch":
+            import torch
+
+            return torch.tensor(array, device=self.device)
+        if self.library == "cupy":
+            import cupy
+
+            with self.device:
+                return cupy.array(array)
+        return np.array(array)
+
+    def keywords(self, function: Callable[..., Any]) -> dict[str, Any]:
+        """Return the keyword arguments that make a fusex function (`fusex.fuse`, ...) run on this target.
+
+        ``backend=library``, and ``engine=`` when the label demands one.  A function without
+        an ``engine`` argument (`fusex.tv_denoise`, or any function of a fusex older than
+        ``engine=``) keeps the inputs' library, where fusex's automatic choice is the engine
+        made for it alone (numba for NumPy on the CPU) whenever that is installed.
+        """
+        if self.engine is None:
+            return {"backend": self.library}
+        if "engine" in inspect.signature(function).parameters:
+            return {"backend": self.library, "engine": self.engine}
+        return {}
 
 
 def _no_sync() -> None:
@@ -202,36 +210,35 @@ def resolve_target(label: str) -> Target:
     Raises
     ------
     NotImplementedError
-        If the backend is not installed or has no device here; asv skips the case.
+        If the backend is not installed, has no device here, or is left out by
+        ``$FUSEX_BENCH_BACKENDS``; asv skips the case.
 
     """
-    if label not in BACKENDS:
+    if label not in _CASES:
         raise ValueError(f"unknown backend label {label!r}; expected one of {BACKENDS}")
     wanted = os.environ.get("FUSEX_BENCH_BACKENDS", "").replace(",", " ").split()
     if wanted and label not in wanted:
-        raise NotImplementedError(f"backend {label!r} is not in FUSEX_BENCH_BACKENDS={' '.join(wanted)}")
-    report = fusex.backends.available()
-    needs = {"numpy": "numpy", "numba": "numba", "torch-cpu": "torch", "torch-cuda": "torch-cuda", "cupy": "cupy"}
-    if not report[needs[label]]:
-        raise NotImplementedError(f"backend {label!r} is not available here")
-    try:
-        if label == "torch-cuda":
-            import torch
+        raise SkipNotImplemented(f"backend {label!r} is not in FUSEX_BENCH_BACKENDS={' '.join(wanted)}")
+    case = _CASES[label]
+    why = _why_not(label, case)
+    if why is not None:
+        raise SkipNotImplemented(f"backend {label!r}: {why}")
+    library, kind = case.library, case.kind
+    if library == "torch":
+        import torch
 
-            xp, device = resolve_backend("torch", "cuda", None, None)
-            return Target(label, "torch", xp, device, True, torch.cuda.synchronize)
-        if label == "cupy":
-            import cupy
+        if kind == "cuda":
+            device = torch.device("cuda", torch.cuda.current_device())
+            return Target(label, library, kind, device, case.engine, torch.cuda.synchronize)
+        return Target(label, library, kind, torch.device("cpu"), case.engine, _no_sync)
+    if library == "cupy":
+        import cupy
 
-            xp, device = resolve_backend("cupy", None, None, None)
-            return Target(label, "cupy", xp, device, True, lambda: cupy.cuda.get_current_stream().synchronize())
-        if label == "torch-cpu":
-            xp, device = resolve_backend("torch", "cpu", None, None)
-            return Target(label, "torch", xp, device, False, _no_sync)
-        xp, device = resolve_backend("numpy", None, None, None)
-        return Target(label, label, xp, device, False, _no_sync)
-    except (ImportError, fusex.BackendUnavailableError) as exc:
-        raise NotImplementedError(f"backend {label!r} cannot run here: {exc}") from exc
+        def synchronize() -> None:
+            cupy.cuda.get_current_stream().synchronize()
+
+        return Target(label, library, kind, cupy.cuda.Device(), case.engine, synchronize)
+    return Target(label, library, kind, "cpu", case.engine, _no_sync)
 
 
 def gpu_peak_bytes(target: Target, operation: Callable[[], Any]) -> int:
@@ -260,7 +267,7 @@ def gpu_peak_bytes(target: Target, operation: Callable[[], Any]) -> int:
     target.synchronize()
     if pool is not None:
         pool.free_all_blocks()
-    if target.label == "torch-cuda":
+    if target.library == "torch":
         import torch
 
         torch.cuda.reset_peak_memory_stats()
@@ -268,7 +275,7 @@ def gpu_peak_bytes(target: Target, operation: Callable[[], Any]) -> int:
     target.synchronize()
     del result
     peak = 0
-    if target.label == "torch-cuda":
+    if target.library == "torch":
         import torch
 
         peak += torch.cuda.max_memory_allocated()
@@ -277,66 +284,96 @@ def gpu_peak_bytes(target: Target, operation: Callable[[], Any]) -> int:
     return int(peak)
 
 
-class BackendBenchmark(abc.ABC):
+def _synchronized(operation: Callable[[], Any], synchronize: Callable[[], None]) -> Callable[[], Any]:
+    """Return ``operation`` followed by ``synchronize``, returning the operation's result."""
+
+    @functools.wraps(operation)
+    def call() -> Any:
+        result = operation()
+        synchronize()
+        return result
+
+    return call
+
+
+class XPBenchmark:
     """Base class: a ``backend`` parameter, skipping, warm-up and GPU synchronization.
 
     Subclasses add their own parameters after ``backend`` (``params = [BACKENDS, ...]``,
-    ``param_names = ["backend", ...]``), implement `prepare` (check the case, build the
-    inputs with ``self.target``) and `run` (the operation, returning its result), and
-    define asv's ``time_``/``peakmem_``/``track_`` methods through `call`,
-    `track_gpu_peak_memory` and `outcome`.
+    ``param_names = ["backend", ...]``) and define ``setup(self, backend, ...)``, which calls
+    ``super().setup(backend, operation)`` first, builds the inputs with ``self.target`` and
+    ends with ``self.warm_up(...)``; the ``time_`` and ``peakmem_`` methods call
+    ``self.func()``, the ``track_`` methods read `outcome`.  Every subclass also gets
+    ``track_gpu_peak_memory``, skipped on CPU backends.
+
+    Attributes
+    ----------
+    target : Target
+        The resolved backend (set by `setup`).
+    operation : callable
+        The benchmarked operation as given to `setup`.
+    func : callable
+        The benchmarked operation followed by the device's synchronization (set by `setup`).
+
     """
 
     params: ClassVar[list[list[Any]]] = [BACKENDS]
     param_names: ClassVar[list[str]] = ["backend"]
-    #: Largest image edge each backend is benchmarked at; larger cases are skipped.
-    max_size: ClassVar[Mapping[str, int]] = {
-        "numpy": 2048,
-        "numba": 2048,
-        "torch-cpu": 2048,
-        "torch-cuda": 4096,
-        "cupy": 4096,
-    }
+    #: Largest image edge benchmarked, by backend label or else by device kind (``"cpu"``, ``"cuda"``);
+    #: larger cases are skipped.
+    max_size: ClassVar[Mapping[str, int]] = {"cpu": 2048, "cuda": 4096}
     # setup() warms up, so asv's own warm-up calls would only cost time.
     warmup_time: ClassVar[float] = 0.0
     timeout: ClassVar[float] = 300.0
 
-    # per process: case key -> summary of the warm-up run (see `outcome`)
+    # per process: case -> summary of its warm-up run (see `outcome`)
     _warm: ClassVar[dict[tuple[Any, ...], Any]] = {}
 
     target: Target
+    operation: Callable[[], Any]
+    func: Callable[[], Any]
 
-    def setup(self, backend: str, *case: Any) -> None:
-        """Resolve the backend, build the inputs and, once per process, run the operation untimed.
+    def setup(self, backend: str, operation: Callable[[], Any]) -> None:
+        """Resolve the backend (skipping it if it cannot run here) and wrap ``operation`` with its sync.
+
+        Parameters
+        ----------
+        backend : str
+            One of `BACKENDS`, from asv's parametrization.
+        operation : callable
+            The benchmarked call, with no arguments; it may return before a GPU has finished.
 
         Raises
         ------
         NotImplementedError
-            If the backend cannot run here or the case is too large for it (asv skips it).
+            If the backend cannot run here (asv skips the case).
 
         """
-        key = (type(self).__qualname__, backend, *case)
-        if getattr(self, "_key", None) == key:
-            return  # asv re-runs setup before every sample: keep the inputs (never modified)
         self.target = resolve_target(backend)
-        self.prepare(*case)
-        if key not in BackendBenchmark._warm:
-            BackendBenchmark._warm[key] = self.summarize(self.call())
-        self._key = key
+        self.operation = operation
+        self.func = _synchronized(operation, self.target.synchronize)
 
     def check_size(self, size: int) -> None:
         """Skip (`NotImplementedError`) a size above `max_size` for this backend."""
-        limit = self.max_size[self.target.label]
+        limit = self.max_size.get(self.target.label, self.max_size[self.target.kind])
         if size > limit:
-            raise NotImplementedError(f"size {size} is above {limit}, the largest benchmarked on {self.target.label}")
+            raise SkipNotImplemented(f"size {size} is above {limit}, the largest benchmarked on {self.target.label}")
 
-    @abc.abstractmethod
-    def prepare(self, *case: Any) -> None:
-        """Check the case (raise `NotImplementedError` to skip it) and build the inputs."""
+    def warm_up(self, *case: Any) -> None:
+        """Run ``self.func`` once per process for this case, untimed, and keep `summarize` of its result.
 
-    @abc.abstractmethod
-    def run(self) -> Any:
-        """Run the benchmarked operation once and return its result (may be asynchronous on a GPU)."""
+        asv runs ``setup`` again before every sample; the inputs are rebuilt (cheap copies),
+        the warm-up is not.
+
+        Parameters
+        ----------
+        *case : object
+            The case's parameters after ``backend``.
+
+        """
+        self._case = (type(self).__qualname__, self.target.label, *case)
+        if self._case not in XPBenchmark._warm:
+            XPBenchmark._warm[self._case] = self.summarize(self.func())
 
     def summarize(self, result: Any) -> Any:
         """Return what the ``track_`` methods need from a result (kept per process); default nothing."""
@@ -344,13 +381,7 @@ class BackendBenchmark(abc.ABC):
 
     def outcome(self) -> Any:
         """Return `summarize` of this case's warm-up run, made in `setup`."""
-        return BackendBenchmark._warm[self._key]
-
-    def call(self) -> Any:
-        """Run the operation and wait for the GPU to finish it."""
-        result = self.run()
-        self.target.synchronize()
-        return result
+        return XPBenchmark._warm[self._case]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Give each benchmark class its own ``track_gpu_peak_memory``, skipped on CPU backends.
@@ -360,9 +391,9 @@ class BackendBenchmark(abc.ABC):
         """
         super().__init_subclass__(**kwargs)
 
-        def track_gpu_peak_memory(self: BackendBenchmark, *params: Any) -> int:
+        def track_gpu_peak_memory(self: XPBenchmark, *params: Any) -> int:
             """Track the peak GPU memory of one run, in bytes (skipped on CPU backends)."""
-            return gpu_peak_bytes(self.target, self.run)
+            return gpu_peak_bytes(self.target, self.operation)
 
         track_gpu_peak_memory.unit = "bytes"  # type: ignore[attr-defined]
         track_gpu_peak_memory.skip_params = [  # type: ignore[attr-defined]
@@ -374,8 +405,8 @@ class BackendBenchmark(abc.ABC):
 class FuseInputs:
     """Mixin for the `fusex.fuse` benchmarks: a phantom on the device, one call, its objective.
 
-    Put it before `BackendBenchmark` in the bases; ``fusion`` holds the parameters
-    (None: fusex's defaults).
+    Put it before `XPBenchmark` in the bases and pass ``self.fuse`` to ``super().setup``;
+    ``fusion`` holds the parameters (None: fusex's defaults).
     """
 
     fusion: ClassVar[fusex.FusionParams | None] = None
@@ -387,10 +418,15 @@ class FuseInputs:
         self.elements = data.elements
         self.haadf, self.maps = self.target.asarray(data.haadf), self.target.asarray(data.maps)
 
-    def run(self) -> fusex.FusionResult:
-        """Fuse with ``fusion`` on the benchmarked backend."""
+    def fuse(self, **options: Any) -> fusex.FusionResult:
+        """Fuse with ``fusion`` on the benchmarked backend (``options``: more `fusex.fuse` keywords)."""
         return fusex.fuse(
-            self.haadf, self.maps, elements=self.elements, params=self.fusion, backend=self.target.backend
+            self.haadf,
+            self.maps,
+            elements=self.elements,
+            params=self.fusion,
+            **self.target.keywords(fusex.fuse),
+            **options,
         )
 
     def summarize(self, result: fusex.FusionResult) -> Any:

@@ -6,14 +6,14 @@ from typing import Any, ClassVar
 
 import fusex
 
-from .common import BACKENDS, BackendBenchmark, FuseInputs
+from .common import BACKENDS, FuseInputs, XPBenchmark
 
 
-class FuseElements(FuseInputs, BackendBenchmark):
+class FuseElements(FuseInputs, XPBenchmark):
     """`fusex.fuse` with ``FusionParams(n_iter=1, tol=0.0)`` on 512 x 512 phantoms of 2 to 5 elements.
 
     The phantoms come from `fusex.datasets.phantom` with a custom unit cell
-    (`common.lattice`): Sr, Ti, O, Ba, Zr, one column each.
+    (`phantoms.lattice`): Sr, Ti, O, Ba, Zr, one column each.
     """
 
     params: ClassVar[list[list[Any]]] = [BACKENDS, [2, 3, 4, 5]]
@@ -21,17 +21,19 @@ class FuseElements(FuseInputs, BackendBenchmark):
     size: ClassVar[int] = 512
     fusion: ClassVar[fusex.FusionParams] = fusex.FusionParams(n_iter=1, tol=0.0)
 
-    def prepare(self, elements: int) -> None:
-        """Put the HAADF image and the ``elements`` maps on the device."""
+    def setup(self, backend: str, elements: int) -> None:
+        """Put the HAADF image and the ``elements`` maps on the device; warm up."""
+        super().setup(backend, self.fuse)
         self.load(self.size, elements)
+        self.warm_up(elements)
 
     def time_fuse_elements(self, backend: str, elements: int) -> None:
         """Time the call, GPU work included."""
-        self.call()
+        self.func()
 
     def peakmem_fuse_elements(self, backend: str, elements: int) -> None:
         """Measure the peak resident host memory of the process (asv's ``peakmem_``)."""
-        self.call()
+        self.func()
 
     def track_objective(self, backend: str, elements: int) -> float:
         """Track the objective after one iteration: a speed-up must leave it unchanged."""

@@ -7,10 +7,10 @@ from typing import Any, ClassVar
 
 import fusex
 
-from .common import BACKENDS, SIZES, BackendBenchmark, FuseInputs
+from .common import BACKENDS, SIZES, FuseInputs, XPBenchmark
 
 
-class FuseFull(FuseInputs, BackendBenchmark):
+class FuseFull(FuseInputs, XPBenchmark):
     """`fusex.fuse` with ``FusionParams()`` (up to 150 iterations) on a 3-element phantom.
 
     Slow: the generic CPU code (numpy, torch-cpu) runs only at 256 x 256 and
@@ -20,22 +20,18 @@ class FuseFull(FuseInputs, BackendBenchmark):
 
     params: ClassVar[list[list[Any]]] = [BACKENDS, SIZES]
     param_names: ClassVar[list[str]] = ["backend", "size"]
-    max_size: ClassVar[Mapping[str, int]] = {
-        "numpy": 256,
-        "numba": 1024,
-        "torch-cpu": 256,
-        "torch-cuda": 4096,
-        "cupy": 4096,
-    }
+    max_size: ClassVar[Mapping[str, int]] = {"cpu": 256, "numba": 1024, "cuda": 4096}
     number: ClassVar[int] = 1
     repeat: ClassVar[tuple[int, int, float]] = (1, 3, 60.0)
     rounds: ClassVar[int] = 1
     timeout: ClassVar[float] = 900.0
 
-    def prepare(self, size: int) -> None:
-        """Skip sizes above the backend's limit; put the HAADF image and maps on the device."""
+    def setup(self, backend: str, size: int) -> None:
+        """Skip sizes above the backend's limit; put the HAADF image and maps on the device; warm up."""
+        super().setup(backend, self.fuse)
         self.check_size(size)
         self.load(size, 3)
+        self.warm_up(size)
 
     def summarize(self, result: fusex.FusionResult) -> dict[str, float]:
         """Return the final objective and the number of iterations run."""
@@ -43,11 +39,11 @@ class FuseFull(FuseInputs, BackendBenchmark):
 
     def time_fuse(self, backend: str, size: int) -> None:
         """Time the whole fusion, GPU work included."""
-        self.call()
+        self.func()
 
     def peakmem_fuse(self, backend: str, size: int) -> None:
         """Measure the peak resident host memory of the process (asv's ``peakmem_``)."""
-        self.call()
+        self.func()
 
     def track_objective(self, backend: str, size: int) -> float:
         """Track the final objective: a speed-up must leave it unchanged."""

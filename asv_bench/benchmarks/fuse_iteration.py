@@ -6,10 +6,10 @@ from typing import Any, ClassVar
 
 import fusex
 
-from .common import BACKENDS, SIZES, BackendBenchmark, FuseInputs
+from .common import BACKENDS, SIZES, FuseInputs, XPBenchmark
 
 
-class FuseIteration(FuseInputs, BackendBenchmark):
+class FuseIteration(FuseInputs, XPBenchmark):
     """`fusex.fuse` with ``FusionParams(n_iter=1, tol=0.0)`` on a 3-element phantom.
 
     The time includes what every call does besides iterating: input checks,
@@ -21,18 +21,20 @@ class FuseIteration(FuseInputs, BackendBenchmark):
     param_names: ClassVar[list[str]] = ["backend", "size"]
     fusion: ClassVar[fusex.FusionParams] = fusex.FusionParams(n_iter=1, tol=0.0)
 
-    def prepare(self, size: int) -> None:
-        """Skip sizes above the backend's limit; put the HAADF image and maps on the device."""
+    def setup(self, backend: str, size: int) -> None:
+        """Skip sizes above the backend's limit; put the HAADF image and maps on the device; warm up."""
+        super().setup(backend, self.fuse)
         self.check_size(size)
         self.load(size, 3)
+        self.warm_up(size)
 
     def time_fuse_iteration(self, backend: str, size: int) -> None:
         """Time the call, GPU work included."""
-        self.call()
+        self.func()
 
     def peakmem_fuse_iteration(self, backend: str, size: int) -> None:
         """Measure the peak resident host memory of the process (asv's ``peakmem_``)."""
-        self.call()
+        self.func()
 
     def track_objective(self, backend: str, size: int) -> float:
         """Track the objective after one iteration: a speed-up must leave it unchanged."""

@@ -20,7 +20,7 @@ import numpy as np
 
 import fusex
 
-from .common import sample
+from .phantoms import sample
 
 
 class CompareReference:

@@ -7,12 +7,12 @@ from typing import Any, ClassVar
 
 import fusex
 
-from .common import BACKENDS, BackendBenchmark, FuseInputs
+from .common import BACKENDS, FuseInputs, XPBenchmark
 
 #: The solvers compared: the default accelerated one, and the plain proximal gradient fusex had before it.
 SOLVERS: dict[str, dict[str, Any]] = {
     "fista": {},
-    "plain": {"accel": "none", "tv_warm": False, "step": 1.0, "n_tv": 15},
+    "plain": {"accel": "none", "tv_warm": False, "step": 1.0, "n_tv": 15, "refit_every": 10},
 }
 
 GAP = 1e-4
@@ -22,7 +22,7 @@ CAP = 600
 """Most outer iterations a run gets to reach the gap."""
 
 
-class TimeToSolution(FuseInputs, BackendBenchmark):
+class TimeToSolution(FuseInputs, XPBenchmark):
     """`fusex.fuse` until the relative objective gap is below `GAP`, for each solver.
 
     The best known objective of each case comes from one long run of the
@@ -34,13 +34,7 @@ class TimeToSolution(FuseInputs, BackendBenchmark):
 
     params: ClassVar[list[list[Any]]] = [BACKENDS, [256, 512], list(SOLVERS)]
     param_names: ClassVar[list[str]] = ["backend", "size", "solver"]
-    max_size: ClassVar[Mapping[str, int]] = {
-        "numpy": 256,
-        "numba": 512,
-        "torch-cpu": 256,
-        "torch-cuda": 512,
-        "cupy": 512,
-    }
+    max_size: ClassVar[Mapping[str, int]] = {"cpu": 256, "numba": 512, "cuda": 512}
     number: ClassVar[int] = 1
     repeat: ClassVar[tuple[int, int, float]] = (1, 3, 60.0)
     rounds: ClassVar[int] = 1
@@ -48,31 +42,26 @@ class TimeToSolution(FuseInputs, BackendBenchmark):
 
     _best: ClassVar[dict[tuple[str, int], float]] = {}
 
-    def prepare(self, size: int, solver: str) -> None:
+    def setup(self, backend: str, size: int, solver: str) -> None:
         """Skip sizes above the backend's limit; load the phantom; find the best objective once per process."""
+        super().setup(backend, self.fuse_to_gap)
         self.check_size(size)
         self.load(size, 3)
         key = (self.target.label, size)
         if key not in TimeToSolution._best:
             self.fusion = fusex.FusionParams(tol=0.0, n_iter=1000, n_tv=30)
-            TimeToSolution._best[key] = float(FuseInputs.run(self).history["total"].min())
+            TimeToSolution._best[key] = float(self.fuse().history["total"].min())
         self.best = TimeToSolution._best[key]
         self.fusion = fusex.FusionParams(tol=0.0, n_iter=CAP, **SOLVERS[solver])
+        self.warm_up(size, solver)
 
-    def run(self) -> fusex.FusionResult:
+    def fuse_to_gap(self) -> fusex.FusionResult:
         """Fuse until the objective is within `GAP` of the best known value."""
 
         def reached(k: int, state: Any) -> bool:
             return (state.total - self.best) / abs(self.best) < GAP
 
-        return fusex.fuse(
-            self.haadf,
-            self.maps,
-            elements=self.elements,
-            params=self.fusion,
-            backend=self.target.backend,
-            callback=reached,
-        )
+        return self.fuse(callback=reached)
 
     def summarize(self, result: fusex.FusionResult) -> dict[str, float]:
         """Return the iterations run (``CAP + 1`` when the gap was not reached)."""
@@ -80,7 +69,7 @@ class TimeToSolution(FuseInputs, BackendBenchmark):
 
     def time_to_gap(self, backend: str, size: int, solver: str) -> None:
         """Time the fusion to the gap, GPU work included."""
-        self.call()
+        self.func()
 
     def track_iterations(self, backend: str, size: int, solver: str) -> float:
         """Track the outer iterations to the gap."""

@@ -10,10 +10,11 @@ import numpy as np
 import fusex
 from fusex.params import PerElement
 
-from .common import BACKENDS, BackendBenchmark, sample
+from .common import BACKENDS, XPBenchmark
+from .phantoms import sample
 
 
-class Tune(BackendBenchmark):
+class Tune(XPBenchmark):
     """`fusex.tune` on a 3-element 128 x 128 phantom: 140 fusions, a per-element check, the refit.
 
     4 folds x 35 candidates, then 4 more fits to score a per-element choice.
@@ -24,22 +25,24 @@ class Tune(BackendBenchmark):
     params: ClassVar[list[list[Any]]] = [BACKENDS]
     param_names: ClassVar[list[str]] = ["backend"]
     size: ClassVar[int] = 128
-    max_size: ClassVar[Mapping[str, int]] = {"numpy": 0, "numba": 128, "torch-cpu": 0, "torch-cuda": 128, "cupy": 128}
+    max_size: ClassVar[Mapping[str, int]] = {"cpu": 0, "numba": 128, "cuda": 128}
     number: ClassVar[int] = 1
     repeat: ClassVar[tuple[int, int, float]] = (1, 3, 60.0)
     rounds: ClassVar[int] = 1
     timeout: ClassVar[float] = 900.0
 
-    def prepare(self) -> None:
-        """Put the HAADF image and the raw counts on the device."""
+    def setup(self, backend: str) -> None:
+        """Put the HAADF image and the raw counts on the device; warm up."""
+        super().setup(backend, self.tune)
         self.check_size(self.size)
         data = sample(self.size)
         self.elements = data.elements
         self.haadf, self.maps = self.target.asarray(data.haadf), self.target.asarray(np.round(data.maps))
+        self.warm_up()
 
-    def run(self) -> fusex.TuneResult:
+    def tune(self) -> fusex.TuneResult:
         """Choose the parameters and fuse with them."""
-        return fusex.tune(self.haadf, self.maps, elements=self.elements, backend=self.target.backend)
+        return fusex.tune(self.haadf, self.maps, elements=self.elements, **self.target.keywords(fusex.tune))
 
     def summarize(self, result: fusex.TuneResult) -> float:
         """Return the chosen lambda_tv (its mean over the elements when chosen per element)."""
@@ -48,7 +51,7 @@ class Tune(BackendBenchmark):
 
     def time_tune(self, backend: str) -> None:
         """Time the search and the refit, GPU work included."""
-        self.call()
+        self.func()
 
     def track_chosen_lambda_tv(self, backend: str) -> float:
         """Track the chosen lambda_tv: a speed-up must not change the choice."""

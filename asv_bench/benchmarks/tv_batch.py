@@ -8,10 +8,11 @@ import numpy as np
 
 import fusex
 
-from .common import BACKENDS, BackendBenchmark, sample
+from .common import BACKENDS, XPBenchmark
+from .phantoms import sample
 
 
-class TVDenoiseBatch(BackendBenchmark):
+class TVDenoiseBatch(XPBenchmark):
     """TV proximal operator of a stack of B maps of 512 x 512: one call for the whole stack."""
 
     params: ClassVar[list[list[Any]]] = [BACKENDS, [1, 8, 32]]
@@ -20,21 +21,23 @@ class TVDenoiseBatch(BackendBenchmark):
     weight: ClassVar[float] = 0.1
     iterations: ClassVar[int] = 15
 
-    def prepare(self, batch: int) -> None:
-        """Put a (batch, 512, 512) stack of normalized maps on the device."""
+    def setup(self, backend: str, batch: int) -> None:
+        """Put a (batch, 512, 512) stack of normalized maps on the device; warm up."""
+        super().setup(backend, self.denoise)
         maps = sample(self.size).maps
         maps = maps / maps.max(axis=(1, 2), keepdims=True)
         stack = np.stack([maps[i % len(maps)] for i in range(batch)])
         self.x = self.target.asarray(stack)
+        self.warm_up(batch)
 
-    def run(self) -> Any:
+    def denoise(self) -> Any:
         """Denoise every map of the stack."""
-        return fusex.tv_denoise(self.x, self.weight, self.iterations, backend=self.target.backend)
+        return fusex.tv_denoise(self.x, self.weight, self.iterations, **self.target.keywords(fusex.tv_denoise))
 
     def time_tv_denoise_batch(self, backend: str, batch: int) -> None:
         """Time one call on the whole stack, GPU work included."""
-        self.call()
+        self.func()
 
     def peakmem_tv_denoise_batch(self, backend: str, batch: int) -> None:
         """Measure the peak resident host memory of the process (asv's ``peakmem_``)."""
-        self.call()
+        self.func()

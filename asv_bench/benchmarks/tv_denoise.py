@@ -6,10 +6,11 @@ from typing import Any, ClassVar
 
 import fusex
 
-from .common import BACKENDS, SIZES, BackendBenchmark, sample
+from .common import BACKENDS, SIZES, XPBenchmark
+from .phantoms import sample
 
 
-class TVDenoise(BackendBenchmark):
+class TVDenoise(XPBenchmark):
     """TV proximal operator of one (size, size) map in [0, 1]: 15 FGP iterations, as in one fusion step."""
 
     params: ClassVar[list[list[Any]]] = [BACKENDS, SIZES]
@@ -17,20 +18,22 @@ class TVDenoise(BackendBenchmark):
     weight: ClassVar[float] = 0.1
     iterations: ClassVar[int] = 15
 
-    def prepare(self, size: int) -> None:
-        """Skip sizes above the backend's limit; put one normalized map on the device."""
+    def setup(self, backend: str, size: int) -> None:
+        """Skip sizes above the backend's limit; put one normalized map on the device; warm up."""
+        super().setup(backend, self.denoise)
         self.check_size(size)
         image = sample(size).maps[0]
         self.x = self.target.asarray(image / image.max())
+        self.warm_up(size)
 
-    def run(self) -> Any:
+    def denoise(self) -> Any:
         """Denoise the map."""
-        return fusex.tv_denoise(self.x, self.weight, self.iterations, backend=self.target.backend)
+        return fusex.tv_denoise(self.x, self.weight, self.iterations, **self.target.keywords(fusex.tv_denoise))
 
     def time_tv_denoise(self, backend: str, size: int) -> None:
         """Time one call, GPU work included."""
-        self.call()
+        self.func()
 
     def peakmem_tv_denoise(self, backend: str, size: int) -> None:
         """Measure the peak resident host memory of the process (asv's ``peakmem_``)."""
-        self.call()
+        self.func()

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from ._batch import History, Live, take_rows
+from ._per_item import per_item
 from ._xp import convert
 from .inputs import FusionProblem, Validated
-from .objectives import per_item
 from .operators import haadf_model
 from .params import FusionParams
 from .result import FusionResult

@@ -5,20 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import io
+from .io.formats import INPUT_FORMATS
+
 __all__ = ["add_inspect", "formats_help"]
 
 
 def formats_help() -> str:
     """List every input suffix `fusex.io.read` opens, with what it holds (from `fusex.io.formats`)."""
-    from .io.formats import INPUT_FORMATS
-
     width = max(map(len, INPUT_FORMATS))
     return "inputs:\n" + "\n".join(f"  {suffix:<{width}}  {text}" for suffix, text in INPUT_FORMATS.items())
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from . import io
-
     try:
         report = io.inspect(args.input, haadf=args.haadf, elements=args.elements, lines=args.lines)
     except (OSError, KeyError, ValueError) as exc:  # exit code 3, as for a file fuse cannot read

@@ -10,12 +10,15 @@ caller's library.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
+from scipy import ndimage
 
+from ._blur import gaussian
+from ._eager import fuse_arrays
 from ._xp import convert, to_numpy
 from .params import FusionParams, PerElement
 from .result import FusionResult
@@ -166,8 +169,6 @@ class PixelHoldOut:
     @cached_property
     def inputs(self) -> np.ndarray:
         """The masked maps ``(K, E, H, W)`` each fit sees, hidden pixels replaced by their neighbours' mean."""
-        from scipy import ndimage
-
         kernel = np.array([[[0.0, 0.25, 0.0], [0.25, 0.0, 0.25], [0.0, 0.25, 0.0]]])
         neighbours = ndimage.convolve(self.maps, kernel, mode="mirror")
         return np.where(self.masks[:, None], neighbours[None], self.maps[None])
@@ -219,18 +220,16 @@ HoldOut = Folds | PixelHoldOut
 
 def _fit_and_score(holdout: HoldOut, params: FusionParams, axes: int, progress: bool, common: dict[str, Any]) -> Scored:
     """Fuse every part's input with ``params`` in one batched call and score the fits in the maps' units."""
-    from .api import fuse
-
     inputs = holdout.inputs
     lead = (inputs.shape[0],) + (1,) * axes
+    # a diverging candidate is marked, and scored NaN, rather than ending the search
+    run = replace(common["run"], progress=progress, on_divergence="mark", callback=None)
     # the search runs in the caller's library and on its device, like the final fusion
-    fits = fuse(
+    fits = fuse_arrays(
         convert(np.broadcast_to(holdout.image, (*lead, *holdout.image.shape)), holdout.xp, holdout.device),
         convert(np.reshape(inputs, lead + inputs.shape[1:]), holdout.xp, holdout.device),
         params=params,
-        progress=progress,
-        on_divergence="mark",
-        **common,
+        **{**common, "run": run},
     )
     estimate = np.asarray(to_numpy(fits.to_input_units()), dtype=np.float64)  # (K, *grid, E, H, W)
     diverged = np.any(np.asarray(fits.stop_reason) == "diverged", axis=0)
@@ -242,8 +241,6 @@ def _fit_and_score(holdout: HoldOut, params: FusionParams, axes: int, progress: 
 
 def simple_scores(holdout: HoldOut, sigmas: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """Score a Gaussian blur of each part's input for every width (0: the input as it is): ``(S, E)`` and parts."""
-    from .baselines import gaussian
-
     scored = [holdout.evaluate(np.stack([gaussian(m, s) for m in holdout.inputs])) for s in sigmas]
     values = np.stack([v for v, _ in scored])
     parts = None if scored[0][1] is None else np.stack([p for _, p in scored], axis=1)  # (K, S, E)

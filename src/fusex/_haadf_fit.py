@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from ._batch import Live, take_rows
+from ._per_item import per_item
 from .inputs import FusionProblem
-from .objectives import per_item
-from .operators import background_basis, binomial_smooth, fit_haadf, haadf_model
+from .operators import HaadfDesign, background_basis, binomial_smooth, haadf_model
 from .params import FusionParams
 
 __all__ = ["HaadfFit"]
@@ -40,10 +40,8 @@ class HaadfFit:
     ----------
     raw : array (n, H, W)
         The (normalized) HAADF images :math:`b_H`.
-    basis : array (K, H, W)
-        The background functions (K = 0 without a background).
-    gain : bool
-        Whether :math:`a` and :math:`c` are fitted (``haadf_model="fitted"``) or held at 1 and 0.
+    design : HaadfDesign
+        The normal equations' part that does not depend on the maps.
     every : int
         Refit every this many iterations (0: only at the start).
     weights : array (n, E, 1, 1)
@@ -54,8 +52,7 @@ class HaadfFit:
     """
 
     raw: Any
-    basis: Any
-    gain: bool
+    design: HaadfDesign
     every: int
     weights: Any
     a: np.ndarray
@@ -71,25 +68,30 @@ class HaadfFit:
         host = background_basis(tuple(haadf.shape[-2:]), modes)
         basis = xp.reshape(xp.asarray(host.ravel().tolist(), dtype=haadf.dtype, device=problem.device), host.shape)
         n = haadf.shape[0]
-        return cls(haadf, basis, gain, params.refit_every, weights, np.ones(n))
+        design = HaadfDesign(haadf, problem.haadf_mask, basis, gain=gain, xp=xp)
+        return cls(haadf, design, params.refit_every, weights, np.ones(n))
 
     def due(self, iteration: int) -> bool:
         """Whether to refit before iteration ``iteration`` (0-based; the start's fit is made by the set-up)."""
         return self.every > 0 and iteration > 0 and iteration % self.every == 0
 
-    def apply(self, live: Live, xp: ModuleType, *, smooth: bool = False) -> None:
-        """Refit at the live iterate and rewrite ``live.haadf`` and ``live.weights``.
+    def apply(self, live: Live, xp: ModuleType, *, smooth: bool = False, x_pow: Any = None) -> Any:
+        r"""Refit at the live iterate, rewrite ``live.haadf`` and ``live.weights``, and return the model :math:`a M(x)`.
 
         ``smooth`` fits on the iterate smoothed by `fusex.operators.binomial_smooth`:
         the start's iterate is the noisy counts, whose :math:`M(x)` would
         bias the least-squares gain low (noise in a regressor attenuates its
-        coefficient) and so inflate the maps.
+        coefficient) and so inflate the maps.  ``x_pow``, when given, is
+        :math:`x^\gamma` of the live iterate (an evaluation has it), saving its computation.
         """
         x = binomial_smooth(live.x, xp) if smooth else live.x
         weights = take_rows(self.weights, live.items, xp)
-        model = haadf_model(x ** per_item(live.values["gamma"], x, xp), weights, xp)
-        raw = take_rows(self.raw, live.items, xp)
-        a, background = fit_haadf(raw, model, live.mask, self.basis, gain=self.gain, xp=xp)
+        if x_pow is None:
+            x_pow = x ** per_item(live.values["gamma"], x, xp)
+        model = haadf_model(x_pow, weights, xp)
+        a, background = self.design.fit(model, live.items)
         self.a[live.items] = a
-        live.haadf = raw - background
+        gain = per_item(a, model, xp)
+        live.haadf = take_rows(self.raw, live.items, xp) - background
         live.weights = per_item(a, weights, xp) * weights
+        return gain * model

@@ -14,35 +14,18 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .errors import FusexError
+from .backends.registry import library
+from .errors import BackendUnavailableError
 
-__all__ = ["BACKENDS", "BackendUnavailableError", "convert", "namespace_of", "per_image", "resolve_backend"]
-
-BACKENDS: dict[str, str] = {
-    "numpy": "numpy",
-    "numba": "numba",
-    "array_api_strict": "test",
-    "torch": "torch",
-    "cupy": "cupy",
-}
-"""Array libraries fusex can run on, with the extra that installs each."""
-
-
-class BackendUnavailableError(FusexError, ImportError):
-    """A requested backend or device cannot be used on this machine."""
+__all__ = ["BackendUnavailableError", "convert", "namespace_of", "resolve_backend"]
 
 
 def _import_namespace(name: str) -> ModuleType:
-    if name not in BACKENDS:
-        raise ValueError(
-            f"unknown `backend` {name!r}; choose one of {sorted(BACKENDS)} or None (use the inputs' library)"
-        )
+    lib = library(name)  # ValueError naming the choices for an unknown name
     try:
-        module = importlib.import_module("numpy" if name == "numba" else name)
+        module = importlib.import_module(lib.module)
     except ImportError as exc:
-        raise BackendUnavailableError(
-            f'backend {name!r} is not installed: pip install "fusex[{BACKENDS[name]}]"'
-        ) from exc
+        raise BackendUnavailableError(f"backend {name!r} is not installed: {lib.install_hint()}") from exc
     return array_api_compat.array_namespace(module.asarray(0.0))
 
 
@@ -68,7 +51,7 @@ def namespace_of(**arrays: Any) -> tuple[ModuleType, Any]:
         _refuse_subclass(name, value)
         if array_api_compat.is_dask_array(value):
             raise TypeError(
-                f"`{name}` is a dask array; wrap the inputs as xarray objects (fusex.xarray.label) for a lazy, "
+                f"`{name}` is a dask array; wrap the inputs as xarray objects (fusex.labeled.label) for a lazy, "
                 "chunk-by-chunk fusion, or call .compute() to fuse in memory"
             )
         try:
@@ -196,20 +179,6 @@ def convert(x: Any, xp: ModuleType, device: Any) -> Any:
 
         return torch.from_numpy(np.array(host, copy=True)).to(device)
     return xp.asarray(host, copy=True, device=device)
-
-
-def per_image(values: np.ndarray, like: Any) -> Any:
-    """Return host values, one per image, as an array that broadcasts over ``like``'s pixels.
-
-    The result has ``like``'s namespace, dtype and device, and shape ``values.shape + (1, 1)``.
-    """
-    xp = array_api_compat.array_namespace(like)
-    flat = xp.asarray(
-        np.asarray(values, dtype=np.float64).reshape(-1).tolist(),
-        dtype=like.dtype,
-        device=array_api_compat.device(like),
-    )
-    return xp.reshape(flat, (*np.shape(values), 1, 1))
 
 
 def to_numpy(x: Any) -> np.ndarray:

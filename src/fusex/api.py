@@ -8,19 +8,18 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import array_api_compat
-import numpy as np
+import xarray as xr
 
-from ._assemble import assemble
-from ._dask import fuse_lazy, is_lazy
+from ._eager import RunOptions, fuse_arrays
 from ._xp import convert, namespace_of, resolve_backend
 from .backends import select_engine
-from .inputs import as_float, check_finite, validate
-from .memory import plan_batch_size
+from .backends.registry import resolve_request
+from .inputs import as_float, check_finite
+from .labeled import fuse_labeled, is_labeled, is_lazy, unwrap
 from .params import FusionParams
 from .result import FusionResult
-from .solver import IterationState, solve
-from .xarray import check_params_fit, is_labeled, labeled_mask, result_to_dataset, unwrap
+from .solver import IterationState
+from .tune import tune
 
 __all__ = ["fuse", "tv_denoise"]
 
@@ -40,7 +39,8 @@ def fuse(
     batch_size: int | None = None,
     saturated: Any = "auto",
     negative: str = "raise",
-) -> FusionResult:
+    engine: str = "auto",
+) -> FusionResult | xr.Dataset:
     r"""Fuse a HAADF image with elemental maps.
 
     Solves
@@ -127,13 +127,16 @@ def fuse(
         Negative map values (from background subtraction) are refused
         (``"raise"``, default, with advice) or set to 0 with a warning
         (``"clip"``).
+    engine : str
+        The compute engine: ``"auto"`` (default) chooses one for the backend
+        and device; see `fusex.backends` for the others and when they apply.
 
     Returns
     -------
     FusionResult or xarray.Dataset
         Fused maps, HAADF model, per-iteration history and provenance; for
         xarray input, a Dataset with the inputs' coordinates (see
-        `fusex.xarray`).
+        `fusex.labeled`).
 
     Raises
     ------
@@ -155,106 +158,27 @@ def fuse(
     (3, 64, 64)
 
     """
-    if is_labeled(haadf, maps):
-        labeled_haadf, labeled_maps, symbols = unwrap(haadf, maps, elements)
-        if isinstance(params, FusionParams):
-            check_params_fit(labeled_haadf, params)
-        if is_lazy(labeled_haadf, labeled_maps):
-            if callback is not None:
-                raise ValueError(
-                    "`callback` cannot follow a lazy fusion: its chunks run later, inside dask tasks; "
-                    "compute the inputs first (.load()) to watch the iterations"
-                )
-            return fuse_lazy(
-                labeled_haadf,
-                labeled_maps,
-                symbols,
-                z=z,
-                params=FusionParams() if params is None else params,
-                backend=backend,
-                device=device,
-                batch_size=batch_size,
-                on_divergence=on_divergence,
-                saturated=saturated,
-                negative=negative,
-            )
-        result = fuse(
-            labeled_haadf.data,
-            labeled_maps.data,
-            elements=symbols,
-            z=z,
-            params=params,
-            backend=backend,
-            device=device,
-            callback=callback,
-            progress=progress,
-            on_divergence=on_divergence,
-            batch_size=batch_size,
-            saturated=labeled_mask(saturated, labeled_haadf),
-            negative=negative,
-        )
-        return result_to_dataset(result, labeled_haadf, labeled_maps)
-    if maps is None:
-        raise TypeError("`maps` is missing: pass the elemental maps, or one xarray.Dataset holding HAADF and maps")
+    run = RunOptions(
+        backend=backend,
+        engine=engine,
+        device=device,
+        batch_size=batch_size,
+        on_divergence=on_divergence,
+        progress=progress,
+        callback=callback,
+    )
+    data = {"elements": elements, "z": z, "saturated": saturated, "negative": negative}
     if isinstance(params, str):
         if params != "auto":
             raise ValueError(f"`params` must be a FusionParams, None or 'auto', got {params!r}")
-        from .tune import tune
-
-        return tune(
-            haadf,
-            maps,
-            elements=elements,
-            z=z,
-            backend=backend,
-            device=device,
-            progress=progress,
-            batch_size=batch_size,
-            callback=callback,
-            saturated=saturated,
-            negative=negative,
-        ).result
-    params = FusionParams() if params is None else params
-    if not isinstance(params, FusionParams):
-        raise TypeError(f"`params` must be a FusionParams (or None), got {type(params).__name__}")
-    if on_divergence not in ("raise", "mark"):
-        raise ValueError(f"`on_divergence` must be 'raise' or 'mark', got {on_divergence!r}")
-    checked = validate(
-        haadf,
-        maps,
-        elements=elements,
-        z=z,
-        normalize=params.normalize,
-        backend=backend,
-        device=device,
-        params_batch=params.batch_shape,
-        saturated=saturated,
-        negative=negative,
-    )
-    params.check_elements(checked.elements)
-    params.check_dtype(np.float64 if _itemsize(checked.maps) == 8 else np.float32)
-    engine = select_engine(backend, checked.xp, checked.device)
-    n_items = checked.n_items
-    size = plan_batch_size(
-        n_items,
-        tuple(checked.maps.shape[-3:]),
-        _itemsize(checked.maps),
-        engine.name,
-        checked.xp,
-        checked.device,
-        batch_size,
-        masked=checked.mask is not None,
-    )
-    parts = []
-    for start in range(0, n_items, size):
-        problem = checked.chunk(np.arange(start, min(n_items, start + size)))
-        parts.append(solve(problem, params, engine, callback=callback, progress=progress, on_divergence=on_divergence))
-        del problem  # free the device copy before the next minibatch is loaded
-    return assemble(checked, params, engine.name, parts)
-
-
-def _itemsize(x: Any) -> int:
-    return 8 if x.dtype == array_api_compat.array_namespace(x).float64 else 4
+        if is_labeled(haadf, maps) and is_lazy(*unwrap(haadf, maps, elements)[:2]):
+            raise ValueError(
+                "params='auto' needs the data in memory: tune on one frame (fusex.tune), then fuse the series"
+            )
+        return tune(haadf, maps, **data, **run.keywords()).result
+    if is_labeled(haadf, maps):
+        return fuse_labeled(haadf, maps, params=params, run=run, **data)
+    return fuse_arrays(haadf, maps, params=params, run=run, **data)
 
 
 def tv_denoise(
@@ -316,7 +240,7 @@ def tv_denoise(
     xp, dev = resolve_backend(backend, device, input_xp, input_device)
     f = as_float(convert(x, xp, dev), "x", xp)
     check_finite(f, "x", xp)
-    prox = select_engine(backend, xp, dev).tv_prox
+    prox = select_engine(xp, dev, resolve_request(backend)[1]).tv_prox
     out = prox(f, float(weight), n_iter, method=method, nonneg=nonneg, xp=xp)
     result = convert(out, input_xp, input_device)
     if input_xp.isdtype(x.dtype, "real floating") and result.dtype != x.dtype:

@@ -28,9 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
+from ._blur import as_stack, gaussian
 from ._folds import Folds, simple_scores
+from ._xp import to_numpy
+from .api import fuse
 from .params import FusionParams
 from .tune import _check_counts, split_counts
 
@@ -97,48 +99,11 @@ class GaussianChoice:
     criterion: str
 
 
-def _stack(maps: Any, name: str = "maps") -> np.ndarray:
-    """Return ``maps`` as a new float64 array ``(E, H, W)``; one map ``(H, W)`` becomes ``(1, H, W)``."""
-    array = np.array(maps, dtype=np.float64)
-    if array.ndim == 2:
-        array = array[None]
-    if array.ndim != 3 or min(array.shape) == 0:
-        raise ValueError(f"`{name}` must be maps (E, H, W) or one map (H, W), got shape {np.shape(maps)}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"`{name}` holds NaN or infinite values; fill or crop them first")
-    return array
-
-
 def _sigmas(sigmas: Sequence[float]) -> np.ndarray:
     grid = np.asarray(sigmas, dtype=np.float64)
     if grid.ndim != 1 or grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid < 0):
         raise ValueError(f"`sigmas` must be a non-empty 1-D sequence of widths >= 0 (pixels), got {sigmas!r}")
     return grid
-
-
-def gaussian(maps: Any, sigma: float | Sequence[float]) -> np.ndarray:
-    r"""Blur each map with a Gaussian of width ``sigma`` (pixels), reflecting at the borders.
-
-    Parameters
-    ----------
-    maps : array (E, H, W) or (H, W)
-        The maps.
-    sigma : float or sequence of float
-        One width for every map, or one per map; 0 returns the map unchanged.
-
-    Returns
-    -------
-    ndarray
-        :math:`G_{\sigma_e} * b_e` for each map, float64, shaped like ``maps``.
-        Reflecting borders keep each map's total.
-
-    """
-    stack = _stack(maps)
-    widths = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (stack.shape[0],))
-    if not np.all(np.isfinite(widths)) or np.any(widths < 0):
-        raise ValueError(f"`sigma` must be widths >= 0 in pixels, got {sigma!r}")
-    out = np.stack([ndimage.gaussian_filter(m, s, mode="reflect") if s > 0 else m for m, s in zip(stack, widths)])
-    return out.reshape(np.shape(maps))
 
 
 def _choice(
@@ -181,7 +146,7 @@ def gaussian_counts(
         score over the folds.
 
     """
-    stack = _stack(maps)
+    stack = as_stack(maps)
     _check_counts(stack)
     grid = _sigmas(sigmas)
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
@@ -233,7 +198,7 @@ def jinvariant_loss(maps: Any, denoise: Callable[[np.ndarray], np.ndarray], *, s
         from skimage.restoration import denoise_invariant
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError("jinvariant_loss needs scikit-image: pip install 'fusex[baselines]'") from error
-    stack = _stack(maps)
+    stack = as_stack(maps)
     if isinstance(stride, bool) or not isinstance(stride, int) or stride < 2:
         raise ValueError(f"`stride` must be an integer >= 2, got {stride!r}")
 
@@ -274,7 +239,7 @@ def gaussian_jinvariant(maps: Any, sigmas: Sequence[float] = DEFAULT_SIGMAS, *, 
         standard error over the masks at the chosen width.
 
     """
-    stack = _stack(maps)
+    stack = as_stack(maps)
     grid = _sigmas(sigmas)
     losses = [jinvariant_loss(stack, lambda m, s=s: gaussian(m, s), stride=stride) for s in grid]
     scores = np.stack([loss.value for loss in losses])
@@ -304,7 +269,7 @@ def gaussian_truth(maps: Any, truth: Any, sigmas: Sequence[float] = DEFAULT_SIGM
     GaussianChoice
 
     """
-    stack, target = _stack(maps), _stack(truth, "truth")
+    stack, target = as_stack(maps), as_stack(truth, "truth")
     if stack.shape != target.shape:
         raise ValueError(f"`truth` must have the shape of `maps`, {stack.shape}, got {target.shape}")
     grid = _sigmas(sigmas)
@@ -336,10 +301,7 @@ def poisson_tv(maps: Any, haadf: Any = None, *, params: FusionParams | None = No
         The denoised maps in the units of ``maps`` (`FusionResult.to_input_units`).
 
     """
-    from ._xp import to_numpy
-    from .api import fuse
-
-    stack = _stack(maps)
+    stack = as_stack(maps)
     image = stack.sum(axis=0) if haadf is None else np.array(haadf, dtype=np.float64)
     chosen = (FusionParams() if params is None else params).replace(lambda_haadf=0.0)
     result = fuse(image, stack, params=chosen, **fuse_options)

@@ -20,15 +20,21 @@ from typing import Any
 
 import numpy as np
 
+from . import api, io
+from ._cli_inspect import add_inspect, add_selection_options, formats_help
+from ._cli_params import describe_params, parse_param
+from .backends.registry import LIBRARIES, engine_choices
+from .datasets import dysco3, nrmse, phantom
 from .errors import OutputExistsError, UnreadableFileError
+from .io.formats import INPUT_FORMATS
+from .params import FusionParams
+from .plot import compare_maps, convergence
+from .result import FusionDivergedError
 
 __all__ = ["main"]
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from . import fuse
-    from .datasets import nrmse, phantom
-
     if args.data == "dysco3":
         return _demo_dysco3(args)
     if args.size < 16:
@@ -36,7 +42,9 @@ def _demo(args: argparse.Namespace) -> int:
     if not args.dose > 0:
         raise ValueError(f"--dose must be a positive number of counts, got {args.dose}")
     sample = phantom((args.size, args.size), dose=args.dose, seed=args.seed)
-    result = fuse(sample.haadf, sample.maps, elements=sample.elements, backend=args.backend, progress=True)
+    result = api.fuse(
+        sample.haadf, sample.maps, elements=sample.elements, backend=args.backend, engine=args.engine, progress=True
+    )
     raw = nrmse(sample.maps, sample.truth)
     fused = nrmse(result.maps, sample.truth)
     print(f"fusex demo: perovskite phantom, {args.size}x{args.size} px, {args.dose:g} counts per column")
@@ -48,12 +56,15 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _demo_dysco3(args: argparse.Namespace) -> int:
-    from . import fuse
-    from .datasets import dysco3
-
     data = dysco3()
-    result = fuse(
-        data.haadf, data.maps, elements=data.elements, params=data.params, backend=args.backend, progress=True
+    result = api.fuse(
+        data.haadf,
+        data.maps,
+        elements=data.elements,
+        params=data.params,
+        backend=args.backend,
+        engine=args.engine,
+        progress=True,
     )
     height, width = data.haadf.shape
     print(f"fusex demo: DyScO3 acquisition of the published tutorial, {height}x{width} px, with its parameters")
@@ -69,8 +80,6 @@ def _demo_figures(output: str, result: Any, raw: np.ndarray, truth: np.ndarray |
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-
-        from .plot import compare_maps, convergence
     except ImportError:
         print('no figure written: matplotlib is missing (pip install "fusex[plot]")', file=sys.stderr)
         return 0
@@ -103,11 +112,6 @@ class _FileError(Exception):
 
 
 def _fuse_file(args: argparse.Namespace) -> int:
-    from . import io
-    from ._cli_params import parse_param
-    from .api import fuse
-    from .params import FusionParams
-
     overrides = dict(parse_param(p) for p in args.param)
     repeated = sorted({e for e in args.elements or () if args.elements.count(e) > 1})
     if repeated:
@@ -128,10 +132,11 @@ def _fuse_file(args: argparse.Namespace) -> int:
         raise _FileError(f"cannot read {args.input}: {exc}") from exc
     if "source" in data.attrs:  # which of a microscope file's signals were taken
         print(f"{args.input}: {data.attrs['source']}", file=sys.stderr)
-    result = fuse(
+    result = api.fuse(
         data,
         params=params,
         backend=args.backend,
+        engine=args.engine,
         device=args.device,
         progress=not args.quiet,
         saturated=args.saturated,
@@ -164,8 +169,6 @@ def _fuse_file(args: argparse.Namespace) -> int:
 
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
-
-            from .plot import compare_maps
         except ImportError:
             print('no figure written: matplotlib is missing (pip install "fusex[plot]")', file=sys.stderr)
             return 0
@@ -176,11 +179,25 @@ def _fuse_file(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    from ._cli_inspect import add_inspect, add_selection_options, formats_help
-    from ._cli_params import describe_params
-    from .io.formats import INPUT_FORMATS
+def _add_compute_options(parser: argparse.ArgumentParser, default_library: str) -> None:
+    """Add ``--backend`` and ``--engine``, with the choices of `fusex.backends.registry`.
 
+    The values are checked by `fusex.fuse`, so that a wrong one fails with the
+    command line's one-line error like any other bad argument.
+    """
+    libraries = ", ".join(lib.name for lib in LIBRARIES)
+    parser.add_argument(
+        "--backend", default=None, help=f"array library to compute with: {libraries} (default: {default_library})"
+    )
+    parser.add_argument(
+        "--engine",
+        default="auto",
+        help=f"compute engine: {', '.join(engine_choices())} (default: %(default)s, the fastest installed for "
+        "the arrays; see fusex.backends)",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fusex", description="Fused multi-modal electron microscopy.")
     parser.add_argument(
         "--debug", action="store_true", help="print the traceback of a failure too (or set FUSEX_DEBUG=1)"
@@ -204,9 +221,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--size", type=int, default=128, help="image size in pixels (default: %(default)s)")
     demo.add_argument("--dose", type=float, default=3.0, help="counts at a column centre (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    demo.add_argument(
-        "--backend", default=None, help="numpy, numba, torch, cupy (default: numba if installed, else numpy)"
-    )
+    _add_compute_options(demo, "NumPy")
     demo.set_defaults(run=_demo)
 
     run = sub.add_parser(
@@ -246,7 +261,7 @@ def _parser() -> argparse.ArgumentParser:
         "integrate, each at its strongest X-ray line (default: the lines in its metadata)",
     )
     add_selection_options(run)
-    run.add_argument("--backend", default=None, help="numpy, numba, torch, cupy (default: from the data)")
+    _add_compute_options(run, "the data's")
     run.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the data's)")
     run.add_argument(
         "--param",
@@ -300,8 +315,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _failure(exc: BaseException) -> tuple[int, str]:
     """Return the exit code of an exception, and its one-line message."""
-    from .result import FusionDivergedError
-
     if isinstance(exc, KeyboardInterrupt):
         return 130, "interrupted"
     if isinstance(exc, (_FileError, OSError)):  # UnreadableFileError and OutputExistsError included

@@ -7,11 +7,21 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FusexError", "InsufficientMemoryError", "OutputExistsError", "UnreadableFileError"]
+__all__ = [
+    "BackendUnavailableError",
+    "FusexError",
+    "InsufficientMemoryError",
+    "OutputExistsError",
+    "UnreadableFileError",
+]
 
 
 class FusexError(Exception):
     """Base class of the errors fusex raises itself."""
+
+
+class BackendUnavailableError(FusexError, ImportError):
+    """A requested backend, engine or device cannot be used on this machine."""
 
 
 class InsufficientMemoryError(FusexError, MemoryError):

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from ._per_item import per_item
 from ._quirks import clip_negative, saturation_mask, zero_maps
-from ._xp import convert, namespace_of, per_image, resolve_backend, to_numpy
+from ._xp import convert, namespace_of, resolve_backend, to_numpy
 from .elements import atomic_numbers
 
 __all__ = ["FusionProblem", "Validated", "check_labels", "match_labels", "prepare", "stack_maps", "validate"]
@@ -271,8 +272,8 @@ class Validated:
         h, m = convert(h, xp, self.device), convert(m, xp, self.device)
         keep = None if keep is None else convert(keep, xp, self.device)
         (h_lo, m_lo), (h_span, m_span) = self._offsets, self._ranges
-        h = (h - per_image(h_lo[rows], h)) / per_image(h_span[rows], h)
-        m = (m - per_image(m_lo[rows], m)) / per_image(m_span[rows], m)
+        h = (h - per_item(h_lo[rows], h, xp)) / per_item(h_span[rows], h, xp)
+        m = (m - per_item(m_lo[rows], m, xp)) / per_item(m_span[rows], m, xp)
         return FusionProblem(
             h,
             m,

@@ -2,8 +2,9 @@ r"""How much memory a fusion needs, how much the device has free, and how many i
 
 A batch item of ``E`` maps of ``H x W`` pixels in a dtype of ``s`` bytes needs
 about :math:`(a E + b)\, H W s` bytes while it is solved; :math:`a` and
-:math:`b` depend on the engine (`ARRAYS_PER_ITEM`) and were measured with
-``scripts/memory.py`` (see the Memory section of the docs).  When a batch
+:math:`b` depend on the engine (its record's ``arrays_per_item`` in
+`fusex.backends.registry`, collected in `ARRAYS_PER_ITEM`) and were measured
+with ``scripts/memory.py`` (see the Memory section of the docs).  When a batch
 does not fit in the free memory of the compute device, `fusex.fuse` solves it
 in minibatches of `plan_batch_size` items; when not even one item fits,
 `plan_batch_size` raises `InsufficientMemoryError` before the solver
@@ -19,14 +20,14 @@ the address space already mapped).
 
 from __future__ import annotations
 
+import importlib
 import math
 import operator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import array_api_compat
-
+from .backends.registry import ENGINES, LIBRARIES, EngineRecord, device_kind, engine_record, library_of
 from .errors import InsufficientMemoryError
 
 __all__ = [
@@ -39,15 +40,12 @@ __all__ = [
 ]
 
 ARRAYS_PER_ITEM: dict[str, tuple[float, float]] = {
-    "numba": (12.0, 4.0),
-    "cupy": (15.0, 5.0),
-    "cupy-kernels-on-torch": (15.0, 5.0),
-    "generic": (24.0, 6.0),
+    name: record.arrays_per_item for record in ENGINES for name in dict.fromkeys((*record.reports, record.name))
 }
 """Peak working memory of one item, ``(a, b)``: ``a`` arrays of ``(H, W)`` per map plus ``b`` per item.
 
-Rounded up from measurements (the device copy of the inputs and the result included): numba
-11.4 and generic NumPy/torch 22 arrays per map on 3 x 2048 x 2048; CuPy 15 on 3 x 4096 x 4096."""
+Keyed by the names engines report (``FusionResult.engine``) and by the ``engine=`` names, from
+the registry's records, which give the measurements they are rounded up from."""
 
 CPU_CHUNK_BYTES = 16 * 2**20
 """Largest ``(n, E, H, W)`` stack solved at once on a CPU.  The generic engine's many short-lived
@@ -57,7 +55,6 @@ the numba engine's working set stays closer to the caches (64 items of 3 x 256 x
 ran about 20 % slower than chunks of 4 to 16)."""
 
 _USABLE = 0.8  # leave room for the allocator's fragmentation and the caller's other arrays
-_CUDA_GRID_Z = 65535  # the CUDA kernels put the maps of a batch on the grid's z axis
 
 
 def bytes_per_item(
@@ -66,9 +63,11 @@ def bytes_per_item(
     """Estimated peak bytes one batch item needs while it is solved on ``engine``.
 
     ``masked``: the item carries a HAADF pixel mask (saturated pixels left
-    out), one more ``(H, W)`` plane of the dtype on the compute device.
+    out), one more ``(H, W)`` plane of the dtype on the compute device.  An
+    engine name the registry does not list is budgeted as the generic engine,
+    the most demanding.
     """
-    per_map, per_item = ARRAYS_PER_ITEM.get(engine, ARRAYS_PER_ITEM["generic"])
+    per_map, per_item = _record(engine).arrays_per_item
     return math.ceil((per_map * n_elements + per_item + (1 if masked else 0)) * height * width * itemsize)
 
 
@@ -77,17 +76,9 @@ def free_bytes(xp: ModuleType, device: Any) -> int | None:
 
     On a CPU this is `host_available_bytes`.
     """
-    if array_api_compat.is_cupy_namespace(xp):
-        import cupy
-
-        with device:
-            free, _ = cupy.cuda.runtime.memGetInfo()
-        return int(free + cupy.get_default_memory_pool().free_bytes())
-    if array_api_compat.is_torch_namespace(xp) and getattr(device, "type", None) == "cuda":
-        import torch
-
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    lib = library_of(xp)
+    if _on_gpu(xp, device) and lib is not None and lib.gpu_free_bytes is not None:
+        return lib.gpu_free_bytes(importlib.import_module(lib.module), device)
     return host_available_bytes()
 
 
@@ -236,18 +227,15 @@ def plan_batch_size(
             raise ValueError(
                 f"`batch_size` must be an integer >= 1 or None (chosen from free memory), got {batch_size!r}"
             )
-        if engine.startswith("cupy"):
-            size = min(size, max(1, _CUDA_GRID_Z // n_elements))
-        size = min(size, n_items)
+        size = min(_grid_limit(size, engine, n_elements), n_items)
         _check_fits(size, per_item, shape, itemsize, engine, xp, device, explicit=True)
         return size
     free = _check_fits(1, per_item, shape, itemsize, engine, xp, device, explicit=False)
     size = n_items
     if free is not None:
         size = min(size, max(1, int(_USABLE * free) // per_item))
-    if engine.startswith("cupy"):
-        size = min(size, max(1, _CUDA_GRID_Z // n_elements))
-    elif not _on_gpu(xp, device):
+    size = _grid_limit(size, engine, n_elements)
+    if not _on_gpu(xp, device):
         size = min(size, max(1, CPU_CHUNK_BYTES // (n_elements * height * width * itemsize)))
     return size
 
@@ -281,18 +269,37 @@ def _check_fits(
     advice.append("crop the images, or bin them 2 x 2 (a quarter of the memory)")
     if itemsize == 8:
         advice.append("pass float32 inputs (half the memory)")
-    if engine == "generic" and not gpu:
-        advice.append("use backend='numba' (about half the memory)")
+    advice.extend(_leaner_engines(engine, xp, device))
     if gpu:
         advice.append("free memory on the GPU, use one with more, or fuse on the host (device='cpu')")
     else:
-        advice.append("or fuse on a GPU with enough free memory (backend='cupy', or device='cuda' with torch)")
+        advice.append(f"or fuse on a GPU with enough free memory ({_gpu_backends()})")
     source = "" if gpu else " (the least of free RAM, the cgroup limit and ulimit -v)"
     raise InsufficientMemoryError(
         f"fusing {what} needs about {_format_bytes(needed)} {where} with the {engine} engine, "
         f"but only {_format_bytes(free)} is available{source}: " + "; ".join(advice),
         needed=needed,
         available=free,
+    )
+
+
+def _leaner_engines(engine: str, xp: ModuleType, device: Any) -> list[str]:
+    """Advice to use each engine that runs on these arrays in less memory than ``engine``."""
+    lib, kind = library_of(xp), device_kind(xp, device)
+    per_map = _record(engine).arrays_per_item[0]
+    return [
+        f"use engine={other.name!r} (about {other.arrays_per_item[0] / per_map:.0%} of the memory)"
+        for other in ENGINES
+        if other.applies(lib, kind) and other.arrays_per_item[0] < per_map
+    ]
+
+
+def _gpu_backends() -> str:
+    """How to ask for each array library that runs on a GPU, for the advice."""
+    return ", or ".join(
+        f"backend={lib.name!r}" + ("" if lib.devices == ("cuda",) else " with device='cuda'")
+        for lib in LIBRARIES
+        if "cuda" in lib.devices
     )
 
 
@@ -304,4 +311,18 @@ def _format_bytes(n: int) -> str:
 
 
 def _on_gpu(xp: ModuleType, device: Any) -> bool:
-    return array_api_compat.is_cupy_namespace(xp) or getattr(device, "type", None) == "cuda"
+    return device_kind(xp, device) == "cuda"
+
+
+def _record(engine: str) -> EngineRecord:
+    """Return the registry's record of an engine name; the generic one, the most demanding, for a name it lacks."""
+    try:
+        return engine_record(engine)
+    except ValueError:
+        return ENGINES[-1]
+
+
+def _grid_limit(size: int, engine: str, n_elements: int) -> int:
+    """At most as many items as one kernel launch holds maps (``max_maps``), and at least one."""
+    max_maps = _record(engine).max_maps
+    return size if max_maps is None else min(size, max(1, max_maps // n_elements))

@@ -24,14 +24,13 @@ The functions are pure: they take ``xp`` explicitly and never modify their input
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-import array_api_compat
 import numpy as np
 
+from ._per_item import PerItem, any_positive, is_guided, per_item
 from ._xp import to_numpy
 from .operators import gradient, haadf_model
 from .priors import prior_magnitude
@@ -40,15 +39,9 @@ __all__ = [
     "Evaluation",
     "evaluate",
     "gradient_step",
-    "per_item",
     "prior_values",
-    "smooth_gradient",
     "split_sums",
-    "tv_value",
 ]
-
-PerItem = float | Sequence[float]
-"""A number shared by every item of a batch, or one value per item."""
 
 
 @dataclass(frozen=True)
@@ -76,27 +69,10 @@ class Evaluation:
     residual: Any
 
 
-def per_item(values: PerItem, like: Any, xp: ModuleType) -> Any:
-    """Return ``values`` as a number, or as an array of ``like``'s dtype broadcasting over its leading axes.
-
-    ``B`` values broadcast over the item axis, a ``(B, E)`` array over the item and map axes.
-    """
-    if isinstance(values, (int, float)):
-        return float(values)
-    host = np.asarray(values, dtype=np.float64)
-    column = xp.asarray(host.ravel().tolist(), dtype=like.dtype, device=array_api_compat.device(like))
-    return xp.reshape(column, host.shape + (1,) * (like.ndim - host.ndim))
-
-
 def tv_magnitude(x: Any, xp: ModuleType) -> Any:
     r"""Per-pixel :math:`\lVert \nabla x \rVert_2` (Neumann boundary), shaped like ``x``."""
     gy, gx = gradient(x, xp)
     return xp.sqrt(gy * gy + gx * gx)
-
-
-def tv_value(x: Any, xp: ModuleType) -> float:
-    """Isotropic total variation, summed over all maps (Neumann boundary)."""
-    return float(xp.sum(tv_magnitude(x, xp)))
 
 
 def prior_values(
@@ -108,18 +84,12 @@ def prior_values(
     ``(B, E)``; ``direction`` is :math:`\xi`, ``(B, 2, H, W)``, or None.  Every
     map on TV (no :math:`\delta`, no direction) gives `tv_magnitude` itself.
     """
-    guided = direction is not None and np.max(np.asarray(strength, dtype=np.float64)) > 0
-    if not guided and np.max(np.asarray(huber_delta, dtype=np.float64)) <= 0:
+    if not is_guided(huber_delta, strength, direction):
         return tv_magnitude(x, xp)
-    xi = (direction[:, 0:1, ...], direction[:, 1:2, ...]) if guided else None
-    delta, gamma_d = (per_item(_column(v), x, xp) for v in (huber_delta, strength))
+    directed = direction is not None and any_positive(strength)
+    xi = (direction[:, 0:1, ...], direction[:, 1:2, ...]) if directed else None
+    delta, gamma_d = (per_item(v, x, xp) for v in (huber_delta, strength))
     return prior_magnitude(x, xp, huber_delta=delta, strength=gamma_d, xi=xi)
-
-
-def _column(values: PerItem) -> PerItem:
-    """Return a per-item ``(B,)`` value as a ``(B, 1)`` column, so that it broadcasts like a per-map one."""
-    host = np.asarray(values, dtype=np.float64)
-    return float(host) if host.ndim == 0 else (host[:, None] if host.ndim == 1 else host)
 
 
 def evaluate(
@@ -174,24 +144,6 @@ def split_sums(sums: np.ndarray, x_pow_m1: Any, residual: Any) -> Evaluation:
     return Evaluation(0.5 * sums[:, 0], sums[:, 1 : 1 + n_maps], sums[:, 1 + n_maps :], x_pow_m1, residual)
 
 
-def smooth_gradient(
-    x: Any,
-    counts: Any,
-    weights: Any,
-    ev: Evaluation,
-    *,
-    gamma: PerItem,
-    eps: PerItem,
-    lam_h: PerItem,
-    lam_c: PerItem,
-    xp: ModuleType,
-) -> Any:
-    r"""Gradient of :math:`\lambda_H\Psi_1 + \lambda_C\Psi_2` at ``x``, reusing ``ev``."""
-    coef_h = per_item(_times(gamma, lam_h), x, xp)
-    g_haadf = -coef_h * weights * ev.x_pow_m1 * xp.expand_dims(ev.residual, axis=-3)
-    return g_haadf + per_item(lam_c, x, xp) * (1.0 - counts / (x + per_item(eps, x, xp)))
-
-
 def gradient_step(
     x: Any,
     counts: Any,
@@ -215,13 +167,3 @@ def gradient_step(
         ev.residual, axis=-3
     )
     return xp.clip(x - g, min=0.0) if nonneg else x - g
-
-
-def _times(a: PerItem, b: PerItem) -> PerItem:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return float(a) * float(b)
-    if isinstance(a, (int, float)):
-        return [a * float(v) for v in b]
-    if isinstance(b, (int, float)):
-        return [float(v) * b for v in a]
-    return [float(u) * float(v) for u, v in zip(a, b, strict=True)]

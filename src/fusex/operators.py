@@ -20,7 +20,16 @@ import numpy as np
 
 from ._xp import to_numpy
 
-__all__ = ["background_basis", "binomial_smooth", "divergence", "fit_haadf", "gradient", "haadf_model", "haadf_weights"]
+__all__ = [
+    "HaadfDesign",
+    "background_basis",
+    "binomial_smooth",
+    "divergence",
+    "fit_haadf",
+    "gradient",
+    "haadf_model",
+    "haadf_weights",
+]
 
 
 def gradient(u: Any, xp: ModuleType) -> tuple[Any, Any]:
@@ -162,7 +171,9 @@ def fit_haadf(haadf: Any, model: Any, mask: Any, basis: Any, *, gain: bool, xp: 
     equations of at most ``2 + K`` unknowns, solved on the host).  A gain that
     comes out :math:`\le 0` (the maps do not explain the image) is refused:
     :math:`a` is then 0 and :math:`c, \beta` fit the image alone, which turns
-    the HAADF term off for that item (see `docs/theory.md`).
+    the HAADF term off for that item (see `docs/theory.md`).  A solver that
+    refits often keeps a `HaadfDesign` instead, which does the part that does
+    not depend on :math:`M` once.
 
     Parameters
     ----------
@@ -185,30 +196,86 @@ def fit_haadf(haadf: Any, model: Any, mask: Any, basis: Any, *, gain: bool, xp: 
         :math:`c + B`, in the images' namespace and dtype.
 
     """
-    n, h, w = haadf.shape
-    smooth = [xp.ones_like(haadf[:, None, ...])] if gain else []
-    if basis.shape[0]:
-        smooth.append(xp.broadcast_to(basis[None, ...], (n, *basis.shape)))
-    columns = [*smooth, model[:, None, ...]] if gain else smooth
-    target = haadf if gain else haadf - model
-    if not columns:
-        return np.ones(n), xp.zeros_like(haadf)
-    stacked = xp.concat(columns, axis=1)
-    design = xp.reshape(stacked if mask is None else stacked * mask[:, None, ...], (n, -1, h * w))
-    flat = xp.reshape(target if mask is None else target * mask, (n, h * w, 1))
-    gram = to_numpy(xp.matmul(design, xp.matrix_transpose(design))).astype(np.float64)
-    rhs = to_numpy(xp.matmul(design, flat))[..., 0].astype(np.float64)
-    coef = np.stack([_solve(g, r) for g, r in zip(gram, rhs, strict=True)])
-    a = np.ones(n)
-    if gain:
-        a = coef[:, -1].copy()
-        for i in np.flatnonzero(~(a > 0)):
-            coef[i, :-1] = _solve(gram[i, :-1, :-1], rhs[i, :-1])
-            a[i] = 0.0
-        coef = coef[:, :-1]
-    beta = xp.asarray(coef.tolist(), dtype=haadf.dtype, device=array_api_compat.device(haadf))
-    background = xp.sum(xp.reshape(beta, (n, -1, 1, 1)) * stacked[:, : coef.shape[1], ...], axis=1)
-    return a, background
+    return HaadfDesign(haadf, mask, basis, gain=gain, xp=xp).fit(model, np.arange(haadf.shape[0]))
+
+
+class HaadfDesign:
+    r"""The normal equations of `fit_haadf` without their model column, built once per solve.
+
+    The columns :math:`1, \varphi_1 \dots \varphi_K` and the images do not
+    change while the maps do, so their Gram matrix :math:`G` and right-hand side
+    are kept; a fit at a new model :math:`M` needs only the inner products of
+    :math:`M` with them, :math:`\lVert M \rVert^2` and :math:`\langle M, b_H \rangle`
+    (one pass over the model instead of building the design matrix again).
+    The items of a fit are rows of the arrays given here (``items``), so a
+    solver can refit the items still iterating.
+    """
+
+    def __init__(self, haadf: Any, mask: Any, basis: Any, *, gain: bool, xp: ModuleType) -> None:
+        n, h, w = haadf.shape
+        self.gain, self.xp, self.dtype = gain, xp, haadf.dtype
+        self.device = array_api_compat.device(haadf)
+        columns = [xp.ones((1, h * w), dtype=haadf.dtype, device=self.device)] if gain else []
+        if basis.shape[0]:
+            columns.append(xp.reshape(basis, (basis.shape[0], h * w)))
+        self.columns = xp.concat(columns, axis=0) if columns else None  # (C, HW), unmasked
+        self.mask = None if mask is None else xp.reshape(mask, (n, h * w))
+        self.haadf = xp.reshape(haadf, (n, h * w))
+        self.shape = (h, w)
+        if self.columns is None:
+            return
+        cols = self.columns
+        if self.mask is None:
+            gram = to_numpy(xp.matmul(cols, xp.matrix_transpose(cols))).astype(np.float64)
+            self.gram = np.broadcast_to(gram, (n, *gram.shape))
+            rhs = to_numpy(xp.matmul(self.haadf[:, None, :], xp.matrix_transpose(cols)))
+            self.rhs = np.asarray(rhs, dtype=np.float64)[:, 0, :]
+        else:
+            masked = cols[None, ...] * self.mask[:, None, :]  # (n, C, HW): m * column
+            self.gram = to_numpy(xp.matmul(masked, xp.matrix_transpose(masked))).astype(np.float64)
+            target = self.mask * self.haadf
+            self.rhs = to_numpy(xp.matmul(masked, target[:, :, None]))[..., 0].astype(np.float64)
+
+    def fit(self, model: Any, items: np.ndarray) -> tuple[np.ndarray, Any]:
+        """Return the gains ``(n,)`` and backgrounds :math:`c + B` of rows ``items`` at ``model`` ``(n, H, W)``."""
+        xp = self.xp
+        n = len(items)
+        if self.columns is None:
+            return np.ones(n), xp.zeros_like(model)
+        rows = xp.asarray(np.asarray(items).tolist(), device=self.device)
+        flat = xp.reshape(model, (n, -1))
+        image = xp.take(self.haadf, rows, axis=0)
+        # Products item by item ((n, 1, HW) @ (HW, C)): one (n, HW) product's rounding would depend on n,
+        # and an item of a batch must get the result it gets alone.
+        columns_t = xp.matrix_transpose(self.columns)
+        if self.mask is not None:
+            m = xp.take(self.mask, rows, axis=0)
+            flat, image = flat * m, image * m
+            # <m M, m phi_k>: the columns under the mask squared, as in the Gram matrix
+            cross = to_numpy(xp.matmul((flat * m)[:, None, :], columns_t))
+        else:
+            cross = to_numpy(xp.matmul(flat[:, None, :], columns_t))
+        cross = np.asarray(cross, dtype=np.float64)[:, 0, :]  # (n, C)
+        gram_s, rhs_s = self.gram[items], self.rhs[items]
+        if self.gain:
+            mm = np.asarray(to_numpy(xp.sum(flat * flat, axis=-1)), dtype=np.float64)
+            mb = np.asarray(to_numpy(xp.sum(flat * image, axis=-1)), dtype=np.float64)
+            c = gram_s.shape[-1]
+            gram = np.empty((n, c + 1, c + 1))
+            gram[:, :c, :c], gram[:, :c, c], gram[:, c, :c], gram[:, c, c] = gram_s, cross, cross, mm
+            rhs = np.concatenate([rhs_s, mb[:, None]], axis=1)
+            coef = np.stack([_solve(g, r) for g, r in zip(gram, rhs, strict=True)])
+            a = coef[:, -1].copy()
+            for i in np.flatnonzero(~(a > 0)):
+                coef[i, :-1] = _solve(gram_s[i], rhs_s[i])
+                a[i] = 0.0
+            coef = coef[:, :-1]
+        else:
+            a = np.ones(n)
+            coef = np.stack([_solve(g, r) for g, r in zip(gram_s, rhs_s - cross, strict=True)])
+        beta = xp.asarray(coef.tolist(), dtype=self.dtype, device=self.device)
+        background = xp.matmul(beta[:, None, :], self.columns)
+        return a, xp.reshape(background, (n, *self.shape))
 
 
 def _solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:

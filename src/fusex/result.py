@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._xp import per_image
+from ._per_item import per_item
 from .errors import FusexError
 from .params import FusionParams
 
@@ -158,7 +158,7 @@ class FusionResult:
         a copy of ``maps``.
         """
         scale = np.asarray(self.scale["maps"], dtype=np.float64)
-        return self.maps * per_image(scale[..., 1], self.maps) + per_image(scale[..., 0], self.maps)
+        return self.maps * per_item(scale[..., 1], self.maps) + per_item(scale[..., 0], self.maps)
 
     def summary(self) -> str:
         """Return a few lines describing the run, for logs and the command line."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import array_api_compat
@@ -29,7 +29,7 @@ from ._haadf_fit import HaadfFit
 from ._xp import to_numpy
 from .backends import Engine
 from .inputs import FusionProblem
-from .objectives import Evaluation, smooth_gradient
+from .objectives import Evaluation
 from .operators import haadf_weights
 from .params import FusionParams
 from .priors import directional_field
@@ -171,8 +171,9 @@ def solve(
             improved = total_new <= live.total
             v["rises"] = np.where(improved, 0, v["rises"] + 1)
             v["above"] = np.where(total_new > v["start"], v["above"] + 1, 0)
-            v["t"] = np.where(restarted, _T_AFTER_RESTART, t_next)
-            moved, size = _norms(trial.x - trial.y, xp), _norms(trial.x, xp)
+            turned = np.zeros(live.items.size, dtype=bool) if trial.turn is None else trial.turn > 0
+            v["t"] = np.where(restarted, _T_AFTER_RESTART, np.where(turned, 1.0, t_next))
+            moved, size = trial.moved, trial.size
             if lipschitz:
                 grown = np.maximum(v["curvature"] / STEP_GROWTH, MIN_CURVATURE)
                 v["curvature"] = np.where(backtracks == 0, grown, v["curvature"])
@@ -227,14 +228,30 @@ def _direction(problem: FusionProblem, params: FusionParams, values: dict[str, n
 
 
 def _refit(live: Live, fit: HaadfFit, engine: Engine, xp: Any, *, smooth: bool = False) -> None:
-    """Refit the HAADF model's gain, offset and background at the live iterate, and re-evaluate the objective.
+    r"""Refit the HAADF model's gain, offset and background at the live iterate, and update the objective.
 
     Each refit minimizes the objective over them exactly, at fixed maps, so
-    the objective never rises at a refit (see ``docs/theory.md``).
+    the objective never rises at a refit (see ``docs/theory.md``).  Only the
+    HAADF term changes: its residual :math:`r = m(b_H - c - B - aM)` is formed
+    from the new fit and :math:`x^\gamma = x \cdot x^{\gamma-1}` of the last
+    evaluation, so a refit costs a pass over the maps, not an evaluation.
+    The start's fit (``smooth``) is fitted on a smoothed iterate and
+    evaluated in full.
     """
-    fit.apply(live, xp, smooth=smooth)
-    terms = _terms(live.values, live.direction)
-    live.ev = engine.evaluate(live.x, live.haadf, live.counts, live.weights, xp=xp, mask=live.mask, **terms)
+    if smooth:
+        fit.apply(live, xp, smooth=True)
+        terms = _terms(live.values, live.direction)
+        live.ev = engine.evaluate(live.x, live.haadf, live.counts, live.weights, xp=xp, mask=live.mask, **terms)
+    else:
+        model = fit.apply(live, xp, x_pow=live.x * live.ev.x_pow_m1)
+        residual = live.haadf - model
+        if live.mask is not None:
+            squares = xp.sum(live.mask * residual * residual, axis=(-2, -1))
+            residual = live.mask * residual
+        else:
+            squares = xp.sum(residual * residual, axis=(-2, -1))
+        haadf = 0.5 * np.asarray(to_numpy(squares), dtype=np.float64)
+        live.ev = replace(live.ev, haadf=haadf, residual=residual)
     live.total = _total(live.ev, live.values)
 
 
@@ -287,7 +304,10 @@ class _Trial:
     x: Any
     ev: Evaluation
     dual: Any
+    moved: np.ndarray
+    size: np.ndarray
     bound: np.ndarray | None = None
+    turn: np.ndarray | None = None
 
 
 def _advance(live: Live, eta: np.ndarray, beta: np.ndarray, params: FusionParams, engine: Engine, xp: Any) -> _Trial:
@@ -300,19 +320,9 @@ def _advance(live: Live, eta: np.ndarray, beta: np.ndarray, params: FusionParams
         b = xp.asarray(beta.tolist(), dtype=live.x.dtype, device=array_api_compat.device(live.x))
         y = xp.clip(live.x + xp.reshape(b, (-1, 1, 1, 1)) * (live.x - live.x_prev), min=0.0)
         ev_y = engine.evaluate(y, live.haadf, live.counts, live.weights, xp=xp, mask=live.mask, **terms)
-    z = engine.gradient_step(
-        y,
-        live.counts,
-        live.weights,
-        ev_y,
-        eps=_compact(v["eps"]),
-        coef_h=_compact(eta * v["gamma"] * v["lambda_haadf"]),
-        coef_c=_compact(eta[:, None] * v["lambda_chem"]),
-        xp=xp,
-        # The sufficient-decrease test holds for a true proximal-gradient step, whose prox alone imposes x >= 0;
-        # fixed steps keep the published method's projection before the prox.
-        nonneg=params.step != "lipschitz",
-    )
+    # The sufficient-decrease test holds for a true proximal-gradient step, whose prox alone imposes x >= 0;
+    # fixed steps keep the published method's projection before the prox.
+    z = _gradient_step(engine, y, ev_y, live, eta, xp, nonneg=params.step != "lipschitz")
     tv_weight = _compact(eta[:, None] * v["lambda_tv"])
     prox = {"method": params.tv_method, "nonneg": True, "xp": xp, **_prior(v, live.direction)}
     if live.dual is None:
@@ -320,13 +330,17 @@ def _advance(live: Live, eta: np.ndarray, beta: np.ndarray, params: FusionParams
     else:
         x_new, dual = engine.tv_prox(z, tv_weight, params.n_tv, dual=live.dual, **prox)
     ev_new = engine.evaluate(x_new, live.haadf, live.counts, live.weights, xp=xp, mask=live.mask, **terms)
+    d = x_new - y
+    moved2, size2 = _dots(d, d, xp), _dots(x_new, x_new, xp)
     bound = None
     if params.step == "lipschitz":
-        # Beck & Teboulle's quadratic upper model of the smooth terms at y, evaluated at the new point
-        d = x_new - y
-        slope = np.asarray(to_numpy(xp.sum(_gradient(y, ev_y, live, xp) * d, axis=(1, 2, 3))), dtype=np.float64)
-        bound = _smooth(ev_y, v) + slope + _norms(d, xp) ** 2 / (2.0 * eta)
-    return _Trial(y, ev_y, x_new, ev_new, dual, bound)
+        # Beck & Teboulle's quadratic upper model of the smooth terms at y, evaluated at the new point;
+        # the unprojected step z = y - eta grad f(y) gives the slope <grad f(y), d> without another gradient pass
+        slope = _dots(y - z, d, xp) / eta
+        bound = _smooth(ev_y, v) + slope + moved2 / (2.0 * eta)
+    # O'Donoghue & Candes' gradient restart test: > 0 where the step turned against the momentum
+    turn = None if params.accel != "fista" or params.step != "lipschitz" else -_dots(d, x_new - live.x, xp)
+    return _Trial(y, ev_y, x_new, ev_new, dual, np.sqrt(moved2), np.sqrt(size2), bound, turn)
 
 
 def _merge_trials(full: _Trial, part: _Trial, rows: np.ndarray, xp: Any) -> _Trial:
@@ -337,7 +351,10 @@ def _merge_trials(full: _Trial, part: _Trial, rows: np.ndarray, xp: Any) -> _Tri
         merge_rows(full.x, part.x, rows, xp),
         merge_evaluations(full.ev, part.ev, rows, xp),
         None if full.dual is None else merge_rows(full.dual, part.dual, rows, xp),
+        _merge_host(full.moved, part.moved, rows),
+        _merge_host(full.size, part.size, rows),
         None if full.bound is None else _merge_host(full.bound, part.bound, rows),
+        None if full.turn is None else _merge_host(full.turn, part.turn, rows),
     )
 
 
@@ -352,8 +369,12 @@ def _step_with_backtracking(
 ) -> tuple[_Trial, np.ndarray, np.ndarray, np.ndarray]:
     r"""One step of every live item, redone until it is accepted (``eta`` and ``beta`` are updated).
 
-    An accelerated step that raises the objective is first redone from
-    :math:`x_k` without momentum (the function-value restart).  Then, with
+    With a fixed step, an accelerated step that raises the objective is first
+    redone from :math:`x_k` without momentum (the function-value restart);
+    with ``step="lipschitz"`` the momentum restarts for the next step where
+    :math:`\langle y_k - x_{k+1}, x_{k+1} - x_k \rangle > 0` (the gradient
+    restart of O'Donoghue & Candès 2015, which costs no extra step; the
+    caller resets :math:`t` where ``trial.turn > 0``).  Then, with
     backtracking on, a step is redone with a smaller step size while it
     fails its test: with ``step="lipschitz"`` Beck & Teboulle's sufficient
     decrease :math:`f(x_{k+1}) \le f(y) + \langle \nabla f(y), x_{k+1} - y \rangle
@@ -369,7 +390,9 @@ def _step_with_backtracking(
     while True:
         # "not improved" rather than "rose": a NaN objective must retry too
         failed = ~(total_new <= live.total)
-        retry = np.flatnonzero(failed & (beta > 0))
+        # With a Lipschitz step the momentum restarts by the gradient test instead (below): no step is redone
+        # for it, and rounding-level rises of the objective near the solution do not stall the acceleration.
+        retry = np.flatnonzero(failed & (beta > 0)) if trial.bound is None else np.zeros(0, dtype=np.intp)
         if retry.size:
             beta[retry] = 0.0
             restarted[retry] = True
@@ -394,58 +417,55 @@ def _step_with_backtracking(
     return trial, total_new, backtracks, restarted
 
 
-def _norms(a: Any, xp: Any) -> np.ndarray:
-    """Euclidean norm of each item of ``a`` (``(n, E, H, W)``), on the host."""
-    return np.sqrt(np.asarray(to_numpy(xp.sum(a * a, axis=(1, 2, 3))), dtype=np.float64))
+def _dots(a: Any, b: Any, xp: Any) -> np.ndarray:
+    """Inner product of each item of ``a`` and ``b`` (``(n, E, H, W)``), on the host in float64."""
+    n = a.shape[0]
+    return np.asarray(to_numpy(xp.linalg.vecdot(xp.reshape(a, (n, -1)), xp.reshape(b, (n, -1)))), dtype=np.float64)
 
 
-def _gradient(x: Any, ev: Evaluation, live: Live, xp: Any) -> Any:
+def _gradient_step(
+    engine: Engine, x: Any, ev: Evaluation, live: Live, eta: np.ndarray, xp: Any, *, nonneg: bool
+) -> Any:
+    r"""Return the engine's step :math:`x - \eta \nabla f(x)` of the smooth terms :math:`f`.
+
+    ``nonneg`` projects it onto :math:`x \ge 0`.
+    """
     v = live.values
-    return smooth_gradient(
+    return engine.gradient_step(
         x,
         live.counts,
         live.weights,
         ev,
-        gamma=_compact(v["gamma"]),
         eps=_compact(v["eps"]),
-        lam_h=_compact(v["lambda_haadf"]),
-        lam_c=_compact(v["lambda_chem"]),
+        coef_h=_compact(eta * v["gamma"] * v["lambda_haadf"]),
+        coef_c=_compact(eta[:, None] * v["lambda_chem"]),
         xp=xp,
+        nonneg=nonneg,
     )
-
-
-def _secant_curvature(live: Live, trial: _Trial, moved: np.ndarray, previous: np.ndarray, xp: Any) -> np.ndarray:
-    r"""Per-item curvature of the smooth terms along a step, :math:`\lVert \Delta\nabla f \rVert / \lVert x - y \rVert`.
-
-    Items that did not move (or gave no finite estimate) keep ``previous``;
-    the estimate is kept above `MIN_CURVATURE`, so a step stays finite
-    where the data terms are flat.
-    """
-    change = _norms(_gradient(trial.x, trial.ev, live, xp) - _gradient(trial.y, trial.ev_y, live, xp), xp)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        estimate = change / moved
-    ok = np.isfinite(estimate) & (moved > 0)
-    return np.where(ok, np.maximum(estimate, MIN_CURVATURE), previous)
 
 
 def _first_curvature(live: Live, engine: Engine, xp: Any) -> np.ndarray:
-    """Curvature estimate of each item before the first iteration: the secant along a unit gradient step from x0."""
-    v = live.values
-    terms = _terms(v, live.direction)
+    r"""Curvature estimate of each item before the first iteration: the secant along a unit gradient step from x0.
+
+    With :math:`z = P_{\ge 0}(x_0 - \nabla f(x_0))` it is
+    :math:`\lVert \nabla f(z) - \nabla f(x_0) \rVert / \lVert z - x_0 \rVert`, each gradient read off an
+    unprojected step of the engine.  Items that did not move (or gave no finite estimate) get 1; the
+    estimate is kept above `MIN_CURVATURE`, so a step stays finite where the data terms are flat.
+    """
+    terms = _terms(live.values, live.direction)
     ones = np.ones(live.items.size)
-    z = engine.gradient_step(
-        live.x,
-        live.counts,
-        live.weights,
-        live.ev,
-        eps=_compact(v["eps"]),
-        coef_h=_compact(v["gamma"] * v["lambda_haadf"]),
-        coef_c=_compact(ones[:, None] * v["lambda_chem"]),
-        xp=xp,
-    )
+    z = _gradient_step(engine, live.x, live.ev, live, ones, xp, nonneg=True)
     ev_z = engine.evaluate(z, live.haadf, live.counts, live.weights, xp=xp, mask=live.mask, **terms)
-    trial = _Trial(live.x, live.ev, z, ev_z, None)
-    return _secant_curvature(live, trial, _norms(z - live.x, xp), ones, xp)
+    # grad f(z) - grad f(x0) = (z - step(z)) - (x0 - step(x0))
+    change = (z - _gradient_step(engine, z, ev_z, live, ones, xp, nonneg=False)) - (
+        live.x - _gradient_step(engine, live.x, live.ev, live, ones, xp, nonneg=False)
+    )
+    d = z - live.x
+    moved = np.sqrt(_dots(d, d, xp))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        estimate = np.sqrt(_dots(change, change, xp)) / moved
+    ok = np.isfinite(estimate) & (moved > 0)
+    return np.where(ok, np.maximum(estimate, MIN_CURVATURE), ones)
 
 
 def _diverged(live: Live, params: FusionParams) -> np.ndarray:

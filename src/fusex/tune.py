@@ -71,12 +71,15 @@ import numpy as np
 import xarray as xr
 
 from . import _choice
+from ._blur import gaussian
+from ._eager import RunOptions, fuse_arrays
 from ._folds import Folds, PixelHoldOut, _signed_root, pixel_masks, simple_scores
 from ._xp import convert, namespace_of, to_numpy
 from .inputs import stack_maps
+from .labeled import is_labeled, labeled_mask, result_to_dataset, unwrap
 from .params import PER_ITEM_FIELDS, FusionParams, PerElement
+from .plot import score_surface
 from .result import FusionResult
-from .xarray import is_labeled, labeled_mask, result_to_dataset, unwrap
 
 __all__ = ["CRITERIA", "DEFAULT_GRID", "TuneResult", "split_counts", "tune"]
 
@@ -168,8 +171,6 @@ class TuneResult:
 
     def plot(self, ax: Any = None) -> Any:
         """Plot the score surface with the choice marked (see `fusex.plot.score_surface`)."""
-        from .plot import score_surface
-
         return score_surface(self.scores, ax=ax)
 
 
@@ -257,6 +258,8 @@ def tune(
     progress: bool = False,
     batch_size: int | None = None,
     callback: Any = None,
+    engine: str = "auto",
+    on_divergence: str = "raise",
     per_element: bool = True,
     criterion: Literal["mse", "nrmse", "deviance", "jinvariant"] | None = None,
     saturated: Any = "auto",
@@ -303,6 +306,11 @@ def tune(
         As in `fusex.fuse`; the whole search is one batched call per prior.
     callback : callable, optional
         As in `fusex.fuse`, for the final fusion of the full data.
+    engine : str
+        As in `fusex.fuse`, for every fit.
+    on_divergence : {"raise", "mark"}
+        As in `fusex.fuse`, for the final fusion of the full data (a diverging
+        candidate of the search only loses).
     per_element : bool
         Give each element the ``lambda_chem``, ``lambda_tv`` (and ``prior``) of
         its own best held-out score and its own answer to whether the HAADF
@@ -348,6 +356,15 @@ def tune(
         raise ValueError(f"`criterion` must be one of {tuple(CRITERIA)} or None, got {criterion!r}")
     if isinstance(widen, bool) or not isinstance(widen, int) or widen < 0:
         raise ValueError(f"`widen` must be an integer >= 0, got {widen!r}")
+    run = RunOptions(
+        backend=backend,
+        engine=engine,
+        device=device,
+        batch_size=batch_size,
+        on_divergence=on_divergence,
+        progress=progress,
+        callback=callback,
+    )
     labeled_haadf = labeled_maps = None
     if is_labeled(haadf, maps):
         labeled_haadf, labeled_maps, elements = unwrap(haadf, maps, elements)
@@ -381,8 +398,7 @@ def tune(
         split = split_counts(counts, folds, rng)
         fit = (counts[None].astype(np.int64) - split).astype(np.float32 if counts.dtype.itemsize <= 4 else np.float64)
         holdout = Folds(image, fit, split, input_xp, input_device, criterion)
-    common = {"elements": elements, "z": z, "backend": backend, "device": device, "batch_size": batch_size}
-    common.update(saturated=saturated, negative=negative)
+    common = {"elements": elements, "z": z, "saturated": saturated, "negative": negative, "run": run}
     surface = _choice.search(holdout, base, candidates, progress, common)
     surface, widened = _choice.widen(holdout, base, surface, widen, per_element, progress, common)
     total = holdout.total(surface.values)
@@ -424,21 +440,7 @@ def tune(
     scores = _scores(holdout, surface, total, simple, widths, attrs, widened, seed, folds)
     result = None
     if refit:
-        from .api import fuse
-
-        fused = fuse(
-            haadf,
-            maps,
-            elements=elements,
-            z=z,
-            params=option.params,
-            backend=backend,
-            device=device,
-            progress=progress,
-            callback=callback,
-            saturated=saturated,
-            negative=negative,
-        )
+        fused = fuse_arrays(haadf, maps, params=option.params, **common)
         result = _with_sources(fused, counts, takes, widths, sources)
         if labeled_maps is not None:
             result = result_to_dataset(result, labeled_haadf, labeled_maps)
@@ -449,8 +451,6 @@ def tune(
 
 def _substitute_maps(estimate: np.ndarray, counts: np.ndarray, takes: np.ndarray | None, widths: np.ndarray) -> Any:
     """Return ``estimate`` (E, H, W) with each element that took a simple candidate replaced by it, from ``counts``."""
-    from .baselines import gaussian
-
     out = np.array(estimate, dtype=np.float64)
     for e, taken in enumerate([] if takes is None else takes):
         if taken >= 0:

@@ -20,13 +20,11 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
-import numpy as np
-
-from .objectives import PerItem, per_item
+from ._per_item import PerItem, any_positive, broadcast_maps, huber_steps, is_guided, per_item, steps_for
 from .operators import divergence, gradient
 from .priors import project
 
-__all__ = ["dual_momentum", "huber_steps", "map_parameters", "steps_for", "tv_prox", "tv_weights"]
+__all__ = ["dual_momentum", "tv_prox"]
 
 
 def dual_momentum(n_iter: int, method: str) -> Iterator[float]:
@@ -108,10 +106,9 @@ def tv_prox(
     :math:`\gamma_d = 0` is the TV step above.
     """
     clip = (lambda u: xp.clip(u, min=0.0)) if nonneg else (lambda u: u)
-    weights = tv_weights(weight)
-    if max(weights) <= 0 or n_iter == 0:
+    if not any_positive(weight) or n_iter == 0:
         return clip(f) if dual is None else (clip(f), dual)
-    if max(tv_weights(huber_delta)) > 0 or (direction is not None and max(tv_weights(strength)) > 0):
+    if is_guided(huber_delta, strength, direction):
         return _general_prox(f, weight, n_iter, method, clip, xp, huber_delta, strength, direction, dual)
     # A zero weight gets a zero dual step: its dual stays 0 and its prox is the projection of f.
     w = per_item(weight, f, xp)
@@ -143,9 +140,9 @@ def _general_prox(
     dual: Any = None,
 ) -> Any:
     """Run the dual iteration of `tv_prox` for Huber and directional priors (TV keeps its own loop)."""
-    w_host, d_host, g_host = map_parameters(weight, huber_delta, strength)
+    w_host, d_host, g_host = broadcast_maps(weight, huber_delta, strength)
     step_host, keep_host = huber_steps(w_host, d_host)
-    w, step, keep, gam = (per_item(_value(a), f, xp) for a in (w_host, step_host, keep_host, g_host))
+    w, step, keep, gam = (per_item(a, f, xp) for a in (w_host, step_host, keep_host, g_host))
     if direction is None:
         xi = None
     else:
@@ -167,38 +164,3 @@ def _general_prox(
         py_prev, px_prev, py, px = py, px, qy / scale, qx / scale
     u = clip(f + w * divergence(*guided(py, px), xp))
     return u if dual is None else (u, xp.stack([py, px], axis=-3))
-
-
-def map_parameters(*values: PerItem) -> list[np.ndarray]:
-    """Broadcast per-item ``(B,)`` and per-map ``(B, E)`` values (or numbers) against each other, as float64."""
-    arrays = [np.asarray(v, dtype=np.float64) for v in values]
-    arrays = [a[:, None] if a.ndim == 1 else a for a in arrays]
-    return [np.ascontiguousarray(a) for a in np.broadcast_arrays(*arrays)]
-
-
-def huber_steps(weight: np.ndarray, delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    r"""Dual step :math:`s = 1/(8w + \delta)` and momentum keep :math:`a = 8w/(8w + \delta)` (0 and 1 where w = 0)."""
-    denominator = 8.0 * weight + delta
-    live = weight > 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        step = np.where(live, 1.0 / denominator, 0.0)
-        keep = np.where(live, 8.0 * weight / denominator, 1.0)
-    return step, keep
-
-
-def _value(a: np.ndarray) -> PerItem:
-    return float(a) if a.ndim == 0 else a
-
-
-def tv_weights(weight: PerItem) -> list[float]:
-    """Return ``weight`` as a flat list of floats (one entry for a shared number)."""
-    return [float(weight)] if isinstance(weight, (int, float)) else [float(v) for v in np.ravel(weight)]
-
-
-def steps_for(weight: PerItem) -> PerItem:
-    r"""Dual step :math:`1 / (8 w)` of each weight (same shape), 0 where :math:`w = 0`."""
-    if isinstance(weight, (int, float)):
-        return 1.0 / (8.0 * weight) if weight > 0 else 0.0
-    w = np.asarray(weight, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        return np.where(w > 0, 1.0 / (8.0 * w), 0.0)

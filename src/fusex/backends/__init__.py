@@ -3,79 +3,78 @@
 An engine supplies the solver's three hot functions, ``evaluate``,
 ``gradient_step`` and ``tv_prox``, with the signatures of the generic
 array-API versions in `fusex.objectives` and `fusex.tv`.  The generic engine
-runs on any array library; compiled engines (numba on CPU) replace it where
-they apply and are parity-tested against it.
+runs on any array library; compiled engines (numba on the CPU, CUDA kernels
+on a GPU) replace it where they apply and are parity-tested against it.
+Which library and engine exist, and where each applies, is listed once, in
+`fusex.backends.registry`.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol
 
-import array_api_compat
-
-from .. import objectives, tv
-from .._xp import BackendUnavailableError
+from ..errors import BackendUnavailableError
+from . import registry
+from .registry import AUTO, warn_deprecated
 
 __all__ = ["Engine", "available", "select_engine"]
 
 
 class Engine(Protocol):
-    """The solver's hot functions for one backend (one engine object serves one solve)."""
+    """The solver's hot functions for one backend (one engine object serves one solve).
+
+    ``evaluate`` returns a `fusex.objectives.Evaluation`.
+    """
 
     name: str
-    evaluate: Callable[..., objectives.Evaluation]
+    evaluate: Callable[..., Any]
     gradient_step: Callable[..., Any]
     tv_prox: Callable[..., Any]
 
 
-@dataclass(frozen=True)
-class _Functions:
-    name: str
-    evaluate: Callable[..., objectives.Evaluation]
-    gradient_step: Callable[..., Any]
-    tv_prox: Callable[..., Any]
-
-
-GENERIC: Engine = _Functions("generic", objectives.evaluate, objectives.gradient_step, tv.tv_prox)
-
-
-def _has(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
-
-
-def _numba_engine() -> Engine:
-    try:
-        from .numba_engine import NumbaEngine
-    except ImportError as exc:
-        raise BackendUnavailableError('backend "numba" needs numba: pip install "fusex[numba]"') from exc
-    return NumbaEngine()
-
-
-def _cupy_engine(torch_arrays: bool) -> Engine:
-    from .cupy_engine import CupyEngine
-
-    return CupyEngine(torch_arrays=torch_arrays)
-
-
-def select_engine(backend: str | None, xp: ModuleType, device: Any = None) -> Engine:
+def select_engine(xp: ModuleType, device: Any = None, engine: str = AUTO) -> Engine:
     """Return a new engine for a resolved namespace and device.
 
-    ``backend="numba"`` demands the numba engine and ``backend=None`` takes it
-    for NumPy when numba is installed; ``backend="numpy"`` forces the generic
-    code.  CuPy arrays, and torch CUDA tensors when CuPy is installed, run the
-    fused CUDA kernels.  Everything else runs the generic code.
+    Parameters
+    ----------
+    xp : module
+        The array namespace the solve runs in.
+    device : object
+        The device the arrays live on.
+    engine : {"auto", "generic", "numba", "cuda"}
+        ``"auto"`` (default) takes the numba kernels for NumPy on the CPU when
+        numba is installed, the fused CUDA kernels for CuPy arrays and for
+        torch CUDA tensors when CuPy is installed, and the generic array-API
+        code for everything else.  A name demands that engine.
+
+    Raises
+    ------
+    ValueError
+        If ``engine`` is unknown or does not run on these arrays.
+    BackendUnavailableError
+        If ``engine`` needs a package that is not installed.
+
+    Notes
+    -----
+    The former call ``select_engine(backend, xp, device)`` still works and
+    warns: a ``backend`` string or None in first place is read that way.
     """
-    if backend == "numba" or (backend is None and array_api_compat.is_numpy_namespace(xp) and _has("numba")):
-        return _numba_engine()
-    if array_api_compat.is_cupy_namespace(xp):
-        return _cupy_engine(torch_arrays=False)
-    if array_api_compat.is_torch_namespace(xp) and getattr(device, "type", None) == "cuda" and _has("cupy"):
-        return _cupy_engine(torch_arrays=True)
-    return GENERIC
+    if xp is None or isinstance(xp, str):
+        warn_deprecated("select_engine(backend, xp, device) is deprecated: call select_engine(xp, device, engine=...)")
+        backend, xp, device = xp, device, None if engine == AUTO else engine
+        _, engine = registry.resolve_request(backend)
+    record = registry.select(xp, device, engine)
+    try:
+        return record.factory(xp, device)
+    except BackendUnavailableError:
+        raise
+    except ImportError as exc:  # installed, but broken (e.g. built for another NumPy)
+        raise BackendUnavailableError(
+            f"the {record.name} engine needs {record.needs}, which does not import here ({exc}): "
+            f"{record.install_hint()}"
+        ) from exc
 
 
 def available() -> dict[str, bool]:
@@ -84,28 +83,20 @@ def available() -> dict[str, bool]:
     Returns
     -------
     dict
-        ``{"numpy": True, "numba": ..., "array_api_strict": ..., "torch": ...,
-        "torch-cuda": ..., "cupy": ...}``; GPU entries are True only when a
-        CUDA device is usable.
+        One entry per library on each device kind it runs on, the library's
+        name for its first (``"torch"`` is torch on the CPU) and
+        ``"<name>-<kind>"`` for the others (``"torch-cuda"``), and one per
+        engine that needs a package of its own (``"numba"``):
+        ``{"numpy": True, "array_api_strict": ..., "torch": ...,
+        "torch-cuda": ..., "cupy": ..., "numba": ...}``.  GPU entries are True
+        only when a CUDA device is usable.
 
     """
     report = {
-        "numpy": True,
-        "numba": _has("numba"),
-        "array_api_strict": _has("array_api_strict"),
-        "torch": _has("torch"),
-        "torch-cuda": False,
-        "cupy": False,
+        lib.name if kind == lib.devices[0] else f"{lib.name}-{kind}": lib.usable(kind)
+        for lib in registry.LIBRARIES
+        for kind in lib.devices
     }
-    if report["torch"]:
-        import torch
-
-        report["torch-cuda"] = bool(torch.cuda.is_available())
-    if _has("cupy"):
-        try:
-            import cupy
-
-            report["cupy"] = cupy.cuda.runtime.getDeviceCount() > 0
-        except Exception:  # CuPy raises its own runtime error class when no driver or GPU is present
-            report["cupy"] = False
+    modules = {lib.module for lib in registry.LIBRARIES}
+    report |= {r.name: r.installed() for r in registry.ENGINES if r.needs is not None and r.needs not in modules}
     return report

@@ -16,6 +16,8 @@ import numba as nb
 import numpy as np
 from numba import prange
 
+from ._compiled import DUAL_FLOOR
+
 _FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 _JIT = {"cache": True, "nogil": True, "fastmath": _FASTMATH, "error_model": "numpy"}
 
@@ -56,10 +58,13 @@ def _primal_row(f, weight, beta, nonneg, zero_start, py_prev, px_prev, py_cur, p
 
 @nb.njit(**_JIT, inline="always")
 def _store_projected(qy, qx, one, py_out, px_out, i, j):  # pragma: no cover
-    """Store (qy, qx) projected onto the unit disc at [i, j]."""
+    """Store (qy, qx) projected onto the unit disc at [i, j] (each component 0 below `DUAL_FLOOR`)."""
     scale = max(math.sqrt(qy * qy + qx * qx), one)
-    py_out[i, j] = qy / scale
-    px_out[i, j] = qx / scale
+    py = qy / scale
+    px = qx / scale
+    zero = one - one
+    py_out[i, j] = py if abs(py) >= DUAL_FLOOR else zero
+    px_out[i, j] = px if abs(px) >= DUAL_FLOOR else zero
 
 
 @nb.njit(**_JIT, inline="always")
@@ -129,47 +134,6 @@ def primal(f, weight, nonneg, py, px, out):  # pragma: no cover
     """Out = P_C(f + weight * div p) for one (H, W) map, rows in parallel."""
     for i in prange(f.shape[0]):
         _primal_rows(f, weight, nonneg, py, px, out, i, i + 1)
-
-
-@nb.njit(parallel=True, **_JIT)
-def prox_maps(f, weights, steps, betas, nonneg, out, dual, warm):  # pragma: no cover
-    """Run the whole TV prox of each map of an (M, H, W) stack, maps in parallel.
-
-    Each map runs all its dual iterations while its buffers are in cache;
-    ``betas`` holds the momentum weight of each dual iteration.  When
-    ``warm``, the dual starts from ``dual`` (M, 2, H, W), and the last dual
-    iterate is written back there; otherwise ``dual`` is not touched.
-    """
-    M, H, W = f.shape
-    for m in prange(M):
-        p = np.zeros((3, 2, H, W), dtype=f.dtype)
-        prev, cur, nxt = 0, 1, 2
-        if warm:
-            p[cur] = dual[m]
-        for k in range(betas.shape[0]):
-            beta = betas[k]
-            # Without momentum p_prev is not read: passing p_cur keeps stale memory out of the sum.
-            before = cur if beta == 0.0 else prev
-            _dual_rows(
-                f[m],
-                weights[m],
-                steps[m],
-                beta,
-                nonneg,
-                k == 0 and not warm,
-                p[before, 0],
-                p[before, 1],
-                p[cur, 0],
-                p[cur, 1],
-                p[nxt, 0],
-                p[nxt, 1],
-                0,
-                H,
-            )
-            prev, cur, nxt = cur, nxt, prev
-        _primal_rows(f[m], weights[m], nonneg, p[cur, 0], p[cur, 1], out[m], 0, H)
-        if warm:
-            dual[m] = p[cur]
 
 
 @nb.njit(parallel=True, **_JIT)
@@ -268,61 +232,87 @@ def _divergence_primal(f, weight, nonneg, vy, vx, out):  # pragma: no cover
                 out[i, j] = max(out[i, j], zero)
 
 
-@nb.njit(parallel=True, **_JIT)
-def prox_maps_guided(
-    f, weights, steps, keeps, strengths, xi, maps_per_field, betas, nonneg, out, dual, warm
-):  # pragma: no cover
-    r"""Run the Huber / directional-TV prox of each map of an (M, H, W) stack, maps in parallel.
+@nb.njit(**_JIT, inline="always")
+def _guided_dual(f, w, s, a, g, xi, beta, nonneg, by, bx, cy, cx, ny, nx, work):  # pragma: no cover
+    r"""One Huber / directional-TV dual step of one map (`fusex.tv.tv_prox`'s Notes).
 
-    The dual step of `fusex.tv.tv_prox`'s Notes:
-    :math:`p \leftarrow P_{\lVert\cdot\rVert\le 1}(a\,r + s\,P_\xi\nabla u)`,
-    :math:`u = P_C(f + w \operatorname{div}(P_\xi r))`, with ``keeps`` :math:`a`,
-    ``steps`` :math:`s` and ``strengths`` :math:`\gamma_d` per map; map ``m``
-    takes the field ``xi[m // maps_per_field]`` (2, H, W).  When ``warm``, the
-    dual starts from ``dual`` (M, 2, H, W) and the last iterate is written back.
+    :math:`p_{out} = P_{\lVert\cdot\rVert\le 1}(a\,r + s\,P_\xi\nabla u)`,
+    :math:`u = P_C(f + w \operatorname{div}(P_\xi r))`, :math:`r = p_{cur} + \beta(p_{cur} - p_{before})`,
+    with the direction field ``xi`` (2, H, W); ``work`` (3, H, W) is scratch memory.
+    """
+    H, W = f.shape
+    one = f.dtype.type(1)
+    xy, xx, vy, vx, u = xi[0], xi[1], work[0], work[1], work[2]
+    # The extrapolated point r is kept in (ny, nx), which the step then overwrites pixel by pixel.
+    for i in range(H):
+        for j in range(W):
+            ry = cy[i, j] + beta * (cy[i, j] - by[i, j])
+            rx = cx[i, j] + beta * (cx[i, j] - bx[i, j])
+            ny[i, j] = ry
+            nx[i, j] = rx
+            vy[i, j], vx[i, j] = _guided(ry, rx, xy[i, j], xx[i, j], g)
+    _divergence_primal(f, w, nonneg, vy, vx, u)
+    for i in range(H):
+        down = min(i + 1, H - 1)
+        for j in range(W):
+            right = min(j + 1, W - 1)
+            gy, gx = _guided(u[down, j] - u[i, j], u[i, right] - u[i, j], xy[i, j], xx[i, j], g)
+            qy = a * ny[i, j] + s * gy
+            qx = a * nx[i, j] + s * gx
+            _store_projected(qy, qx, one, ny, nx, i, j)
+
+
+@nb.njit(**_JIT, inline="always")
+def _guided_primal(f, w, g, xi, nonneg, py, px, work, out):  # pragma: no cover
+    """Out = P_C(f + w div(P_xi p)) for one map; ``work`` (at least 2, H, W) is scratch memory."""
+    H, W = f.shape
+    xy, xx, vy, vx = xi[0], xi[1], work[0], work[1]
+    for i in range(H):
+        for j in range(W):
+            vy[i, j], vx[i, j] = _guided(py[i, j], px[i, j], xy[i, j], xx[i, j], g)
+    _divergence_primal(f, w, nonneg, vy, vx, out)
+
+
+@nb.njit(parallel=True, **_JIT)
+def prox_maps(
+    f, weights, steps, keeps, strengths, xi, maps_per_field, guided, betas, nonneg, out, dual, warm
+):  # pragma: no cover
+    r"""Run the whole prox of each map of an (M, H, W) stack, maps in parallel.
+
+    Each map runs all its dual iterations while its buffers are in cache;
+    ``betas`` holds the momentum weight of each dual iteration.  The arguments
+    are those of `fusex.backends._compiled.ProxProblem`: per map :math:`w`,
+    :math:`s`, :math:`a`, :math:`\gamma_d`, and the direction field
+    ``xi[m // maps_per_field]`` (2, H, W).  Without ``guided`` every map's
+    prior is TV and takes the row-streamed TV step (``keeps``, ``strengths``
+    and ``xi`` are not read); with it, the Huber / directional-TV step.  When
+    ``warm``, the dual starts from ``dual`` (M, 2, H, W), and the last dual
+    iterate is written back there; otherwise ``dual`` is not touched.
     """
     M, H, W = f.shape
-    one = f.dtype.type(1)
+    planes = 3 if guided else 0  # the guided step's scratch: P r and u
     for m in prange(M):
         fm = f[m]
-        w, s, a, g = weights[m], steps[m], keeps[m], strengths[m]
-        xy = xi[m // maps_per_field, 0]
-        xx = xi[m // maps_per_field, 1]
+        w, s = weights[m], steps[m]
         p = np.zeros((3, 2, H, W), dtype=f.dtype)
-        v = np.empty((2, H, W), dtype=f.dtype)
-        u = np.empty((H, W), dtype=f.dtype)
+        v = np.empty((planes, H, W), dtype=f.dtype)
+        field = xi[m // maps_per_field]
         prev, cur, nxt = 0, 1, 2
         if warm:
             p[cur] = dual[m]
-            p[prev] = dual[m]
-        vy, vx = v[0], v[1]
         for k in range(betas.shape[0]):
             beta = betas[k]
-            cy, cx, by, bx, ny, nx = p[cur, 0], p[cur, 1], p[prev, 0], p[prev, 1], p[nxt, 0], p[nxt, 1]
-            # The extrapolated point r is kept in p[nxt], which the step then overwrites pixel by pixel.
-            for i in range(H):
-                for j in range(W):
-                    ry = cy[i, j] + beta * (cy[i, j] - by[i, j])
-                    rx = cx[i, j] + beta * (cx[i, j] - bx[i, j])
-                    ny[i, j] = ry
-                    nx[i, j] = rx
-                    vy[i, j], vx[i, j] = _guided(ry, rx, xy[i, j], xx[i, j], g)
-            _divergence_primal(fm, w, nonneg, vy, vx, u)
-            for i in range(H):
-                down = min(i + 1, H - 1)
-                for j in range(W):
-                    right = min(j + 1, W - 1)
-                    gy, gx = _guided(u[down, j] - u[i, j], u[i, right] - u[i, j], xy[i, j], xx[i, j], g)
-                    qy = a * ny[i, j] + s * gy
-                    qx = a * nx[i, j] + s * gx
-                    scale = max(math.sqrt(qy * qy + qx * qx), one)
-                    ny[i, j] = qy / scale
-                    nx[i, j] = qx / scale
+            # Without momentum p_prev is not read: passing p_cur keeps stale memory out of the sum.
+            before = cur if beta == 0.0 else prev
+            by, bx, cy, cx, ny, nx = p[before, 0], p[before, 1], p[cur, 0], p[cur, 1], p[nxt, 0], p[nxt, 1]
+            if guided:
+                _guided_dual(fm, w, s, keeps[m], strengths[m], field, beta, nonneg, by, bx, cy, cx, ny, nx, v)
+            else:
+                _dual_rows(fm, w, s, beta, nonneg, k == 0 and not warm, by, bx, cy, cx, ny, nx, 0, H)
             prev, cur, nxt = cur, nxt, prev
-        cy, cx = p[cur, 0], p[cur, 1]
-        for i in range(H):
-            for j in range(W):
-                vy[i, j], vx[i, j] = _guided(cy[i, j], cx[i, j], xy[i, j], xx[i, j], g)
-        _divergence_primal(fm, w, nonneg, vy, vx, out[m])
+        if guided:
+            _guided_primal(fm, w, strengths[m], field, nonneg, p[cur, 0], p[cur, 1], v, out[m])
+        else:
+            _primal_rows(fm, w, nonneg, p[cur, 0], p[cur, 1], out[m], 0, H)
         if warm:
             dual[m] = p[cur]

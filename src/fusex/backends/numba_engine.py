@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from types import ModuleType
 from typing import Any
 
@@ -28,10 +29,10 @@ import array_api_compat.numpy
 import numba
 import numpy as np
 
+from .._per_item import is_guided, item_values, map_values
 from ..objectives import Evaluation, prior_values, split_sums
-from ..tv import dual_momentum, tv_weights
 from . import _numba_kernels as kernels
-from ._per_item import guided_parameters, is_guided, item_values, map_values, map_weights
+from ._compiled import CompiledEngine, ProxProblem, dual_iterations, momentum
 from ._scratch import Scratch
 
 __all__ = ["CACHED_MAP_PIXELS", "PARALLEL_MIN_PIXELS", "NumbaEngine", "serialized"]
@@ -84,15 +85,16 @@ def _host(x: Any, name: str) -> np.ndarray:
     if not isinstance(x, np.ndarray):
         raise TypeError(
             f"the numba engine computes on NumPy arrays, but `{name}` is a {type(x).__module__}.{type(x).__name__}; "
-            "use backend='torch' or 'cupy' for device arrays, or convert explicitly"
+            "pass engine='auto' to run the engine that suits them, or convert explicitly"
         )
     return np.ascontiguousarray(x)
 
 
-class NumbaEngine:
+class NumbaEngine(CompiledEngine):
     """Compiled CPU kernels with per-instance scratch memory (make one per solve)."""
 
     name = "numba"
+    array = np
 
     def __init__(self) -> None:
         self._scratch = Scratch(np.empty)
@@ -185,133 +187,56 @@ class NumbaEngine:
             )
         return out
 
-    def tv_prox(
-        self,
-        f: Any,
-        weight: Any,
-        n_iter: int,
-        *,
-        method: str = "fgp",
-        nonneg: bool = True,
-        xp: ModuleType,
-        dual: Any = None,
-        huber_delta: Any = 0.0,
-        strength: Any = 0.0,
-        direction: Any = None,
-    ) -> Any:
-        """Prox of each map's prior on the last two axes (see `fusex.tv.tv_prox`, also for the keywords)."""
-        f = _host(f, "f")
-        if max(tv_weights(weight)) <= 0 or n_iter == 0:
-            u = np.maximum(f, 0) if nonneg else f.copy()
-            return u if dual is None else (u, dual)
-        height, width = f.shape[-2:]
-        maps = f.reshape(-1, height, width)
-        if is_guided(huber_delta, strength, direction):
-            return self._prox_guided(f, maps, weight, n_iter, method, nonneg, dual, huber_delta, strength, direction)
-        w, steps = map_weights(weight, maps.shape[0], f.dtype)
+    def _in(self, x: Any, name: str) -> np.ndarray:
+        return _host(x, name)
+
+    def _prox(self, problem: ProxProblem, n_iter: int, method: str, start: Any) -> tuple[np.ndarray, Any]:
+        maps = problem.maps
+        n_maps, height, width = maps.shape
         out = np.empty_like(maps)
-        # The caller's dual is read only: the kernels write the next one into a fresh array.
-        warm = dual is not None
-        p = np.array(_host(dual, "dual"), dtype=f.dtype).reshape(-1, 2, height, width) if warm else None
+        # The kernels write the last dual into a fresh array: the caller's is only read.
+        p = None if start is None else start.copy()
         threads = numba.get_num_threads()
-        if maps.size < PARALLEL_MIN_PIXELS or (height * width <= CACHED_MAP_PIXELS and maps.shape[0] >= 4 * threads):
-            # Many small maps: one thread per map, each map's dual buffers stay in cache for all iterations.
-            betas = np.fromiter(dual_momentum(n_iter, method), dtype=f.dtype, count=n_iter)
-            stand_in = np.zeros((1, 2, 1, 1), f.dtype)  # one compiled version: an unused dual of the same type
+        if (
+            problem.guided
+            or maps.size < PARALLEL_MIN_PIXELS
+            or (height * width <= CACHED_MAP_PIXELS and n_maps >= 4 * threads)
+        ):
+            # One thread per map, each map's dual buffers stay in cache for all its iterations.
+            stand_in = np.zeros((1, 2, 1, 1), maps.dtype)  # one compiled version: an unused dual of the same type
             with _threads_for(maps.size), _parallel_region():
-                kernels.prox_maps(maps, w, steps, betas, nonneg, out, stand_in if p is None else p, warm)
-        else:
-            # A few large maps: each dual iteration is spread over row bands of one map.
-            blocks = max(1, min(height, 4 * threads))
-            buffers = [self._scratch.get(f"dual{b}", (2, height, width), f.dtype) for b in range(3)]
-            for m, image in enumerate(maps):
-                start = None if p is None else p[m]
-                self._prox_one(image, w[m], steps[m], n_iter, method, nonneg, buffers, blocks, out[m], start)
-        u = out.reshape(f.shape)
-        return u if p is None else (u, p.reshape(*f.shape[:-2], 2, height, width))
-
-    @staticmethod
-    def _prox_guided(
-        f: np.ndarray,
-        maps: np.ndarray,
-        weight: Any,
-        n_iter: int,
-        method: str,
-        nonneg: bool,
-        dual: Any,
-        huber_delta: Any,
-        strength: Any,
-        direction: Any,
-    ) -> Any:
-        """Huber / directional-TV prox: one thread per map (`kernels.prox_maps_guided`)."""
-        height, width = maps.shape[1:]
-        w, steps, keeps, gammas = guided_parameters(weight, huber_delta, strength, maps.shape[0], f.dtype)
-        if direction is None or not np.any(gammas):
-            xi = np.zeros((1, 2, height, width), f.dtype)  # no direction: P is the identity
-        else:
-            xi = np.ascontiguousarray(_host(direction, "direction"), dtype=f.dtype).reshape(-1, 2, height, width)
-        warm = dual is not None
-        p = np.array(_host(dual, "dual"), dtype=f.dtype).reshape(-1, 2, height, width) if warm else None
-        betas = np.fromiter(dual_momentum(n_iter, method), dtype=f.dtype, count=n_iter)
-        out = np.empty_like(maps)
-        stand_in = np.zeros((1, 2, 1, 1), f.dtype)
-        with _threads_for(maps.size), _parallel_region():
-            kernels.prox_maps_guided(
-                maps,
-                w,
-                steps,
-                keeps,
-                gammas,
-                xi,
-                maps.shape[0] // xi.shape[0],
-                betas,
-                nonneg,
-                out,
-                stand_in if p is None else p,
-                warm,
-            )
-        u = out.reshape(f.shape)
-        return u if p is None else (u, p.reshape(*f.shape[:-2], 2, height, width))
-
-    @staticmethod
-    def _prox_one(
-        image: np.ndarray,
-        w: Any,
-        step: Any,
-        n_iter: int,
-        method: str,
-        nonneg: bool,
-        buffers: list[np.ndarray],
-        blocks: int,
-        out: np.ndarray,
-        start: np.ndarray | None = None,
-    ) -> None:
-        """Prox of one map; ``start`` (2, H, W), when given, is the first dual and receives the last one."""
-        dtype = image.dtype.type
-        prev, cur, nxt = buffers
-        if start is not None:
-            cur[...] = start
-        for k, beta in enumerate(dual_momentum(n_iter, method)):
-            # Without momentum p_prev is not needed: passing p_cur keeps stale memory out of the sum.
-            before = cur if beta == 0.0 else prev
-            with _parallel_region():
-                kernels.dual_step(
-                    image,
-                    w,
-                    step,
-                    dtype(beta),
-                    nonneg,
-                    k == 0 and start is None,
-                    before[0],
-                    before[1],
-                    cur[0],
-                    cur[1],
-                    nxt[0],
-                    nxt[1],
-                    blocks,
+                kernels.prox_maps(
+                    maps,
+                    problem.weights,
+                    problem.steps,
+                    problem.keeps,
+                    problem.strengths,
+                    problem.xi,
+                    problem.maps_per_field,
+                    problem.guided,
+                    momentum(n_iter, method, maps.dtype),
+                    problem.nonneg,
+                    out,
+                    stand_in if p is None else p,
+                    p is not None,
                 )
-            prev, cur, nxt = cur, nxt, prev
-        with _parallel_region():
-            kernels.primal(image, w, nonneg, cur[0], cur[1], out)
-        if start is not None:
-            start[...] = cur
+            return out, p
+        # A few large TV maps: each dual iteration is spread over row bands of one map.
+        blocks = max(1, min(height, 4 * threads))
+        buffers = [self._scratch.get(f"dual{b}", (2, height, width), maps.dtype) for b in range(3)]
+        for m, image in enumerate(maps):
+            step = partial(_band_step, image, problem.weights[m], problem.steps[m], problem.nonneg, blocks)
+            last = dual_iterations(step, n_iter, method, buffers, None if p is None else p[m])
+            with _parallel_region():
+                kernels.primal(image, problem.weights[m], problem.nonneg, last[0], last[1], out[m])
+            if p is not None:
+                p[m] = last
+        return out, p
+
+
+def _band_step(
+    image: np.ndarray, weight: Any, step: Any, nonneg: bool, blocks: int, beta: float, zero_start: bool, planes: Any
+) -> None:
+    """One dual iteration of one large map, its rows in ``blocks`` parallel bands (`kernels.dual_step`)."""
+    with _parallel_region():
+        kernels.dual_step(image, weight, step, image.dtype.type(beta), nonneg, zero_start, *planes, blocks)

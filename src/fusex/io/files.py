@@ -15,7 +15,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import FusexError, OutputExistsError, UnreadableFileError
-from ..xarray import label
+from ..labeled import label
 from ._swap import exchange
 from .formats import INPUT_FORMATS, MICROSCOPE_FORMATS
 from .signals import read_rsciio
@@ -257,7 +257,7 @@ def save(ds: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = True) -> 
     if not isinstance(ds, xr.Dataset):
         raise TypeError(
             f"save writes an xarray.Dataset, not a {type(ds).__name__}; fuse labeled input "
-            "(fusex.xarray.label) to get a result Dataset"
+            "(fusex.labeled.label) to get a result Dataset"
         )
     ds = ds.as_numpy()
     if path.parent.is_dir():

@@ -20,6 +20,14 @@ HDF5_SUFFIXES = (".h5", ".hdf5")
 """Suffixes of HDF5 files, whose layout is told from their contents."""
 
 
+def _optional(module: str, package: str) -> Any:
+    """Import an optional package's module, or say which package to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"this needs {package}: pip install {package}") from exc
+
+
 def _h5py() -> Any:
     try:
         return importlib.import_module("h5py")
@@ -42,8 +50,6 @@ def read_hdf5_signals(path: str | os.PathLike) -> list[dict[str, Any]]:
     in pixel units.
     """
     if is_hyperspy_file(path):
-        from .signals import _optional
-
         return list(_optional("rsciio.hspy", "rosettasciio").file_reader(str(path)))
     found: list[dict[str, Any]] = []
     h5py = _h5py()

@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 
 from .choose import catalogue, select
+from .files import read
 from .formats import MICROSCOPE_FORMATS
+from .signals import _is_file, _title_of_first_image, read_signals
 
 __all__ = ["inspect"]
 
@@ -35,9 +37,6 @@ def inspect(
         or why it would stop and what to pass.
 
     """
-    from .files import read
-    from .signals import _is_file, _title_of_first_image, read_signals
-
     path = Path(path)
     if path.suffix.lower() not in MICROSCOPE_FORMATS:
         ds = read(path, elements=elements)

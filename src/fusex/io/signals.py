@@ -7,7 +7,6 @@ until a function needs them, and fusex copies no code from them.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import warnings
@@ -19,9 +18,10 @@ import numpy as np
 import xarray as xr
 
 from ..errors import UnreadableFileError
-from ..xarray import ELEMENT_DIM
+from ..labeled import ELEMENT_DIM
+from ..spectra import integrate_eels, integrate_signal
 from .choose import Grid, Selection, Signal, _symbol_or_none, catalogue, select
-from .hdf5 import HDF5_SUFFIXES, read_hdf5_signals
+from .hdf5 import HDF5_SUFFIXES, _optional, read_hdf5_signals
 
 __all__ = ["RSCIIO_READERS", "dataset", "from_hyperspy", "from_rsciio", "read_rsciio", "read_signals", "to_hyperspy"]
 
@@ -34,13 +34,6 @@ RSCIIO_READERS = {
     ".zspy": "rsciio.zspy",
 }
 """File suffixes read through RosettaSciIO, and the plugin module of each."""
-
-
-def _optional(module: str, package: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ImportError(f"this needs {package}: pip install {package}") from exc
 
 
 def _on_grid(signal: Signal, grid: Grid, *, attrs: bool = True) -> xr.DataArray:
@@ -79,8 +72,6 @@ def dataset(selection: Selection) -> xr.Dataset:
 
 def _integrate(selection: Selection) -> xr.DataArray:
     """Integrate the selected spectrum image into maps on the selection's grid (raw counts for EDS)."""
-    from ..spectra import integrate_eels, integrate_signal
-
     spectrum = selection.spectrum
     axes = [
         {"name": a.name, "size": a.size, "offset": a.offset, "scale": a.scale, "units": a.units, "navigate": i < 2}

@@ -19,7 +19,7 @@ import numpy as np
 import xarray as xr
 
 from ..elements import SYMBOLS, atomic_number
-from ..xarray import ELEMENT_DIM
+from ..labeled import ELEMENT_DIM
 from .lines import _xraydb
 from .signals import spectrum_dataarray
 

@@ -36,7 +36,7 @@ import numpy as np
 import xarray as xr
 
 from ..elements import SYMBOLS, atomic_number
-from ..xarray import ELEMENT_DIM
+from ..labeled import ELEMENT_DIM
 from .lines import XrayLine, family_lines, xray_line
 
 __all__ = [

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..xarray import ELEMENT_DIM
+from ..labeled import ELEMENT_DIM
 from .integrate import DEFAULT_WINDOW, SpectrumWarning, integrate_lines
 
 __all__ = ["integrate_signal", "lines_from_metadata", "spectrum_dataarray"]

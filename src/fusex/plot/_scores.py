@@ -1,4 +1,4 @@
-"""The score surface of `fusex.tune`, re-exported as `fusex.plot.score_surface`."""
+"""The score surface of `fusex.tune`: the criterion over the parameter grid, the choice marked."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._plot_data import _figure, _pyplot
+from ._data import figure, pyplot
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -42,8 +42,8 @@ def score_surface(scores: Any, *, ax: Axes | None = None) -> Figure:
     import matplotlib.ticker
 
     scores = getattr(scores, "scores", scores)
-    plt = _pyplot()
-    fig, ax = _figure(plt, ax, (5.5, 4.2))
+    plt = pyplot()
+    fig, ax = figure(plt, ax, (5.5, 4.2))
     total = scores["total"]
     fields = list(total.dims)
     numeric = [

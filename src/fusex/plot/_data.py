@@ -1,4 +1,4 @@
-"""Data preparation shared by the `fusex.plot` figures: results to host arrays, grids, scale bars."""
+"""What the `fusex.plot` figures read from a result: its maps on the host in input units and their pixel grid."""
 
 from __future__ import annotations
 
@@ -10,18 +10,22 @@ import array_api_compat
 import numpy as np
 import xarray as xr
 
-from ._xp import to_numpy
-from .result import FusionResult
-from .xarray import to_input_units
+from .._xp import to_numpy
+from ..labeled import to_input_units
+from ..result import FusionResult
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+__all__ = ["Maps", "Result", "figure", "host", "maps_of", "one_fusion", "pyplot"]
+
 Result = FusionResult | xr.Dataset
+"""What every figure takes: a `FusionResult` or the labeled result Dataset of `fusex.fuse`."""
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """Return ``matplotlib.pyplot``, imported on first use so that fusex runs without matplotlib."""
     try:
         import matplotlib.pyplot as plt
     except ImportError as exc:
@@ -29,7 +33,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def _host(a: Any) -> np.ndarray:
+def host(a: Any) -> np.ndarray:
     """Return a host NumPy array with the data of ``a`` (DataArray, NumPy, CuPy, torch, dask or a list)."""
     if isinstance(a, xr.DataArray):
         a = a.data
@@ -39,7 +43,7 @@ def _host(a: Any) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class _Maps:
+class Maps:
     """The maps of a result on the host, in the input maps' units, and their pixel grid."""
 
     elements: tuple[str, ...]
@@ -93,71 +97,29 @@ def one_fusion(result: Result) -> None:
         )
 
 
-def _maps(result: Result, raw: Any = None) -> _Maps:
+def maps_of(result: Result, raw: Any = None) -> Maps:
     """Collect maps, raw maps and pixel grid of a FusionResult or a result Dataset."""
     one_fusion(result)
     origin, step, unit = np.zeros(2), np.ones(2), "px"
     if isinstance(result, xr.Dataset):
         elements = tuple(str(e) for e in result["element"].values)
-        fused = _host(to_input_units(result))
+        fused = host(to_input_units(result))
         raw = result.get("raw") if raw is None else raw
         grid = [_grid(result.coords.get(d)) for d in result["maps"].dims[1:]]
         if None not in grid:
             (origin, step), unit = np.array(grid).T, str(result[result["maps"].dims[2]].attrs.get("units", ""))
     elif isinstance(result, FusionResult):
-        elements, fused = tuple(result.elements), _host(result.to_input_units())
+        elements, fused = tuple(result.elements), host(result.to_input_units())
     else:
         raise TypeError(f"`result` must be a FusionResult or the Dataset from fusex.fuse, got {type(result).__name__}")
     if isinstance(raw, xr.DataArray) and "element" in raw.dims:
         raw = raw.transpose("element", ...).sel(element=list(elements))
-    raw = None if raw is None else _host(raw).reshape(-1, *np.shape(raw)[-2:])
+    raw = None if raw is None else host(raw).reshape(-1, *np.shape(raw)[-2:])
     if raw is not None and raw.shape != fused.shape:
         raise ValueError(f"`raw` has shape {raw.shape} but the fused maps have shape {fused.shape}")
-    return _Maps(elements, fused, raw, origin, step, unit)
+    return Maps(elements, fused, raw, origin, step, unit)
 
 
-def _figure(plt: Any, ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
+def figure(plt: Any, ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
     """Return ``ax`` and its figure, or a new figure (tight layout) and its axes."""
     return plt.subplots(figsize=size, layout="tight") if ax is None else (ax.figure.figure, ax)
-
-
-_METRES = {"m": 1.0, "mm": 1e-3, "µm": 1e-6, "\u03bcm": 1e-6, "um": 1e-6, "nm": 1e-9, "Å": 1e-10, "pm": 1e-12}
-"""Length units a scale bar can convert between, in metres (µ as the micro sign or the Greek letter)."""
-_BAR_UNITS = ("m", "mm", "µm", "nm")
-
-
-def bar_length(most: float, unit: str) -> tuple[float, str]:
-    """Choose a scale bar of at most ``most`` (in ``unit``): its length in ``unit`` and its label.
-
-    The bar is 1, 2 or 5 times a power of ten.  A length unit whose number
-    would reach 1000, or fall below 1 in a unit above nm, gives way to the SI
-    prefix that brings it into [1, 1000) (a 5 nm bar, not 0.005 µm), down to
-    nm, the unit of atomic-scale images (0.2 nm, not 200 pm); other units
-    (px, none) stay.
-    """
-    factor = _METRES.get(unit)
-    shown, scale = unit, 1.0
-    if factor is not None and (most >= 1000 or (most < 1 and factor > _METRES["nm"])):
-        shown = next((u for u in _BAR_UNITS if most * factor / _METRES[u] >= 1), _BAR_UNITS[-1])
-        scale = factor / _METRES[shown]
-    value = most * scale
-    power = 10.0 ** np.floor(np.log10(value))
-    length = next(m * power for m in (5, 2, 1) if m * power <= value * (1 + 1e-9))
-    label = f"{float(f'{length:.6g}'):g} {shown}".strip()
-    return float(length / scale), label
-
-
-def _scale_bar(ax: Axes, data: _Maps) -> Any:
-    """Draw a scale bar about a fifth of the image wide, labeled in the coordinate units."""
-    from matplotlib.font_manager import FontProperties
-    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
-
-    x0, x1, y0, y1 = data.extent
-    length, text = bar_length(abs(x1 - x0) / 5, data.unit)
-    bar = AnchoredSizeBar(
-        ax.transData, length, text, "lower right", pad=0.3, sep=2, color="white",
-        size_vertical=abs(y1 - y0) / 60, fontproperties=FontProperties(size=7), frameon=True, borderpad=0.4,
-    )  # fmt: skip
-    bar.patch.set(facecolor="black", alpha=0.45, edgecolor="none")
-    bar.set_gid("fusex-scalebar")
-    return ax.add_artist(bar)

@@ -1,30 +1,20 @@
-"""Figures for fused maps (needs the optional matplotlib: ``pip install "fusex[plot]"``).
-
-Every function takes a `FusionResult` or the labeled result `xarray.Dataset` of
-`fusex.fuse`, returns the Figure, draws on given axes when asked (never making a
-new figure then), never calls ``plt.show`` and never modifies its inputs.  Maps are
-shown in the units of the maps given to `fuse` (normalization undone), images of a
-Dataset in its spatial coordinates, those of a `FusionResult` in pixels.
-"""
+"""Figures of the fused maps: raw beside fused (`compare_maps`), an RGB overlay, line profiles."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
 
-from ._plot_data import Result, _figure, _host, _maps, _pyplot, _scale_bar, one_fusion
-from ._plot_scores import score_surface
-from .result import FusionResult
+from ._data import Result, figure, host, maps_of, pyplot
+from ._scalebar import scale_bar
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["compare_maps", "convergence", "line_profile", "rgb_overlay", "score_surface"]
+__all__ = ["compare_maps", "line_profile", "rgb_overlay"]
 
 
 def compare_maps(
@@ -74,12 +64,12 @@ def compare_maps(
         If ``raw`` is missing, or ``raw``, ``truth`` or ``axes`` do not match the result.
 
     """
-    plt = _pyplot()
-    data = _maps(result, raw)
+    plt = pyplot()
+    data = maps_of(result, raw)
     if data.raw is None:
         raise ValueError("`raw` is required: pass the maps given to fusex.fuse (a FusionResult does not keep them)")
     panels = [("raw", data.raw), ("fused", data.fused)]
-    t = None if truth is None else _host(truth)
+    t = None if truth is None else host(truth)
     if t is not None and t.size != data.fused.size:
         raise ValueError(f"`truth` has shape {t.shape} but the fused maps have shape {data.fused.shape}")
     if t is not None:
@@ -103,7 +93,7 @@ def compare_maps(
             im = ax.imshow(values[e], cmap=cmap, vmin=vmin, vmax=vmax, extent=data.extent, interpolation="nearest")
             ax.set(xticks=[], yticks=[], title=name if r == 0 else "", ylabel=label if e == 0 else "")
         if scalebar:
-            _scale_bar(axes[-1][e], data)
+            scale_bar(axes[-1][e], data)
         if colorbar:
             cax = axes[-1][e].inset_axes([0.05, -0.1, 0.9, 0.05])
             fig.colorbar(im, cax=cax, orientation="horizontal").ax.tick_params(labelsize=7)
@@ -116,99 +106,6 @@ def _fit(truth: np.ndarray, raw: np.ndarray) -> np.ndarray:
         return truth
     a, b = np.polyfit(truth.ravel(), raw.ravel(), 1)
     return a * truth + b
-
-
-def _history(result: Result) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, float]]:
-    """Return the iterations, history columns and lambdas of a FusionResult or a result Dataset."""
-    one_fusion(result)
-    names = ("haadf", "poisson", "tv", "total", "step", "backtracks")
-    weights = ("lambda_haadf", "lambda_chem", "lambda_tv")
-    if isinstance(result, xr.Dataset):
-        hist = {k: _host(result[f"history_{k}"]) for k in names}
-        return _host(result["iteration"]), hist, {k: _dataset_weight(result, k) for k in weights}
-    if not isinstance(result, FusionResult):
-        raise TypeError(f"`result` must be a FusionResult or the Dataset from fusex.fuse, got {type(result).__name__}")
-    hist = {k: result.history[k].to_numpy(dtype=float) for k in names}
-    lam = {k: float(v) if isinstance(v := getattr(result.params, k), (int, float)) else math.nan for k in weights}
-    return result.history.index.to_numpy(dtype=float), hist, lam
-
-
-def _dataset_weight(ds: xr.Dataset, name: str) -> float:
-    """Return a weight of a result Dataset: its attr, or its ``param_<name>`` of one item; NaN if per element."""
-    if name in ds.attrs:
-        return float(ds.attrs[name])
-    var = ds.get(f"param_{name}")
-    if var is None:
-        raise ValueError(f"the result Dataset records no {name!r}: pass the Dataset that fusex.fuse returned")
-    if "element" in var.dims:
-        return math.nan
-    return float(var)
-
-
-def convergence(result: Result, *, ax: Axes | None = None) -> Figure:
-    r"""Every cost term weighted by its lambda (log scale) and the step size against iteration.
-
-    The terms and their sum (the objective, dashed) share a log axis; the step size
-    (dotted, a marker where it was backtracked) has a twin axis on the right.
-
-    With weights given per element, the Poisson and TV terms are shown as one
-    series, their weighted sum (the history records each term summed over the maps).
-
-    The Poisson term :math:`\sum x - b\log(x+\epsilon)` is positive for min-max
-    normalized maps (the default) but may be negative with ``normalize="none"``.
-    A series not positive at every iteration (Poisson or total) is shown shifted,
-    as its excess over its minimum in the run, :math:`\lambda(\Psi_k - \min_j \Psi_j)`,
-    and its legend entry says "shifted"; the iteration where it is 0 is left out.
-
-    Parameters
-    ----------
-    result : FusionResult or xarray.Dataset
-        A fusion: the `FusionResult` of `fusex.fuse`, or its labeled result Dataset.
-    ax : Axes, optional
-        Axes to draw on (the step axis is its twin); a new figure otherwise.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-
-    """
-    plt = _pyplot()
-    it, h, lam = _history(result)
-    fig, ax = _figure(plt, ax, (6, 3.8))
-    haadf = lam["lambda_haadf"] * h["haadf"]
-    if math.isnan(lam["lambda_chem"] + lam["lambda_tv"]):
-        # per-element weights: the history holds each term summed over the maps, so only the
-        # weighted sum of the two per-map terms is known
-        terms = [(r"$\sum_e \lambda_{C,e}\,$Poisson$_e + \lambda_{TV,e}\,$TV$_e$", h["total"] - haadf, {})]
-    else:
-        terms = [
-            (r"$\lambda_C\,$Poisson", lam["lambda_chem"] * h["poisson"], {}),
-            (r"$\lambda_{TV}\,$TV", lam["lambda_tv"] * h["tv"], {}),
-        ]
-    series = [
-        (r"$\lambda_H\,$HAADF", haadf, {}),
-        *terms,
-        ("total", h["total"], {"color": "black", "ls": (0, (4, 2)), "lw": 1.5}),
-    ]
-    for label, values, style in series:
-        if not np.all(values[np.isfinite(values)] > 0):
-            values = values - np.nanmin(values)
-            values[values <= 0] = np.nan
-            label += r" $-$ min (shifted)"
-        ax.plot(it, values, label=label, **style)
-    ax.set(yscale="log", xlabel="iteration", ylabel="weighted cost")
-    step_ax, step = ax.twinx(), h["step"]
-    step_ax.plot(it, step, ":", color="0.45", drawstyle="steps-mid", label=r"step size $\eta$")
-    backtracked = h["backtracks"] > 0
-    if backtracked.any():
-        step_ax.plot(it[backtracked], step[backtracked], "v", color="0.45", ms=4, label="backtracked")
-    positive = step[np.isfinite(step) & (step > 0)]
-    if positive.size and positive.max() > 10 * positive.min():
-        step_ax.set_yscale("log")
-    step_ax.set_ylabel("step size", color="0.35")
-    handles = [h for a in (ax, step_ax) for h in a.get_legend_handles_labels()[0]]
-    ax.legend(handles=handles, fontsize=8, ncols=3, loc="lower left", bbox_to_anchor=(0, 1.01), frameon=False)
-    return fig
 
 
 def _robust(channel: np.ndarray, percentiles: tuple[float, float]) -> np.ndarray:
@@ -253,15 +150,15 @@ def rgb_overlay(
         For more than three, repeated or unknown elements.
 
     """
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.patches import Patch
 
-    data = _maps(result)
+    data = maps_of(result)
     index = data.index(elements, limit=3)
     rgb = np.zeros((*data.fused.shape[-2:], 3))
     for channel, e in enumerate(index):
         rgb[..., channel] = _robust(data.fused[e], percentiles)
-    fig, ax = _figure(plt, ax, (4.6, 3.6))
+    fig, ax = figure(plt, ax, (4.6, 3.6))
     ax.imshow(rgb, extent=data.extent, interpolation="nearest")
     ax.set(xticks=[], yticks=[])
     colours = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
@@ -269,7 +166,7 @@ def rgb_overlay(
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=9, frameon=False)
     ax.set_title(f"{' / '.join(data.elements[e] for e in index)} = {' / '.join('RGB'[: len(index)])}", fontsize=9)
     if scalebar:
-        _scale_bar(ax, data)
+        scale_bar(ax, data)
     return fig
 
 
@@ -320,8 +217,8 @@ def line_profile(
     """
     from scipy.ndimage import map_coordinates
 
-    plt = _pyplot()
-    data = _maps(result, raw)
+    plt = pyplot()
+    data = maps_of(result, raw)
     index = data.index(elements)
     if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1:
         raise ValueError(f"`width` must be a positive integer number of pixels, got {width!r}")
@@ -343,7 +240,7 @@ def line_profile(
         return map_coordinates(image, points, order=1, mode="nearest").mean(axis=0)
 
     distance = t * float(np.hypot(*(ends[1] - ends[0])))
-    fig, ax = _figure(plt, ax, (5.5, 3.4))
+    fig, ax = figure(plt, ax, (5.5, 3.4))
     for e in index:
         (line,) = ax.plot(distance, sample(data.fused[e]), label=f"{data.elements[e]} fused")
         if data.raw is not None:

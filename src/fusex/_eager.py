@@ -1,0 +1,141 @@
+"""The eager fusion of in-memory arrays, and the run options every route shares.
+
+`fusex.fuse` checks its run options once into a `RunOptions` and routes: the
+labeled layer (`fusex.labeled`), `fusex.tune` and its hold-out fits all fuse
+their arrays here, with `fuse_arrays`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from ._assemble import assemble
+from .backends import select_engine
+from .backends.registry import resolve_request
+from .inputs import validate
+from .memory import plan_batch_size
+from .params import FusionParams
+from .result import FusionResult
+from .solver import IterationState, solve
+
+__all__ = ["DIVERGENCE_POLICIES", "RunOptions", "fuse_arrays"]
+
+DIVERGENCE_POLICIES = ("raise", "mark")
+"""Values of ``on_divergence``: raise `FusionDivergedError`, or mark the item diverged and go on."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a fusion runs, as opposed to what it fuses: checked once, where `fusex.fuse` is called.
+
+    Attributes
+    ----------
+    backend : str or None
+        The array library to compute with (None: the inputs' own).
+    engine : str
+        The compute engine (``"auto"``: chosen for the backend and device).
+    device : str, device or None
+        The device to compute on (None: the inputs' own).
+    batch_size : int or None
+        Items solved at once (None: as many as fit in memory).
+    on_divergence : {"raise", "mark"}
+        What a diverging item does.
+    progress : bool
+        Show a progress bar.
+    callback : callable or None
+        ``callback(iteration, state)`` after every iteration.
+
+    """
+
+    backend: str | None = None
+    engine: str = "auto"
+    device: Any = None
+    batch_size: int | None = None
+    on_divergence: str = "raise"
+    progress: bool = False
+    callback: Callable[[int, IterationState], Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.engine, str):
+            raise TypeError(f"`engine` must be an engine name (str), default 'auto'; got {type(self.engine).__name__}")
+        # A deprecated backend (backend="numba") warns here, once, and becomes its library and engine.
+        backend, engine = resolve_request(self.backend, self.engine)
+        object.__setattr__(self, "backend", backend)
+        object.__setattr__(self, "engine", engine)
+        if self.on_divergence not in DIVERGENCE_POLICIES:
+            raise ValueError(f"`on_divergence` must be 'raise' or 'mark', got {self.on_divergence!r}")
+        if self.callback is not None and not callable(self.callback):
+            raise TypeError(f"`callback` must be callable, callback(iteration, state), or None; got {self.callback!r}")
+
+    def keywords(self) -> dict[str, Any]:
+        """Return the options as the keywords of `fusex.fuse` (and `fusex.tune`) that set them."""
+        return asdict(self)
+
+
+def fuse_arrays(
+    haadf: Any,
+    maps: Any,
+    *,
+    elements: Sequence[str] | None = None,
+    z: Sequence[int] | None = None,
+    params: FusionParams | None = None,
+    run: RunOptions | None = None,
+    saturated: Any = "auto",
+    negative: str = "raise",
+) -> FusionResult:
+    """Fuse in-memory arrays (NumPy, CuPy, torch, array-api-strict), in minibatches that fit the device.
+
+    Parameters are those of `fusex.fuse` for array input, with the run
+    options in ``run`` (default `RunOptions()`); the result comes back in the inputs' library and on
+    their device.
+
+    Returns
+    -------
+    FusionResult
+
+    """
+    if maps is None:
+        raise TypeError("`maps` is missing: pass the elemental maps, or one xarray.Dataset holding HAADF and maps")
+    run = RunOptions() if run is None else run
+    params = FusionParams() if params is None else params
+    if not isinstance(params, FusionParams):
+        raise TypeError(f"`params` must be a FusionParams (or None), got {type(params).__name__}")
+    checked = validate(
+        haadf,
+        maps,
+        elements=elements,
+        z=z,
+        normalize=params.normalize,
+        backend=run.backend,
+        device=run.device,
+        params_batch=params.batch_shape,
+        saturated=saturated,
+        negative=negative,
+    )
+    params.check_elements(checked.elements)
+    itemsize = 8 if checked.maps.dtype == array_api_compat.array_namespace(checked.maps).float64 else 4
+    params.check_dtype(np.float64 if itemsize == 8 else np.float32)
+    engine = select_engine(checked.xp, checked.device, run.engine)
+    n_items = checked.n_items
+    size = plan_batch_size(
+        n_items,
+        tuple(checked.maps.shape[-3:]),
+        itemsize,
+        engine.name,
+        checked.xp,
+        checked.device,
+        run.batch_size,
+        masked=checked.mask is not None,
+    )
+    parts = []
+    for start in range(0, n_items, size):
+        problem = checked.chunk(np.arange(start, min(n_items, start + size)))
+        options = {"callback": run.callback, "progress": run.progress, "on_divergence": run.on_divergence}
+        parts.append(solve(problem, params, engine, **options))
+        del problem  # free the device copy before the next minibatch is loaded
+    return assemble(checked, params, engine.name, parts)
