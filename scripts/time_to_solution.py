@@ -10,7 +10,9 @@ For each input, in one run:
 3. the default fusion as a user runs it (stopping by ``tol``): its time,
    iterations, stop reason and the gap it stops at;
 4. the reference package ``multimodal-fusion`` 0.6.0 running its own 50
-   iterations on the same input (``--no-reference`` leaves it out).
+   iterations on the same input (``--no-reference`` leaves it out);
+5. last, `fusex.tune` with its defaults on a 3 x 256 x 256 phantom over one
+   default fusion of the same counts (``--tune-size``).
 
 The solvers are ``plain`` (proximal gradient with a unit step, cold TV
 starts, 15 inner iterations and the HAADF model refitted every 10th
@@ -143,6 +145,21 @@ def measure(name: str, sample, args: argparse.Namespace) -> None:
         )
 
 
+def measure_tune(size: int) -> None:
+    """Print `fusex.tune`'s time (defaults: search, per-element check, refit) over one default fusion's, in one run."""
+    sample = phantom((size, size), dose=3.0, seed=0)
+    counts = np.round(sample.maps)
+    fusex.tune(sample.haadf[:32, :32], counts[:, :32, :32], elements=sample.elements, engine="numba")  # compile
+    start = time.perf_counter()
+    fusex.fuse(sample.haadf, counts, elements=sample.elements, engine="numba")
+    fusion = time.perf_counter() - start
+    start = time.perf_counter()
+    fusex.tune(sample.haadf, counts, elements=sample.elements, engine="numba")
+    search = time.perf_counter() - start
+    ratio = search / fusion
+    print(f"\ntune at 3x{size}x{size}, 3 counts: {search:.2f} s; one default fusion {fusion:.3f} s; {ratio:.0f}x")
+
+
 def main() -> None:
     """Parse the options and measure each input."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -157,10 +174,13 @@ def main() -> None:
         default=True,
         help="also measure fusex.datasets.phantom() at its defaults (another size and dose)",
     )
+    parser.add_argument("--tune-size", type=int, default=256, help="side of tune's phantom (0: skip tune)")
     args = parser.parse_args()
     measure("phantom, 3 counts", phantom((args.size, args.size), dose=3.0, seed=0), args)
     if args.second:
         measure("fusex.datasets.phantom() defaults", phantom(seed=0), args)
+    if args.tune_size:
+        measure_tune(args.tune_size)
 
 
 if __name__ == "__main__":

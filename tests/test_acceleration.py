@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 import fusex
-import fusex.solver as solver
+import fusex.solver._loop as loop
 from fusex import FusionParams
+from fusex.backends.numba_engine import CACHED_MAP_PIXELS
 from fusex.datasets import phantom
 from fusex.tv import tv_prox
 
@@ -40,7 +41,7 @@ def test_momentum_restarts_by_the_gradient_test_with_a_lipschitz_step_and_by_the
     sample, monkeypatch
 ):
     turns, redos = [], []
-    step = solver._step_with_backtracking
+    step = loop.step_with_backtracking
 
     def spy(live, eta, beta, *args):
         out = step(live, eta, beta, *args)
@@ -48,7 +49,7 @@ def test_momentum_restarts_by_the_gradient_test_with_a_lipschitz_step_and_by_the
         redos.append(int(out[3].sum()))
         return out
 
-    monkeypatch.setattr(solver, "_step_with_backtracking", spy)
+    monkeypatch.setattr(loop, "step_with_backtracking", spy)
     total = _fuse(sample, FusionParams(tol=0.0, n_iter=150)).history.total.to_numpy()
     # the gradient restart redoes no step, and here the objective still does not rise beyond rounding
     assert sum(turns) > 0 and sum(redos) == 0
@@ -109,9 +110,10 @@ def test_a_zero_dual_is_the_cold_start_and_the_callers_dual_is_not_changed(engin
 
 
 def test_the_warm_prox_matches_between_generic_and_numba_on_a_large_map():
-    # 300 x 300 runs the numba engine's row-band path (one map over all threads), not the per-map one.
-    f = np.random.default_rng(5).random((1, 1, 300, 300)).astype(np.float32)
-    start = np.random.default_rng(6).uniform(-0.5, 0.5, (1, 1, 2, 300, 300)).astype(np.float32)
+    # maps above CACHED_MAP_PIXELS run the numba engine's row-band path (one map over all threads), not the per-map one
+    side = int(CACHED_MAP_PIXELS**0.5) + 8
+    f = np.random.default_rng(5).random((1, 1, side, side)).astype(np.float32)
+    start = np.random.default_rng(6).uniform(-0.5, 0.5, (1, 1, 2, side, side)).astype(np.float32)
     u_g, d_g = tv_prox(f, 0.1, 5, xp=npx, dual=start)
     u_n, d_n = fusex.backends.numba_engine.NumbaEngine().tv_prox(f, 0.1, 5, xp=npx, dual=start)
     np.testing.assert_allclose(u_n, u_g, atol=1e-5)
@@ -133,8 +135,8 @@ def test_n_iter_caps_the_iterations(sample):
 
 def test_a_lipschitz_step_backtracks_from_a_too_small_curvature_estimate(sample, monkeypatch):
     # A first estimate 1000x too small makes the first steps far too long: the sufficient-decrease test must cut them.
-    first = solver._first_curvature
-    monkeypatch.setattr(solver, "_first_curvature", lambda *a: first(*a) / 1000)
+    first = loop.first_curvature
+    monkeypatch.setattr(loop, "first_curvature", lambda *a: first(*a) / 1000)
     res = _fuse(sample, FusionParams(tol=0.0, n_iter=20))
     assert res.history.backtracks.iloc[1] >= 5
     total = res.history.total.to_numpy()

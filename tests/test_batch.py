@@ -6,8 +6,9 @@ import pytest
 
 import fusex
 from fusex import FusionDivergedError, FusionParams
-from fusex._batch import History, merge_rows, take_rows
 from fusex.datasets import phantom
+from fusex.result._history import History
+from fusex.solver._live import merge_rows, take_rows
 
 
 def _stack(shape=(24, 24), doses=(2.0, 6.0, 20.0)):

@@ -16,6 +16,7 @@ import pytest
 from fusex.backends import _cuda_program as program
 
 
+@pytest.mark.slow  # 13-15 s alone, but its 32-thread warps crawl on a busy 2-core machine (minutes)
 def test_the_cuda_engine_matches_the_generic_code_with_its_kernels_run_on_the_cpu(tmp_path):
     if shutil.which("g++") is None:
         pytest.skip("no C++ compiler (g++)")

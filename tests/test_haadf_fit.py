@@ -12,6 +12,8 @@ from fusex import FusionParams
 from fusex.datasets import phantom
 from fusex.objectives import tv_magnitude
 from fusex.operators import background_basis, fit_haadf
+from fusex.solver import _loop as loop
+from fusex.solver._objective import engine_terms
 
 SAMPLE = phantom((40, 40), dose=4.0, seed=3)
 
@@ -160,3 +162,40 @@ def test_scale_normalization_keeps_zeros_and_undoes_exactly():
     np.testing.assert_allclose(
         np.asarray(res.to_input_units()), np.asarray(res.maps) * maps.max(axis=(1, 2))[:, None, None], rtol=1e-6
     )
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_a_refit_updates_the_haadf_term_as_a_full_evaluation_would(backend, monkeypatch, masked):
+    """The refit forms the new residual from the last evaluation; it must equal evaluating the objective again."""
+    checked = []
+    real = loop.refit
+
+    def checking(live, fit, engine, xp, *, smooth=False):
+        real(live, fit, engine, xp, smooth=smooth)
+        full = engine.evaluate(
+            live.x,
+            live.haadf,
+            live.counts,
+            live.weights,
+            xp=xp,
+            mask=live.mask,
+            **engine_terms(live.values, live.direction),
+        )
+        np.testing.assert_allclose(live.ev.haadf, full.haadf, rtol=1e-4)
+        np.testing.assert_allclose(backend.numpy(live.ev.residual), backend.numpy(full.residual), atol=1e-5)
+        checked.append(smooth)
+
+    monkeypatch.setattr(loop, "refit", checking)
+    haadf = SAMPLE.haadf.copy()
+    if masked:
+        haadf[5:9, 5:9] = haadf.max()  # saturated pixels: the HAADF term runs under a mask
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fusex.fuse(
+            backend.asarray(haadf),
+            backend.asarray(SAMPLE.maps),
+            elements=SAMPLE.elements,
+            params=FusionParams(n_iter=6, tol=0.0),
+            saturated=backend.asarray(haadf >= haadf.max()) if masked else None,
+        )
+    assert checked.count(False) == 5 and checked.count(True) == 1

@@ -196,7 +196,7 @@ def test_priors_mixed_per_element_equal_separate_fusions():
 
 def test_tv_everywhere_takes_the_tv_path():
     """prior="tv" (the default) hands the engines no prior keywords, so TV runs its own, unchanged code."""
-    from fusex import solver
+    from fusex.solver import _loop, _objective
 
     items, elements = np.arange(1), ("Sr", "O")
     for params, keywords in (
@@ -206,8 +206,8 @@ def test_tv_everywhere_takes_the_tv_path():
             {"gamma", "eps", "huber_delta", "strength", "direction"},
         ),
     ):
-        values = solver._item_values(params, (), elements, items)
-        assert set(solver._terms(values)) == keywords
+        values = _loop._item_values(params, (), elements, items)
+        assert set(_objective.engine_terms(values)) == keywords
     np.testing.assert_array_equal(values["huber_delta"], [[0.0, 0.05]])  # the TV map carries delta 0
     np.testing.assert_array_equal(values["dtv_strength"], [[0.0, 0.0]])
 

@@ -14,13 +14,13 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from ._assemble import assemble
 from .backends import select_engine
 from .backends.registry import resolve_request
 from .inputs import validate
 from .memory import plan_batch_size
 from .params import FusionParams
 from .result import FusionResult
+from .result._assembly import assemble
 from .solver import IterationState, solve
 
 __all__ = ["DIVERGENCE_POLICIES", "RunOptions", "fuse_arrays"]

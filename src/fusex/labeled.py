@@ -61,7 +61,6 @@ import array_api_compat
 import numpy as np
 import xarray as xr
 
-from ._batch import HISTORY_COLUMNS
 from ._eager import RunOptions, fuse_arrays
 from ._per_item import per_item
 from ._version import __version__
@@ -69,6 +68,7 @@ from ._xp import to_numpy
 from .inputs import check_labels, match_labels
 from .params import PER_ELEMENT_FIELDS, PER_ITEM_FIELDS, FusionParams, PerElement
 from .result import FusionResult
+from .result._history import HISTORY_COLUMNS
 
 __all__ = [
     "ELEMENT_DIM",

@@ -231,10 +231,14 @@ class HaadfDesign:
             rhs = to_numpy(xp.matmul(self.haadf[:, None, :], xp.matrix_transpose(cols)))
             self.rhs = np.asarray(rhs, dtype=np.float64)[:, 0, :]
         else:
-            masked = cols[None, ...] * self.mask[:, None, :]  # (n, C, HW): m * column
-            self.gram = to_numpy(xp.matmul(masked, xp.matrix_transpose(masked))).astype(np.float64)
-            target = self.mask * self.haadf
-            self.rhs = to_numpy(xp.matmul(masked, target[:, :, None]))[..., 0].astype(np.float64)
+            # item by item: the masked columns m * phi_k of the whole batch would be C more planes per item
+            grams, rhss = [], []
+            for i in range(n):
+                masked = cols * self.mask[i, ...][None, :]
+                grams.append(to_numpy(xp.matmul(masked, xp.matrix_transpose(masked))))
+                rhss.append(to_numpy(xp.matmul(masked, (self.mask[i, ...] * self.haadf[i, ...])[:, None]))[:, 0])
+            self.gram = np.asarray(np.stack(grams), dtype=np.float64)
+            self.rhs = np.asarray(np.stack(rhss), dtype=np.float64)
 
     def fit(self, model: Any, items: np.ndarray) -> tuple[np.ndarray, Any]:
         """Return the gains ``(n,)`` and backgrounds :math:`c + B` of rows ``items`` at ``model`` ``(n, H, W)``."""

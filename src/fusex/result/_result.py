@@ -1,4 +1,4 @@
-"""The outcome of a fusion: maps, convergence history and provenance."""
+"""The outcome of a fusion: maps, convergence history and provenance; the error of a diverged fusion."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._per_item import per_item
-from .errors import FusexError
-from .params import FusionParams
+from .._per_item import per_item
+from ..errors import FusexError
+from ..params import FusionParams
 
 __all__ = ["FusionDivergedError", "FusionResult"]
 

@@ -1,36 +1,21 @@
-"""Collecting the finished items of batched solves into one `FusionResult`."""
+"""The items of a solve that stopped: their maps, HAADF models and stop reasons, gathered as they finish."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ._batch import History, Live, take_rows
-from ._per_item import per_item
-from ._xp import convert
-from .inputs import FusionProblem, Validated
-from .operators import haadf_model
-from .params import FusionParams
-from .result import FusionResult
+from .._per_item import per_item
+from .._xp import convert
+from ..inputs import FusionProblem
+from ..operators import haadf_model
+from ..result._assembly import SolvedPart
+from ..result._history import History
+from ._live import Live, take_rows
 
-__all__ = ["Outcome", "SolvedPart", "assemble"]
-
-
-@dataclass(frozen=True)
-class SolvedPart:
-    """The results of some items of a batch, already back in the caller's array library and device."""
-
-    items: np.ndarray
-    maps: Any
-    haadf_model: Any
-    n_iter: np.ndarray
-    reason: np.ndarray
-    weights: np.ndarray
-    lambda_haadf: np.ndarray
-    history: History
+__all__ = ["Outcome"]
 
 
 class Outcome:
@@ -78,40 +63,3 @@ class Outcome:
             lambda_haadf,
             history,
         )
-
-
-def assemble(checked: Validated, params: FusionParams, engine: str, parts: list[SolvedPart]) -> FusionResult:
-    """Build the caller-facing result from the solved parts of a batch, shaped like the batch."""
-    xp, batch = checked.input_xp, checked.batch_shape
-    if len(parts) == 1:
-        maps, models = parts[0].maps, parts[0].haadf_model
-    else:
-        maps = xp.concat([p.maps for p in parts], axis=0)
-        models = xp.concat([p.haadf_model for p in parts], axis=0)
-    maps = xp.reshape(maps, (*batch, *maps.shape[1:]))
-    models = xp.reshape(models, (*batch, *models.shape[1:]))
-    reason = np.concatenate([p.reason for p in parts]).reshape(batch).astype(str)
-    n_iter = np.concatenate([p.n_iter for p in parts]).reshape(batch)
-    rows = np.concatenate([p.weights for p in parts])
-    weights: Any = tuple(rows[0].tolist())
-    if np.any(rows != rows[0]):
-        weights = rows.reshape(*batch, -1)
-    resolved = params
-    if params.lambda_haadf is None:
-        resolved = params.replace(lambda_haadf=float(parts[0].lambda_haadf[0]))
-    history = History.join([p.history for p in parts])
-    return FusionResult(
-        maps=maps,
-        haadf_model=models,
-        history=history.frame(batched=bool(batch)),
-        params=resolved,
-        n_iter=n_iter if batch else int(n_iter),
-        converged=np.asarray(reason == "tol") if batch else bool(reason == "tol"),
-        stop_reason=reason if batch else str(reason),
-        elements=checked.elements,
-        z=checked.z,
-        weights=weights,
-        scale=checked.scale,
-        engine=engine,
-        saturated=checked.saturated,
-    )

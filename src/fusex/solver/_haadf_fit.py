@@ -11,25 +11,28 @@ With gain :math:`a`, offset :math:`c` and background :math:`B` the HAADF term re
 so the engines keep their kernels: they see the image :math:`b_H - c - B` and
 the HAADF weights :math:`a w_e`, and :math:`\lambda_H` and every term of the
 objective keep their meaning.  `HaadfFit` holds what the refits need and
-rewrites those two on the live state; the solver re-evaluates the objective
-after each refit.
+rewrites those two on the live state; `refit` updates the objective after
+each refit.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from ._batch import Live, take_rows
-from ._per_item import per_item
-from .inputs import FusionProblem
-from .operators import HaadfDesign, background_basis, binomial_smooth, haadf_model
-from .params import FusionParams
+from .._per_item import per_item
+from .._xp import to_numpy
+from ..backends import Engine
+from ..inputs import FusionProblem
+from ..operators import HaadfDesign, background_basis, binomial_smooth, haadf_model
+from ..params import FusionParams
+from ._live import Live, take_rows
+from ._objective import engine_terms, objective
 
-__all__ = ["HaadfFit"]
+__all__ = ["HaadfFit", "refit"]
 
 
 @dataclass
@@ -95,3 +98,31 @@ class HaadfFit:
         live.haadf = take_rows(self.raw, live.items, xp) - background
         live.weights = per_item(a, weights, xp) * weights
         return gain * model
+
+
+def refit(live: Live, fit: HaadfFit, engine: Engine, xp: Any, *, smooth: bool = False) -> None:
+    r"""Refit the HAADF model's gain, offset and background at the live iterate, and update the objective.
+
+    Each refit minimizes the objective over them exactly, at fixed maps, so
+    the objective never rises at a refit (see ``docs/theory.md``).  Only the
+    HAADF term changes: its residual :math:`r = m(b_H - c - B - aM)` is formed
+    from the new fit and :math:`x^\gamma = x \cdot x^{\gamma-1}` of the last
+    evaluation, so a refit costs a pass over the maps, not an evaluation.
+    The start's fit (``smooth``) is fitted on a smoothed iterate and
+    evaluated in full.
+    """
+    if smooth:
+        fit.apply(live, xp, smooth=True)
+        terms = engine_terms(live.values, live.direction)
+        live.ev = engine.evaluate(live.x, live.haadf, live.counts, live.weights, xp=xp, mask=live.mask, **terms)
+    else:
+        model = fit.apply(live, xp, x_pow=live.x * live.ev.x_pow_m1)
+        residual = live.haadf - model
+        if live.mask is not None:
+            squares = xp.sum(live.mask * residual * residual, axis=(-2, -1))
+            residual = live.mask * residual
+        else:
+            squares = xp.sum(residual * residual, axis=(-2, -1))
+        haadf = 0.5 * np.asarray(to_numpy(squares), dtype=np.float64)
+        live.ev = replace(live.ev, haadf=haadf, residual=residual)
+    live.total = objective(live.ev, live.values)

@@ -1,0 +1,209 @@
+r"""One step of the live items: momentum, the proximal-gradient step, its acceptance tests and the step size.
+
+An accelerated step starts from :math:`y = P_{\ge 0}(x_k + \beta_k (x_k - x_{k-1}))`
+and goes to :math:`x_{k+1} = \operatorname{prox}_{\eta \lambda_{TV} TV,\ x \ge 0}(y - \eta \nabla f(y))`,
+:math:`f` the smooth (data) terms (a fixed step projects :math:`y - \eta \nabla f(y)`
+onto :math:`x \ge 0` before the prox, as the published method does); a step
+that fails its test is redone without momentum or with a smaller :math:`\eta`,
+item by item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from .._xp import to_numpy
+from ..backends import Engine
+from ..objectives import Evaluation
+from ..params import FusionParams
+from ._live import Live, merge_evaluations, merge_rows
+from ._objective import compact, engine_terms, objective, prior_terms, smooth_terms
+
+__all__ = ["MIN_CURVATURE", "STEP_GROWTH", "first_curvature", "step_with_backtracking"]
+
+STEP_GROWTH = 1.1
+"""With ``step="lipschitz"``, the factor by which an item's step grows after an iteration that needed no
+backtrack, so the step follows the curvature down as well as up (one backtrack per ~7 iterations at most)."""
+
+MIN_CURVATURE = 1e-3
+"""Floor of the curvature estimate, so that flat data terms (zero weights) still give finite steps."""
+
+# relative slack of the sufficient-decrease test: the objective's sums carry the rounding of float32 maps
+_SLACK = 1e-6
+
+
+@dataclass(frozen=True)
+class _Trial:
+    """One step of the live items: the point it started from (``y``, with its evaluation) and where it went."""
+
+    y: Any
+    ev_y: Evaluation
+    x: Any
+    ev: Evaluation
+    dual: Any
+    moved: np.ndarray
+    size: np.ndarray
+    bound: np.ndarray | None = None
+    turn: np.ndarray | None = None
+
+
+def _advance(live: Live, eta: np.ndarray, beta: np.ndarray, params: FusionParams, engine: Engine, xp: Any) -> _Trial:
+    r"""Step from :math:`y = P_{\ge 0}(x_k + \beta (x_k - x_{k-1}))` (:math:`x_k` itself where :math:`\beta = 0`)."""
+    v = live.values
+    terms = engine_terms(v, live.direction)
+    if live.x_prev is None or not np.any(beta > 0):
+        y, ev_y = live.x, live.ev
+    else:
+        b = xp.asarray(beta.tolist(), dtype=live.x.dtype, device=array_api_compat.device(live.x))
+        y = xp.clip(live.x + xp.reshape(b, (-1, 1, 1, 1)) * (live.x - live.x_prev), min=0.0)
+        ev_y = engine.evaluate(y, live.haadf, live.counts, live.weights, xp=xp, mask=live.mask, **terms)
+    # The sufficient-decrease test holds for a true proximal-gradient step, whose prox alone imposes x >= 0;
+    # fixed steps keep the published method's projection before the prox.
+    z = _gradient_step(engine, y, ev_y, live, eta, xp, nonneg=params.step != "lipschitz")
+    tv_weight = compact(eta[:, None] * v["lambda_tv"])
+    prox = {"method": params.tv_method, "nonneg": True, "xp": xp, **prior_terms(v, live.direction)}
+    if live.dual is None:
+        x_new, dual = engine.tv_prox(z, tv_weight, params.n_tv, **prox), None
+    else:
+        x_new, dual = engine.tv_prox(z, tv_weight, params.n_tv, dual=live.dual, **prox)
+    ev_new = engine.evaluate(x_new, live.haadf, live.counts, live.weights, xp=xp, mask=live.mask, **terms)
+    d = x_new - y
+    moved2, size2 = _dots(d, d, xp), _dots(x_new, x_new, xp)
+    bound = None
+    if params.step == "lipschitz":
+        # Beck & Teboulle's quadratic upper model of the smooth terms at y, evaluated at the new point;
+        # the unprojected step z = y - eta grad f(y) gives the slope <grad f(y), d> without another gradient pass
+        slope = _dots(y - z, d, xp) / eta
+        bound = smooth_terms(ev_y, v) + slope + moved2 / (2.0 * eta)
+    # O'Donoghue & Candes' gradient restart test: > 0 where the step turned against the momentum
+    turn = None if params.accel != "fista" or params.step != "lipschitz" else -_dots(d, x_new - live.x, xp)
+    return _Trial(y, ev_y, x_new, ev_new, dual, np.sqrt(moved2), np.sqrt(size2), bound, turn)
+
+
+def _merge_trials(full: _Trial, part: _Trial, rows: np.ndarray, xp: Any) -> _Trial:
+    """``full`` with the items ``rows`` replaced by ``part``."""
+    return _Trial(
+        merge_rows(full.y, part.y, rows, xp),
+        merge_evaluations(full.ev_y, part.ev_y, rows, xp),
+        merge_rows(full.x, part.x, rows, xp),
+        merge_evaluations(full.ev, part.ev, rows, xp),
+        None if full.dual is None else merge_rows(full.dual, part.dual, rows, xp),
+        _merge_host(full.moved, part.moved, rows),
+        _merge_host(full.size, part.size, rows),
+        None if full.bound is None else _merge_host(full.bound, part.bound, rows),
+        None if full.turn is None else _merge_host(full.turn, part.turn, rows),
+    )
+
+
+def _merge_host(full: np.ndarray, part: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    out = full.copy()
+    out[rows] = part
+    return out
+
+
+def step_with_backtracking(
+    live: Live, eta: np.ndarray, beta: np.ndarray, params: FusionParams, engine: Engine, xp: Any
+) -> tuple[_Trial, np.ndarray, np.ndarray, np.ndarray]:
+    r"""One step of every live item, redone until it is accepted (``eta`` and ``beta`` are updated).
+
+    With a fixed step, an accelerated step that raises the objective is first
+    redone from :math:`x_k` without momentum (the function-value restart);
+    with ``step="lipschitz"`` the momentum restarts for the next step where
+    :math:`\langle y_k - x_{k+1}, x_{k+1} - x_k \rangle > 0` (the gradient
+    restart of O'Donoghue & Candès 2015, which costs no extra step; the
+    caller resets :math:`t` where ``trial.turn > 0``).  Then, with
+    backtracking on, a step is redone with a smaller step size while it
+    fails its test: with ``step="lipschitz"`` Beck & Teboulle's sufficient
+    decrease :math:`f(x_{k+1}) \le f(y) + \langle \nabla f(y), x_{k+1} - y \rangle
+    + \lVert x_{k+1} - y \rVert^2 / (2\eta)` of the smooth terms :math:`f`
+    (the item's curvature estimate :math:`1/\eta` grows with each cut),
+    otherwise a fall of the objective.  Returns the step, the new
+    objectives, the backtracks and which items restarted.
+    """
+    trial = _advance(live, eta, beta, params, engine, xp)
+    total_new = objective(trial.ev, live.values)
+    backtracks = np.zeros(live.items.size)
+    restarted = np.zeros(live.items.size, dtype=bool)
+    while True:
+        # "not improved" rather than "rose": a NaN objective must retry too
+        failed = ~(total_new <= live.total)
+        # With a Lipschitz step the momentum restarts by the gradient test instead (below): no step is redone
+        # for it, and rounding-level rises of the objective near the solution do not stall the acceleration.
+        retry = np.flatnonzero(failed & (beta > 0)) if trial.bound is None else np.zeros(0, dtype=np.intp)
+        if retry.size:
+            beta[retry] = 0.0
+            restarted[retry] = True
+        elif params.backtracking:
+            if trial.bound is not None:
+                smooth = smooth_terms(trial.ev, live.values)
+                failed = ~(smooth <= trial.bound + _SLACK * np.abs(trial.bound))
+            retry = np.flatnonzero(failed & (backtracks < params.max_backtracks))
+            if not retry.size:
+                break
+            backtracks[retry] += 1
+            eta[retry] *= params.backtrack_factor
+            live.values["shrink"][retry] *= params.backtrack_factor
+            if trial.bound is not None:
+                live.values["curvature"][retry] /= params.backtrack_factor
+        else:
+            break
+        part = live.subset(retry, xp)
+        redone = _advance(part, eta[retry], beta[retry], params, engine, xp)
+        trial = _merge_trials(trial, redone, retry, xp)
+        total_new[retry] = objective(redone.ev, part.values)
+    return trial, total_new, backtracks, restarted
+
+
+def _dots(a: Any, b: Any, xp: Any) -> np.ndarray:
+    """Inner product of each item of ``a`` and ``b`` (``(n, E, H, W)``), on the host in float64."""
+    n = a.shape[0]
+    return np.asarray(to_numpy(xp.linalg.vecdot(xp.reshape(a, (n, -1)), xp.reshape(b, (n, -1)))), dtype=np.float64)
+
+
+def _gradient_step(
+    engine: Engine, x: Any, ev: Evaluation, live: Live, eta: np.ndarray, xp: Any, *, nonneg: bool
+) -> Any:
+    r"""Return the engine's step :math:`x - \eta \nabla f(x)` of the smooth terms :math:`f`.
+
+    ``nonneg`` projects it onto :math:`x \ge 0`.
+    """
+    v = live.values
+    return engine.gradient_step(
+        x,
+        live.counts,
+        live.weights,
+        ev,
+        eps=compact(v["eps"]),
+        coef_h=compact(eta * v["gamma"] * v["lambda_haadf"]),
+        coef_c=compact(eta[:, None] * v["lambda_chem"]),
+        xp=xp,
+        nonneg=nonneg,
+    )
+
+
+def first_curvature(live: Live, engine: Engine, xp: Any) -> np.ndarray:
+    r"""Curvature estimate of each item before the first iteration: the secant along a unit gradient step from x0.
+
+    With :math:`z = P_{\ge 0}(x_0 - \nabla f(x_0))` it is
+    :math:`\lVert \nabla f(z) - \nabla f(x_0) \rVert / \lVert z - x_0 \rVert`, each gradient read off an
+    unprojected step of the engine.  Items that did not move (or gave no finite estimate) get 1; the
+    estimate is kept above `MIN_CURVATURE`, so a step stays finite where the data terms are flat.
+    """
+    terms = engine_terms(live.values, live.direction)
+    ones = np.ones(live.items.size)
+    z = _gradient_step(engine, live.x, live.ev, live, ones, xp, nonneg=True)
+    ev_z = engine.evaluate(z, live.haadf, live.counts, live.weights, xp=xp, mask=live.mask, **terms)
+    # grad f(z) - grad f(x0) = (z - step(z)) - (x0 - step(x0))
+    change = (z - _gradient_step(engine, z, ev_z, live, ones, xp, nonneg=False)) - (
+        live.x - _gradient_step(engine, live.x, live.ev, live, ones, xp, nonneg=False)
+    )
+    d = z - live.x
+    moved = np.sqrt(_dots(d, d, xp))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        estimate = np.sqrt(_dots(change, change, xp)) / moved
+    ok = np.isfinite(estimate) & (moved > 0)
+    return np.where(ok, np.maximum(estimate, MIN_CURVATURE), ones)
