@@ -195,12 +195,11 @@ def first_curvature(live: Live, engine: Engine, xp: Any) -> np.ndarray:
     """
     terms = engine_terms(live.values, live.direction)
     ones = np.ones(live.items.size)
-    z = _gradient_step(engine, live.x, live.ev, live, ones, xp, nonneg=True)
+    step_x0 = _gradient_step(engine, live.x, live.ev, live, ones, xp, nonneg=False)
+    z = xp.clip(step_x0, min=0.0)
     ev_z = engine.evaluate(z, live.haadf, live.counts, live.weights, xp=xp, mask=live.mask, **terms)
     # grad f(z) - grad f(x0) = (z - step(z)) - (x0 - step(x0))
-    change = (z - _gradient_step(engine, z, ev_z, live, ones, xp, nonneg=False)) - (
-        live.x - _gradient_step(engine, live.x, live.ev, live, ones, xp, nonneg=False)
-    )
+    change = (z - _gradient_step(engine, z, ev_z, live, ones, xp, nonneg=False)) - (live.x - step_x0)
     d = z - live.x
     moved = np.sqrt(_dots(d, d, xp))
     with np.errstate(divide="ignore", invalid="ignore"):
