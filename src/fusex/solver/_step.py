@@ -131,8 +131,8 @@ def step_with_backtracking(
     while True:
         # "not improved" rather than "rose": a NaN objective must retry too
         failed = ~(total_new <= live.total)
-        # With a Lipschitz step the momentum restarts by the gradient test instead (below): no step is redone
-        # for it, and rounding-level rises of the objective near the solution do not stall the acceleration.
+        # With a Lipschitz step the momentum restarts by the gradient test instead: no step is redone for it,
+        # and rounding-level rises of the objective near the solution do not each cost a redone step.
         retry = np.flatnonzero(failed & (beta > 0)) if trial.bound is None else np.zeros(0, dtype=np.intp)
         if retry.size:
             beta[retry] = 0.0
