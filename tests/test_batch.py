@@ -26,6 +26,7 @@ def test_batch_equals_item_by_item(backend):
         arrays = backend.asarray(haadf), backend.asarray(maps)
         batch = fusex.fuse(*arrays, elements=elements, params=PARAMS, backend=choice)
         assert batch.maps.shape == maps.shape and batch.haadf_model.shape == haadf.shape
+        assert batch.haadf_background.shape == haadf.shape
         assert isinstance(batch.history.index, pd.MultiIndex)
         for n in range(3):
             alone = fusex.fuse(
@@ -39,6 +40,8 @@ def test_batch_equals_item_by_item(backend):
             np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
             ours, theirs = backend.numpy(batch.haadf_model[n, ...]), backend.numpy(alone.haadf_model)
             np.testing.assert_allclose(ours, theirs, atol=1e-5)
+            ours, theirs = backend.numpy(batch.haadf_background[n, ...]), backend.numpy(alone.haadf_background)
+            np.testing.assert_allclose(ours, theirs, atol=1e-6)
             assert batch.n_iter[n] == alone.n_iter and batch.stop_reason[n] == alone.stop_reason
             pd.testing.assert_frame_equal(batch.history.loc[n], alone.history, rtol=1e-5)
         assert len(set(batch.n_iter.tolist())) > 1, "the items should stop at different iterations"
@@ -167,6 +170,9 @@ def test_one_item_of_a_batch_reads_like_a_single_result():
     item = batch.item(2)
     assert item.batch_shape == () and item.params == alone.params and item.stop_reason == alone.stop_reason
     np.testing.assert_allclose(item.to_input_units(), alone.to_input_units(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(item.haadf_background, batch.haadf_background[2])
+    np.testing.assert_allclose(item.haadf_background, alone.haadf_background, atol=1e-6)
+    assert np.ptp(alone.haadf_background) > 0  # a background was fitted
     pd.testing.assert_frame_equal(item.history, alone.history, rtol=1e-5)
     assert item.summary().splitlines()[1] == alone.summary().splitlines()[1]
     with pytest.raises(ValueError, match="one index per batch axis"):

@@ -34,6 +34,8 @@ def test_dask_input_gives_a_lazy_result_equal_to_the_eager_one(frames, eager):
     assert lazy.maps.chunks is not None and lazy.maps.dims == ("frame", "element", "y", "x")
     out = lazy.compute(scheduler="threads")
     np.testing.assert_array_equal(out.maps.values, eager.maps.values)
+    assert out.haadf_background.dims == ("frame", "y", "x")
+    np.testing.assert_array_equal(out.haadf_background.values, eager.haadf_background.values)
     np.testing.assert_array_equal(out.iterations_run.values, eager.iterations_run.values)
     for name in ("haadf_offset_range", "maps_offset_range"):  # to map the fused maps back to counts
         np.testing.assert_array_equal(out[name].values, eager[name].values)

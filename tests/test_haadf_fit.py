@@ -199,3 +199,75 @@ def test_a_refit_updates_the_haadf_term_as_a_full_evaluation_would(backend, monk
             saturated=backend.asarray(haadf >= haadf.max()) if masked else None,
         )
     assert checked.count(False) == 5 and checked.count(True) == 1
+
+
+SMALL = phantom((24, 24), seed=0)
+
+
+def _normalized_haadf(res: fusex.FusionResult) -> np.ndarray:
+    offset, span = res.scale["haadf"]
+    return (np.asarray(SMALL.haadf, dtype=np.float64) - offset) / span
+
+
+def _background_fitted_by_numpy(haadf: np.ndarray, maps: np.ndarray, res: fusex.FusionResult) -> np.ndarray:
+    """Least-squares c + B of the normalized image at ``maps``, by numpy on the design [1, phi_k, M(x)]."""
+    model = np.tensordot(np.asarray(res.weights), maps**res.params.gamma, axes=1)
+    basis = background_basis(haadf.shape, res.params.background_modes).reshape(-1, haadf.size)
+    design = np.column_stack([np.ones(haadf.size), basis.T, model.ravel()])
+    coef = np.linalg.lstsq(design, haadf.ravel(), rcond=None)[0]
+    assert coef[-1] > 0  # the maps explain the image, so the gain was kept
+    return (design[:, :-1] @ coef[:-1]).reshape(haadf.shape)
+
+
+def test_the_background_is_the_fit_at_the_maps_of_the_last_iteration(backend):
+    seen = []
+
+    def keep(iteration, state):
+        seen.append(np.array(backend.numpy(state.maps), dtype=np.float64))
+
+    for choice in backend.choices:
+        seen.clear()
+        arrays = backend.asarray(SMALL.haadf), backend.asarray(SMALL.maps)
+        res = fusex.fuse(*arrays, elements=SMALL.elements, backend=choice, callback=keep)
+        assert res.saturated == 0 and res.n_iter > 1  # every pixel counts; refits at iterates, not the start
+        # the last refit came before the last step, at the iterate of the iteration before
+        expected = _background_fitted_by_numpy(_normalized_haadf(res), seen[res.n_iter - 2], res)
+        assert np.ptp(expected) > 0.01 * abs(expected.mean()) > 0  # an offset and a background that varies
+        # 2e-6: the fit one iteration off is 4e-5 away
+        np.testing.assert_allclose(backend.numpy(res.haadf_background), expected, rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("rescale_totals", [True, False])
+def test_the_model_and_the_background_together_fit_the_image(backend, rescale_totals):
+    # with rescaled totals too: the model is the fit's, not that of the rescaled maps
+    arrays = backend.asarray(SMALL.haadf), backend.asarray(SMALL.maps)
+    params = FusionParams(rescale_totals=rescale_totals)
+    res = fusex.fuse(*arrays, elements=SMALL.elements, params=params, backend=backend.backend)
+    image, model = _normalized_haadf(res), backend.numpy(res.haadf_model).astype(np.float64)
+    whole = model + backend.numpy(res.haadf_background)
+    assert np.sum((image - whole) ** 2) < 0.2 * np.sum((image - model) ** 2)
+    assert np.sum((image - whole) ** 2) < 0.5 * np.sum((image - image.mean()) ** 2)
+
+
+@pytest.mark.parametrize(
+    ("params", "fitted"),
+    [
+        (FusionParams.published(), "nothing"),
+        (FusionParams(haadf_model="minmax", background=None), "nothing"),
+        (FusionParams(haadf_model="minmax"), "background"),
+        (FusionParams(background=None), "offset"),
+    ],
+)
+def test_the_background_holds_what_each_setting_fits(backend, params, fitted):
+    arrays = backend.asarray(SMALL.haadf), backend.asarray(SMALL.maps)
+    res = fusex.fuse(*arrays, elements=SMALL.elements, params=params.replace(n_iter=5), backend=backend.backend)
+    background = backend.numpy(res.haadf_background)
+    assert background.shape == res.haadf_model.shape and background.dtype == backend.numpy(res.haadf_model).dtype
+    if fitted == "nothing":
+        np.testing.assert_array_equal(background, 0.0)
+    elif fitted == "background":  # B alone: its cosine modes have zero sum, and c = 0
+        assert np.ptp(background) > 1e-3
+        np.testing.assert_allclose(background.sum(), 0.0, atol=1e-4)
+    else:  # the offset c alone: one value over the image
+        assert abs(background[0, 0]) > 1e-3
+        np.testing.assert_allclose(background, background[0, 0], rtol=1e-6)

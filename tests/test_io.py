@@ -57,8 +57,8 @@ def test_result_round_trip(tmp_path, npz, suffix):
     path = io.save(result, tmp_path / f"out{suffix}")
     back = io.load(path)
     xr.testing.assert_allclose(
-        back[["maps", "raw", "haadf", "haadf_model", "history_total"]],
-        result[["maps", "raw", "haadf", "haadf_model", "history_total"]],
+        back[["maps", "raw", "haadf", "haadf_model", "haadf_background", "history_total"]],
+        result[["maps", "raw", "haadf", "haadf_model", "haadf_background", "history_total"]],
     )
     assert back.attrs["gamma"] == result.attrs["gamma"] and back.attrs["engine"] == result.attrs["engine"]
     assert {p.name for p in tmp_path.iterdir()} == {"scan.npz", f"out{suffix}"}  # no temporaries left

@@ -47,6 +47,7 @@ def make_result(maps, elements=None, *, poisson=None, scale=None):
     return FusionResult(
         maps=maps,
         haadf_model=maps.sum(axis=0),
+        haadf_background=np.zeros_like(maps[0]),
         history=history,
         params=FusionParams(lambda_haadf=0.5),
         n_iter=5,

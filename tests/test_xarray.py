@@ -35,6 +35,9 @@ def test_dataset_in_dataset_out_with_coordinates_and_attrs(sample, dataset):
     np.testing.assert_allclose(res.maps.values, plain.to_input_units(), rtol=1e-6)  # in the input maps' units
     h_lo, h_span = plain.scale["haadf"]
     np.testing.assert_allclose(res.haadf_model.values, plain.haadf_model * h_span + h_lo, rtol=1e-6)
+    # the normalization's offset is in haadf_model already: the background takes only its range
+    np.testing.assert_allclose(res.haadf_background.values, plain.haadf_background * h_span, rtol=1e-6)
+    assert res.haadf_background.dims == res.haadf.dims and np.ptp(res.haadf_background.values) > 0
     np.testing.assert_array_equal(res.raw.values, sample.maps)
     assert list(res.element.values) == ["Sr", "Ti", "O"] and list(res.z.values) == [38, 22, 8]
     assert res.x.attrs["units"] == "nm" and float(res.x[1]) == pytest.approx(0.05)

@@ -11,15 +11,15 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from ._folds import HoldOut
+from ._xp import to_numpy
 from .params import PER_ELEMENT_FIELDS, FusionParams
-from .result import FusionResult
 
 PER_ELEMENT_LABELS = ("prior",)
 """Label fields that `FusionParams` takes per element (as a mapping element -> name)."""
@@ -33,7 +33,12 @@ class Surface:
     """Held-out scores over a grid: ``values (*grid, E)``, ``parts (K, *grid, E)`` or None, ``diverged (*grid)``.
 
     ``weights (*grid, E)`` are the HAADF weights each candidate's fits used
-    (needed to leave an element out of the HAADF model).
+    (needed to leave an element out of the HAADF model).  ``screened
+    (*grid, E)`` are the scores after the screening iterations (`Screening`),
+    ``finished (*grid)`` marks the candidates solved to convergence (the
+    others' ``values`` and ``parts`` are NaN), and ``maps (K, *grid, E, H, W)``
+    holds every candidate's last fits in normalized units, where later fits
+    start.
     """
 
     candidates: dict[str, np.ndarray]
@@ -42,6 +47,9 @@ class Surface:
     diverged: np.ndarray
     weights: np.ndarray
     elements: tuple[str, ...]
+    screened: np.ndarray
+    finished: np.ndarray
+    maps: np.ndarray
 
     def at(self, base: FusionParams, index: Sequence[int]) -> FusionParams:
         """Return ``base`` with the grid fields at ``index``."""
@@ -58,14 +66,33 @@ class Surface:
 
 
 @dataclass(frozen=True)
+class Screening:
+    r"""How `search` spends its iterations: screen every candidate briefly, finish the promising ones.
+
+    Every candidate first runs ``iterations`` solver iterations and is scored
+    there; per element, the ``keep`` best screened scores (over this search
+    and any earlier one it extends) mark their candidates, and only those
+    continue, from where they stopped, to the solver's own stopping rule.
+    The others are dropped: their converged scores are never computed (NaN
+    in `Surface.values`, their screened ones in `Surface.screened`).
+    """
+
+    iterations: int = 20
+    keep: int = 2
+
+
+@dataclass(frozen=True)
 class Option:
-    """A fusion that may be returned: its parameters, per-element scores ``(E,)``, parts ``(K, E)`` and fits."""
+    """A fusion that may be returned: its parameters, per-element scores ``(E,)``, parts ``(K, E)`` and fits.
+
+    ``maps`` ``(K, E, H, W)`` are its fold fits in normalized units.
+    """
 
     label: str
     params: FusionParams
     values: np.ndarray
     parts: np.ndarray | None
-    fits: FusionResult | None
+    maps: np.ndarray
     index: tuple[int, ...] | None = None  # its grid point, when it is one
 
 
@@ -78,15 +105,80 @@ def _text(value: Any) -> str:
 
 
 def search(
+    holdout: HoldOut,
+    base: FusionParams,
+    candidates: dict[str, np.ndarray],
+    progress: bool,
+    common: dict[str, Any],
+    screening: Screening | None = None,
+    against: np.ndarray | None = None,
+) -> Surface:
+    """Score every combination of ``candidates`` on ``holdout``, screening them first unless ``screening`` is None.
+
+    ``against`` ``(..., E)`` are screened scores of an earlier search that
+    this one extends (a widening): a candidate continues only if it ranks
+    among the ``keep`` best of both together.
+    """
+    if screening is None:
+        return _solve_grid(holdout, base, candidates, progress, common)
+    early = _solve_grid(
+        holdout, base.replace(n_iter=min(screening.iterations, base.n_iter)), candidates, progress, common
+    )
+    chosen = survivors(early.screened, screening.keep, against)
+    values = np.full_like(early.values, np.nan)
+    parts = None if early.parts is None else np.full_like(early.parts, np.nan)
+    diverged, maps = early.diverged.copy(), early.maps.copy()
+    labels = [axis for axis, v in enumerate(candidates.values()) if v.dtype == object]
+    names = list(candidates)
+    groups: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
+    for index in zip(*np.nonzero(chosen)):
+        groups.setdefault(tuple(int(index[a]) for a in labels), []).append(tuple(int(i) for i in index))
+    for key, members in groups.items():
+        fixed = {names[a]: str(candidates[names[a]][i]) for a, i in zip(labels, key)}
+        varied = {
+            name: [_value(candidates[name][index[a]]) for index in members]
+            for a, name in enumerate(names)
+            if a not in labels
+        }
+        start = np.stack([early.maps[(slice(None), *index)] for index in members], axis=1)
+        scored = holdout.score(base.replace(**fixed, **varied), 1, progress, common, start=start)
+        fitted = np.asarray(to_numpy(scored.fits.maps), dtype=np.float32)
+        for j, index in enumerate(members):
+            values[index] = scored.values[j]
+            diverged[index] = scored.diverged[j]
+            maps[(slice(None), *index)] = fitted[:, j]
+            if parts is not None:
+                parts[(slice(None), *index)] = scored.parts[:, j]
+    finished = chosen & ~diverged
+    return replace(early, values=values, parts=parts, diverged=diverged, finished=finished, maps=maps)
+
+
+def survivors(screened: np.ndarray, keep: int, against: np.ndarray | None = None) -> np.ndarray:
+    """Mark ``(*grid)`` the candidates whose screened score ``(*grid, E)`` is among some element's ``keep`` best.
+
+    Ranks count ``against`` ``(..., E)`` (earlier candidates) too; NaN (diverged) never survives.
+    """
+    chosen = np.zeros(screened.shape[:-1], dtype=bool)
+    for e in range(screened.shape[-1]):
+        pool = screened[..., e].ravel()
+        if against is not None:
+            pool = np.concatenate([pool, against[..., e].ravel()])
+        pool = np.sort(pool[np.isfinite(pool)])
+        if pool.size:
+            chosen |= screened[..., e] <= pool[min(keep, pool.size) - 1]
+    return chosen
+
+
+def _solve_grid(
     holdout: HoldOut, base: FusionParams, candidates: dict[str, np.ndarray], progress: bool, common: dict[str, Any]
 ) -> Surface:
-    """Score every combination of ``candidates`` on ``holdout``: numbers in one batched call, each label alone."""
+    """Score every combination of ``candidates`` with ``base``'s solver settings: numbers batched, each label alone."""
     labels = [name for name, values in candidates.items() if values.dtype == object]
     if labels:
         # a label (a prior's name) cannot broadcast over a batch: one batched search per label
         name = labels[0]
         rest = {k: v for k, v in candidates.items() if k != name}
-        subs = [search(holdout, base.replace(**{name: str(v)}), rest, progress, common) for v in candidates[name]]
+        subs = [_solve_grid(holdout, base.replace(**{name: str(v)}), rest, progress, common) for v in candidates[name]]
         parts = None if subs[0].parts is None else np.stack([s.parts for s in subs], axis=1)
         return Surface(
             {name: candidates[name], **rest},
@@ -95,6 +187,9 @@ def search(
             np.stack([s.diverged for s in subs]),
             np.stack([s.weights for s in subs]),
             subs[0].elements,
+            np.stack([s.screened for s in subs]),
+            np.stack([s.finished for s in subs]),
+            np.stack([s.maps for s in subs], axis=1),
         )
     axes = len(candidates)
     fields = {
@@ -106,8 +201,18 @@ def search(
     weights = np.asarray(scored.fits.weights, dtype=np.float64)
     weights = np.broadcast_to(weights, (holdout.inputs.shape[0], *shape) if weights.ndim > 1 else shape)
     weights = weights[0] if weights.ndim > len(shape) else weights
+    maps = np.asarray(to_numpy(scored.fits.maps), dtype=np.float32)
+    maps = np.broadcast_to(maps, (holdout.inputs.shape[0], *shape[:-1], *maps.shape[-3:]))
     return Surface(
-        dict(candidates), scored.values, scored.parts, scored.diverged, np.array(weights), scored.fits.elements
+        dict(candidates),
+        scored.values,
+        scored.parts,
+        scored.diverged,
+        np.array(weights),
+        scored.fits.elements,
+        scored.values,
+        ~scored.diverged,
+        np.array(maps),
     )
 
 
@@ -126,6 +231,9 @@ def _concat(surface: Surface, extra: Surface, axis: int, front: bool) -> Surface
         join(surface.diverged, extra.diverged, axis),
         join(surface.weights, extra.weights, axis),
         surface.elements,
+        join(surface.screened, extra.screened, axis),
+        join(surface.finished, extra.finished, axis),
+        join(surface.maps, extra.maps, axis + 1),
     )
 
 
@@ -165,11 +273,14 @@ def widen(
     per_element: bool,
     progress: bool,
     common: dict[str, Any],
+    screening: Screening | None = None,
 ) -> tuple[Surface, list[str]]:
     """Extend the grid one step past every edge a choice lands on, at most ``rounds`` times, warning each time.
 
-    The step is geometric (the ratio of the two outermost values).  A side
-    whose new value diverges in every candidate is not widened again.  A
+    The step is geometric (the ratio of the two outermost values).  The new
+    candidates are screened against the grid's (``screening``).  A side
+    whose new value diverges in every candidate, or whose every candidate
+    screens out, is not widened again.  A
     choice still on an edge afterwards gets a last warning.  Returns the
     widened surface and a note per extension.
     """
@@ -194,7 +305,8 @@ def widen(
                 UserWarning,
                 stacklevel=4,
             )
-            extra = search(holdout, base, {**surface.candidates, name: np.array([new])}, progress, common)
+            grid = {**surface.candidates, name: np.array([new])}
+            extra = search(holdout, base, grid, progress, common, screening, surface.screened)
             surface = _concat(surface, extra, axis, front=side == "low")
             notes.append(f"{name} {edge:g} -> {new:g}")
             if np.all(np.isnan(extra.values)):

@@ -14,6 +14,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from ._xp import convert
 from .backends import select_engine
 from .backends.registry import resolve_request
 from .inputs import validate
@@ -87,12 +88,15 @@ def fuse_arrays(
     run: RunOptions | None = None,
     saturated: Any = "auto",
     negative: str = "raise",
+    start: np.ndarray | None = None,
 ) -> FusionResult:
     """Fuse in-memory arrays (NumPy, CuPy, torch, array-api-strict), in minibatches that fit the device.
 
     Parameters are those of `fusex.fuse` for array input, with the run
     options in ``run`` (default `RunOptions()`); the result comes back in the inputs' library and on
-    their device.
+    their device.  ``start`` (host array ``(n, E, H, W)``, one row per flat batch item, in the
+    solver's normalized units, as `FusionResult.maps` holds them) is where each item's iterations
+    begin instead of its counts: `fusex.tune` continues its screened candidates from there.
 
     Returns
     -------
@@ -132,10 +136,16 @@ def fuse_arrays(
         run.batch_size,
         masked=checked.mask is not None,
     )
+    if start is not None and tuple(start.shape) != (n_items, *checked.maps.shape[-3:]):
+        raise ValueError(f"`start` must have shape {(n_items, *checked.maps.shape[-3:])}, got {tuple(start.shape)}")
     parts = []
-    for start in range(0, n_items, size):
-        problem = checked.chunk(np.arange(start, min(n_items, start + size)))
+    for start_at in range(0, n_items, size):
+        problem = checked.chunk(np.arange(start_at, min(n_items, start_at + size)))
         options = {"callback": run.callback, "progress": run.progress, "on_divergence": run.on_divergence}
+        if start is not None:
+            rows = start[start_at : start_at + problem.counts.shape[0]]
+            options["start"] = convert(np.asarray(rows, dtype=np.float64), checked.xp, checked.device)
+            options["start"] = checked.xp.astype(options["start"], problem.counts.dtype)
         parts.append(solve(problem, params, engine, **options))
         del problem  # free the device copy before the next minibatch is loaded
     return assemble(checked, params, engine.name, parts)

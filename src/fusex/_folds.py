@@ -42,13 +42,18 @@ class Folds:
         """What each fit sees, ``(K, E, H, W)``: all folds but one."""
         return self.fit
 
-    def score(self, params: FusionParams, axes: int, progress: bool, common: dict[str, Any]) -> Scored:
-        """Fit ``params`` (whose per-item fields span ``axes`` grid axes) on every fold and score them."""
+    def score(
+        self, params: FusionParams, axes: int, progress: bool, common: dict[str, Any], start: np.ndarray | None = None
+    ) -> Scored:
+        """Fit ``params`` (whose per-item fields span ``axes`` grid axes) on every fold and score them.
+
+        ``start`` ``(K, *grid, E, H, W)``, earlier fits in normalized units, is where the fits begin.
+        """
         folds = self.fit.shape[0]
         if params.normalize != "none":
             # in normalized units the Poisson term's weight relative to the others scales with the dose
             params = params.replace(lambda_chem=scaled(params.lambda_chem, (folds - 1) / folds))
-        return _fit_and_score(self, params, axes, progress, common)
+        return _fit_and_score(self, params, axes, progress, common, start)
 
     def evaluate(self, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Score fits ``(K, *grid, E, H, W)`` in the maps' units: the scores ``(*grid, E)`` and their parts, if any."""
@@ -124,16 +129,16 @@ class Folds:
         """Per-element signal variance of the full counts (see `signal_variance`), the deviance's weights."""
         return signal_variance(self.fit[0] + self.split[0])
 
-    def average(self, fits: FusionResult, index: tuple[int, ...]) -> np.ndarray:
-        r"""Return the cross-fitted estimate ``(E, H, W)`` of candidate ``index``, in counts of the full dose.
+    def average(self, maps: np.ndarray) -> np.ndarray:
+        r"""Return the cross-fitted estimate ``(E, H, W)`` of one candidate's fold fits ``maps`` ``(K, E, H, W)``.
 
         Each fold's fit, brought to the counts it was fitted to by a least-squares
         affine fit, is averaged over the folds, scaled by :math:`K/(K-1)` and
-        clipped at zero.
+        clipped at zero (in counts of the full dose).
         Every count enters :math:`K-1` of the :math:`K` fits, so all the data count equally.
         """
         folds = self.fit.shape[0]
-        maps = np.asarray(to_numpy(fits.maps[(slice(None), *index, ...)]), dtype=np.float64)
+        maps = np.asarray(maps, dtype=np.float64)
         calibrated = _calibrate(maps, self.fit.astype(np.float64))
         return np.maximum(calibrated.mean(axis=0) * folds / (folds - 1), 0.0)
 
@@ -173,9 +178,11 @@ class PixelHoldOut:
         neighbours = ndimage.convolve(self.maps, kernel, mode="mirror")
         return np.where(self.masks[:, None], neighbours[None], self.maps[None])
 
-    def score(self, params: FusionParams, axes: int, progress: bool, common: dict[str, Any]) -> Scored:
+    def score(
+        self, params: FusionParams, axes: int, progress: bool, common: dict[str, Any], start: np.ndarray | None = None
+    ) -> Scored:
         """Fit ``params`` (whose per-item fields span ``axes`` grid axes) on every masked copy and score them."""
-        return _fit_and_score(self, params, axes, progress, common)
+        return _fit_and_score(self, params, axes, progress, common, start)
 
     def evaluate(self, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Score fits ``(K, *grid, E, H, W)`` in the maps' units: the scores ``(*grid, E)`` and their parts."""
@@ -218,8 +225,15 @@ def pixel_masks(shape: tuple[int, int], count: int, rng: np.random.Generator, st
 HoldOut = Folds | PixelHoldOut
 
 
-def _fit_and_score(holdout: HoldOut, params: FusionParams, axes: int, progress: bool, common: dict[str, Any]) -> Scored:
-    """Fuse every part's input with ``params`` in one batched call and score the fits in the maps' units."""
+def _fit_and_score(
+    holdout: HoldOut,
+    params: FusionParams,
+    axes: int,
+    progress: bool,
+    common: dict[str, Any],
+    start: np.ndarray | None = None,
+) -> Scored:
+    """Fuse every part's input with ``params`` in one batched call (from ``start``, if given) and score the fits."""
     inputs = holdout.inputs
     lead = (inputs.shape[0],) + (1,) * axes
     # a diverging candidate is marked, and scored NaN, rather than ending the search
@@ -230,6 +244,7 @@ def _fit_and_score(holdout: HoldOut, params: FusionParams, axes: int, progress: 
         convert(np.reshape(inputs, lead + inputs.shape[1:]), holdout.xp, holdout.device),
         params=params,
         **{**common, "run": run},
+        start=None if start is None else np.reshape(start, (-1, *start.shape[-3:])),
     )
     estimate = np.asarray(to_numpy(fits.to_input_units()), dtype=np.float64)  # (K, *grid, E, H, W)
     diverged = np.any(np.asarray(fits.stop_reason) == "diverged", axis=0)

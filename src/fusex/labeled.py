@@ -26,6 +26,10 @@ The result Dataset, built in one place for both, holds
   without one);
 * ``raw`` (..., element, y, x): the maps as given; ``haadf`` (..., y, x): the HAADF image as given;
 * ``haadf_model`` (..., y, x): :math:`\sum_e w_e x_e^\gamma`, in the HAADF image's units;
+* ``haadf_background`` (..., y, x): the fitted offset and smooth background
+  :math:`c + B` (`FusionResult.haadf_background`) times the HAADF image's
+  range, so ``haadf_model + haadf_background`` is the whole HAADF model in
+  the image's units;
 * ``history_haadf``, ``history_poisson``, ``history_tv``, ``history_total``,
   ``history_step``, ``history_backtracks`` along ``iteration`` (after the
   batch dimensions; NaN after an item stopped).  A lazy result's
@@ -321,6 +325,15 @@ def model_in_input_units(result: FusionResult) -> Any:
     return model * per_item(scale[..., 1], model) + per_item(scale[..., 0], model)
 
 
+def background_in_input_units(result: FusionResult) -> Any:
+    """Return the HAADF background of ``result`` in the HAADF image's units, ``background * range``.
+
+    The normalization's offset is already in `model_in_input_units`, so the two add up to the whole model.
+    """
+    span = np.asarray(result.scale["haadf"], dtype=np.float64)[..., 1]
+    return result.haadf_background * per_item(span, result.haadf_background)
+
+
 def to_input_units(result: FusionResult | xr.Dataset) -> Any:
     """Return the fused maps of a result in the units of the input maps.
 
@@ -401,6 +414,7 @@ def result_to_dataset(result: FusionResult, haadf: xr.DataArray, maps: xr.DataAr
         maps,
         _host_or_device(result.to_input_units()),
         _host_or_device(model_in_input_units(result)),
+        _host_or_device(background_in_input_units(result)),
         history=_history(result, int(iterations.max()) + 1),
         summary=_summary(result),
         params=result.params,
@@ -415,6 +429,7 @@ def _dataset(
     maps: xr.DataArray,
     fused: Any,
     model: Any,
+    background: Any,
     *,
     history: dict[str, Any],
     summary: dict[str, Any],
@@ -441,10 +456,12 @@ def _dataset(
         weight_dims = (*batch_dims, ELEMENT_DIM) if isinstance(weights, np.ndarray) else (ELEMENT_DIM,)
         fused = fused.assign_coords(z=(ELEMENT_DIM, z), weight=(weight_dims, np.asarray(weights, dtype=float)))
     model = xr.DataArray(model, coords=haadf.coords, dims=haadf.dims)
+    background = xr.DataArray(background, coords=haadf.coords, dims=haadf.dims)
     if "units" in haadf.attrs:
         model.attrs["units"] = haadf.attrs["units"]
+        background.attrs["units"] = haadf.attrs["units"]
     raw = maps.assign_coords({ELEMENT_DIM: fused[ELEMENT_DIM]})
-    ds = xr.Dataset({"maps": fused, "raw": raw, "haadf": haadf, "haadf_model": model})
+    ds = xr.Dataset({"maps": fused, "raw": raw, "haadf": haadf, "haadf_model": model, "haadf_background": background})
     length = next(iter(history.values())).shape[-1]
     columns = {f"history_{c}": ((*batch_dims, "iteration"), values) for c, values in history.items()}
     ds = ds.assign({**columns, "iteration": np.arange(length)})
@@ -471,6 +488,7 @@ def _dataset(
         )
     ds["maps"].attrs.setdefault("long_name", "fused elemental maps")
     ds["haadf_model"].attrs["long_name"] = "HAADF model sum_e w_e x_e^gamma"
+    ds["haadf_background"].attrs["long_name"] = "HAADF offset and smooth background c + B"
     return ds
 
 
@@ -581,6 +599,7 @@ def _fuse_lazy(
         return (
             res.to_input_units(),
             model_in_input_units(res),
+            background_in_input_units(res),
             *summary.values(),
             *(np.asarray(history[c], dtype=np.float64) for c in HISTORY_COLUMNS),
         )
@@ -592,14 +611,14 @@ def _fuse_lazy(
         maps,
         *([] if mask is None else [mask]),
         input_core_dims=[core_h, core_m, *([] if mask is None else [core_h])],
-        output_core_dims=[core_m, core_h, *(list(d) for d in summary_dims.values())]
+        output_core_dims=[core_m, core_h, core_h, *(list(d) for d in summary_dims.values())]
         + [["iteration"]] * len(HISTORY_COLUMNS),
         dask="parallelized",
-        output_dtypes=[dtype, dtype, np.int64, bool, _STOP_REASON, np.int64, np.float64, np.float64]
+        output_dtypes=[dtype, dtype, dtype, np.int64, bool, _STOP_REASON, np.int64, np.float64, np.float64]
         + [np.float64] * len(HISTORY_COLUMNS),
         dask_gufunc_kwargs={"output_sizes": {"bound": 2, "iteration": length}},
     )
-    fused, model, *rest = outputs
+    fused, model, background, *rest = outputs
     summary = {name: value.data for name, value in zip(summary_dims, rest[: len(summary_dims)])}
     history = {c: value.data for c, value in zip(HISTORY_COLUMNS, rest[len(summary_dims) :])}
     return _dataset(
@@ -607,6 +626,7 @@ def _fuse_lazy(
         maps,
         fused.data,
         model.data,
+        background.data,
         history=history,
         summary=summary,
         params=params,

@@ -217,7 +217,8 @@ class FusionParams:
         ``"smooth"`` (default) adds a smooth background :math:`B` to the HAADF
         model, fitted with :math:`a` and :math:`c`: HAADF signal of matter no
         map holds (support film, thickness, unlisted elements) goes there
-        instead of into the maps.  It is not returned as a map.  None: no background.
+        instead of into the maps.  It is not returned as a map;
+        `FusionResult.haadf_background` holds it, with the offset.  None: no background.
     background_modes : int
         Cosine modes per axis spanning :math:`B` (`fusex.operators.background_basis`):
         :math:`B` has ``background_modes**2 - 1`` terms and varies over no

@@ -39,7 +39,9 @@ scale relative to the map's spread.
 
 **The choice.**  The grid (default `DEFAULT_GRID`: ``lambda_tv`` x
 ``lambda_chem`` x ``lambda_haadf`` in {default, 0}, and ``prior`` when
-`FusionParams` has it) runs as one batched solve per prior.  Each element then
+`FusionParams` has it) is screened, one batched solve per prior: every candidate runs
+``screen`` iterations, and per element only the ``keep`` best screened ones go on, from where
+they stopped, to convergence.  Each element then
 takes its own best grid point: its weights, and whether the HAADF term helps
 it at all (an element whose best point has :math:`\lambda_H = 0` is left out
 of the HAADF model, ``haadf_weights`` 0, so the objective stays one function).
@@ -108,6 +110,12 @@ DEFAULT_GRID: dict[str, tuple[Any, ...]] = {
 :math:`1/E` by default; 0: no HAADF term), 60 in all.  Coarse on purpose: a choice on an edge widens the
 grid (``widen``), and the scores' noise (``choice.score_se``) is rarely below a factor of 3 in a weight."""
 
+DEFAULT_SCREEN = 10
+"""Solver iterations every grid candidate runs before `tune` keeps only the promising ones."""
+
+DEFAULT_KEEP = 2
+"""Per element, how many of the best screened candidates `tune` solves to convergence."""
+
 DEFAULT_SIGMAS: tuple[float, ...] = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
 """Widths (pixels) of the Gaussian blurs `tune` weighs against fusion; 0 is the raw map
 (`fusex.baselines.DEFAULT_SIGMAS`)."""
@@ -132,7 +140,10 @@ class TuneResult:
         counts resolve no signal variance); ``jinvariant``, the pixel
         hold-out loss; ``total``: the criterion (mean over elements, or
         :math:`\sum_e` deviance / signal variance); ``diverged``: candidates
-        whose fit diverged in some fold (their scores are NaN); ``simple``
+        whose fit diverged in some fold (their scores are NaN); ``screened``
+        (grid, ``element``): the criterion after the ``screen`` iterations
+        every candidate runs; ``finished``: the candidates that went on to
+        convergence (the others' criterion is NaN; see ``screen``); ``simple``
         (``sigma``, ``element``): the Gaussian blurs' scores (width 0: the raw
         map).  The grid values are the coordinates; attrs record the
         criterion (``score`` names its variable), the folds, the widenings
@@ -266,6 +277,8 @@ def tune(
     negative: str = "raise",
     sigmas: Sequence[float] | None = DEFAULT_SIGMAS,
     widen: int = 2,
+    screen: int | None = DEFAULT_SCREEN,
+    keep: int = DEFAULT_KEEP,
 ) -> TuneResult:
     r"""Choose fusion parameters from the data alone, per element, never worse than a simple filter.
 
@@ -336,6 +349,14 @@ def tune(
         How many times the grid is extended one step past an edge that a
         choice of ``lambda_tv`` or ``lambda_chem`` lands on (default 2; 0: never).
         Each extension warns; a choice still on the edge warns again.
+    screen : int or None
+        Solver iterations every candidate runs before the search drops the
+        losing ones (default `DEFAULT_SCREEN`); None solves every candidate to
+        convergence (the full search, many times slower).
+    keep : int
+        Per element, how many of the best screened candidates continue, from
+        where they stopped, to convergence (default `DEFAULT_KEEP`); only they
+        can be chosen.
 
     Returns
     -------
@@ -356,6 +377,10 @@ def tune(
         raise ValueError(f"`criterion` must be one of {tuple(CRITERIA)} or None, got {criterion!r}")
     if isinstance(widen, bool) or not isinstance(widen, int) or widen < 0:
         raise ValueError(f"`widen` must be an integer >= 0, got {widen!r}")
+    if screen is not None and (isinstance(screen, bool) or not isinstance(screen, int) or screen < 1):
+        raise ValueError(f"`screen` must be an integer >= 1 (iterations) or None (no screening), got {screen!r}")
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"`keep` must be an integer >= 1, got {keep!r}")
     run = RunOptions(
         backend=backend,
         engine=engine,
@@ -399,28 +424,31 @@ def tune(
         fit = (counts[None].astype(np.int64) - split).astype(np.float32 if counts.dtype.itemsize <= 4 else np.float64)
         holdout = Folds(image, fit, split, input_xp, input_device, criterion)
     common = {"elements": elements, "z": z, "saturated": saturated, "negative": negative, "run": run}
-    surface = _choice.search(holdout, base, candidates, progress, common)
-    surface, widened = _choice.widen(holdout, base, surface, widen, per_element, progress, common)
+    screening = None if screen is None else _choice.Screening(screen, keep)
+    surface = _choice.search(holdout, base, candidates, progress, common, screening)
+    surface, widened = _choice.widen(holdout, base, surface, widen, per_element, progress, common, screening)
     total = holdout.total(surface.values)
     if np.all(np.isnan(total)):
         raise RuntimeError("every candidate diverged in some fold; widen the grid towards smaller weights")
     best = tuple(int(i) for i in np.unravel_index(int(np.nanargmin(total)), total.shape))
     shared = surface.at(base, best)
     shared_parts = None if surface.parts is None else surface.parts[(slice(None), *best)]
-    options = [_choice.Option("shared", shared, surface.values[best], shared_parts, None, best)]
+    shared_maps = surface.maps[(slice(None), *best)]
+    options = [_choice.Option("shared", shared, surface.values[best], shared_parts, shared_maps, best)]
     attrs: dict[str, Any] = {
         f"chosen_{name}": _choice._value(values[i]) for (name, values), i in zip(surface.candidates.items(), best)
     }
     trial = _choice.per_element_params(base, surface, best) if per_element else None
     if trial is not None:
-        scored = holdout.score(trial, 0, False, common)
+        scored = holdout.score(trial, 0, False, common, start=shared_maps)
         attrs.update(shared_total=float(total[best]), per_element_total=float(holdout.total(scored.values)))
         attrs["per_element_params"] = json.dumps(trial.to_dict())
         for name in surface.candidates:
             if isinstance(getattr(trial, name), PerElement):
                 attrs[f"per_element_{name}"] = json.dumps(dict(getattr(trial, name)))
         if not bool(scored.diverged):
-            options.append(_choice.Option("per element", trial, scored.values, scored.parts, scored.fits))
+            trial_maps = np.asarray(to_numpy(scored.fits.maps), dtype=np.float32)
+            options.append(_choice.Option("per element", trial, scored.values, scored.parts, trial_maps))
     simple = simple_scores(holdout, widths) if widths.size else None
     pick, takes = _choice.decide(holdout, options, None if simple is None else simple[0])
     option = options[pick]
@@ -433,8 +461,7 @@ def tune(
     ]
     average = None
     if isinstance(holdout, Folds):
-        fits = option.fits if option.fits is not None else holdout.score(option.params, 0, False, common).fits
-        average = holdout.average(fits, ())
+        average = holdout.average(option.maps)
         average = _substitute_maps(average, counts, takes, widths).astype(fit.dtype)
         average = convert(average, input_xp, input_device)
     scores = _scores(holdout, surface, total, simple, widths, attrs, widened, seed, folds)
@@ -511,7 +538,13 @@ def _scores(
         variables["simple"] = (("sigma", "element"), simple[0])
         coords["sigma"] = widths
     return xr.Dataset(
-        {**variables, "total": (tuple(names), total), "diverged": (tuple(names), surface.diverged)},
+        {
+            **variables,
+            "screened": ((*names, "element"), surface.screened),
+            "total": (tuple(names), total),
+            "diverged": (tuple(names), surface.diverged),
+            "finished": (tuple(names), surface.finished),
+        },
         coords={**coords, "element": list(surface.elements)},
         attrs={
             "criterion": CRITERIA[criterion],

@@ -22,6 +22,7 @@ class SolvedPart:
     items: np.ndarray
     maps: Any
     haadf_model: Any
+    haadf_background: Any
     n_iter: np.ndarray
     reason: np.ndarray
     weights: np.ndarray
@@ -33,12 +34,14 @@ def assemble(checked: Validated, params: FusionParams, engine: str, parts: list[
     """Build the caller-facing result from the solved parts of a batch, shaped like the batch."""
     xp, batch = checked.input_xp, checked.batch_shape
     if len(parts) == 1:
-        maps, models = parts[0].maps, parts[0].haadf_model
+        maps, models, backgrounds = parts[0].maps, parts[0].haadf_model, parts[0].haadf_background
     else:
         maps = xp.concat([p.maps for p in parts], axis=0)
         models = xp.concat([p.haadf_model for p in parts], axis=0)
+        backgrounds = xp.concat([p.haadf_background for p in parts], axis=0)
     maps = xp.reshape(maps, (*batch, *maps.shape[1:]))
     models = xp.reshape(models, (*batch, *models.shape[1:]))
+    backgrounds = xp.reshape(backgrounds, (*batch, *backgrounds.shape[1:]))
     reason = np.concatenate([p.reason for p in parts]).reshape(batch).astype(str)
     n_iter = np.concatenate([p.n_iter for p in parts]).reshape(batch)
     rows = np.concatenate([p.weights for p in parts])
@@ -52,6 +55,7 @@ def assemble(checked: Validated, params: FusionParams, engine: str, parts: list[
     return FusionResult(
         maps=maps,
         haadf_model=models,
+        haadf_background=backgrounds,
         history=history.frame(batched=bool(batch)),
         params=resolved,
         n_iter=n_iter if batch else int(n_iter),

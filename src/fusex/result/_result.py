@@ -41,10 +41,10 @@ class FusionResult:
     r"""Result of `fusex.fuse`.
 
     For a batch of fusions (inputs with leading batch axes, or per-item
-    parameters), ``maps`` and ``haadf_model`` carry the batch axes in front,
-    ``n_iter``, ``converged`` and ``stop_reason`` are NumPy arrays of the
-    batch shape, and ``history`` is indexed by ``(item, iteration)`` with
-    ``item`` the flat (C-order) index into the batch.
+    parameters), ``maps``, ``haadf_model`` and ``haadf_background`` carry
+    the batch axes in front, ``n_iter``, ``converged`` and ``stop_reason``
+    are NumPy arrays of the batch shape, and ``history`` is indexed by
+    ``(item, iteration)`` with ``item`` the flat (C-order) index into the batch.
 
     Attributes
     ----------
@@ -55,7 +55,22 @@ class FusionResult:
         The HAADF image the fused maps predict, :math:`a \sum_e w_e x_e^\gamma`,
         in the normalized HAADF image's units: with ``haadf_model="fitted"``
         the fitted gain :math:`a` is in it, the offset and smooth background
-        are not (:math:`a = 1` with ``"minmax"``).
+        are not (:math:`a = 1` with ``"minmax"``); they are ``haadf_background``.
+    haadf_background : array, shape (..., H, W)
+        What the HAADF fit attributed to signal no map holds (support film,
+        thickness, unlisted elements): the offset and smooth background
+        :math:`c + B = c + \sum_k \beta_k \varphi_k` (`fusex.operators.background_basis`)
+        of each item, from the fit in force at its last iteration (made at
+        the maps before that iteration's step), in the units, library and
+        device of ``haadf_model``.  So ``haadf_model + haadf_background`` is
+        the whole model :math:`c + B + a M(x)` the HAADF term compares with
+        the normalized image :math:`b_H`.  ``haadf_model="fitted"`` fits
+        :math:`c` (and :math:`B` with ``background="smooth"``); ``"minmax"``
+        with ``background="smooth"`` fits :math:`B` only (:math:`c = 0`);
+        ``"minmax"`` with ``background=None`` (`FusionParams.published`)
+        fits nothing, and this is zeros.  Both are the fit's, of the solver's
+        maps before ``rescale_totals`` (default) scales each map to its
+        counts; the rescaled ``maps`` are not refitted.
     history : pandas.DataFrame
         One row per iteration (row 0 is the starting point) with columns
         ``haadf``, ``poisson``, ``tv`` (the unweighted terms), ``total`` (the
@@ -92,12 +107,14 @@ class FusionResult:
         ``"fusion"``, or ``"raw"`` / ``"gaussian sigma=..."`` for an element
         whose fusion did not beat that simple treatment of its own counts on
         the held-out score, which then stands in its place in ``maps`` (in the
-        same normalized units; ``haadf_model`` is still the fusion's).  None for
-        a plain `fusex.fuse`: every map is the fusion's.
+        same normalized units; ``haadf_model`` and ``haadf_background`` are
+        still the fusion's).  None for a plain `fusex.fuse`: every map is
+        the fusion's.
     """
 
     maps: Any
     haadf_model: Any
+    haadf_background: Any
     history: pd.DataFrame
     params: FusionParams
     n_iter: Any
@@ -138,6 +155,7 @@ class FusionResult:
             self,
             maps=self.maps[(*index, ...)],
             haadf_model=self.haadf_model[(*index, ...)],
+            haadf_background=self.haadf_background[(*index, ...)],
             history=self.history.loc[flat],
             params=params,
             n_iter=int(self.n_iter[index]),

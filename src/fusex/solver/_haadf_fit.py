@@ -79,7 +79,7 @@ class HaadfFit:
         return self.every > 0 and iteration > 0 and iteration % self.every == 0
 
     def apply(self, live: Live, xp: ModuleType, *, smooth: bool = False, x_pow: Any = None) -> Any:
-        r"""Refit at the live iterate, rewrite ``live.haadf`` and ``live.weights``, and return the model :math:`a M(x)`.
+        r"""Refit at the live iterate, rewrite its ``haadf``, ``weights`` and ``background``, return :math:`a M(x)`.
 
         ``smooth`` fits on the iterate smoothed by `fusex.operators.binomial_smooth`:
         the start's iterate is the noisy counts, whose :math:`M(x)` would
@@ -96,6 +96,7 @@ class HaadfFit:
         self.a[live.items] = a
         gain = per_item(a, model, xp)
         live.haadf = take_rows(self.raw, live.items, xp) - background
+        live.background = background
         live.weights = per_item(a, weights, xp) * weights
         return gain * model
 

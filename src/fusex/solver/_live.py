@@ -57,6 +57,9 @@ class Live:
     ``dual`` the TV dual of the last prox ``(n, E, 2, H, W)`` (None for cold
     starts).  ``direction`` is the HAADF direction field ``(n, 2, H, W)`` of
     the directional-TV prior (`fusex.priors.directional_field`), or None when no map uses it.
+    ``background`` is the offset and smooth background :math:`c + B` the
+    HAADF fit assigned each item ``(n, H, W)`` (``haadf`` is the image less
+    it), or None while nothing is fitted.
     """
 
     items: np.ndarray
@@ -71,6 +74,7 @@ class Live:
     x_prev: Any = None
     dual: Any = None
     direction: Any = None
+    background: Any = None
 
     def subset(self, rows: np.ndarray, xp: ModuleType) -> Live:
         """Return the live state restricted to ``rows`` (host integers into the live items)."""
@@ -94,6 +98,7 @@ class Live:
             None if self.x_prev is None else take_rows(self.x_prev, rows, xp),
             None if self.dual is None else take_rows(self.dual, rows, xp),
             None if self.direction is None else take_rows(self.direction, rows, xp),
+            None if self.background is None else take_rows(self.background, rows, xp),
         )
 
 

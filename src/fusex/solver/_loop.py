@@ -87,6 +87,7 @@ def solve(
     callback: Callable[[int, IterationState], Any] | None = None,
     progress: bool = False,
     on_divergence: str = "raise",
+    start: Any = None,
 ) -> SolvedPart:
     """Run the fusion solver on a prepared problem (all its items at once).
 
@@ -94,6 +95,8 @@ def solve(
     boolean or non-zero number returned from it stops the solver (see
     `IterationState` for exactly what stops).  ``on_divergence="mark"`` stops a
     diverging item with ``stop_reason="diverged"`` instead of raising.
+    ``start`` (``(n, E, H, W)`` on the compute backend, normalized units) is
+    the first iterate; default the normalized counts.
     """
     xp = problem.xp
     n_items, n_elements = problem.counts.shape[:2]
@@ -107,10 +110,11 @@ def solve(
     mask = problem.haadf_mask
     direction = _direction(problem, params, values, xp)
     terms = engine_terms(values, direction)
-    ev = engine.evaluate(problem.counts, problem.haadf, problem.counts, weights, xp=xp, mask=mask, **terms)
+    x0 = problem.counts if start is None else xp.clip(start, min=0.0)
+    ev = engine.evaluate(x0, problem.haadf, problem.counts, weights, xp=xp, mask=mask, **terms)
     live = Live(
         np.arange(n_items),
-        problem.counts,
+        x0,
         problem.counts,
         problem.haadf,
         weights,
