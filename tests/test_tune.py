@@ -124,6 +124,12 @@ def test_survivors_rank_against_earlier_candidates_and_never_keep_a_diverged_one
     assert not _choice.survivors(np.full((2, 2), np.nan), 3).any()
 
 
+def test_kept_fits_follow_their_grid_points_when_the_grid_grows_in_front():
+    fits = {(0, 1): "a", (2, 0): "b"}
+    assert _choice._shifted(fits, 0, 1) == {(1, 1): "a", (3, 0): "b"}
+    assert _choice._shifted(fits, 1, 2) == {(0, 3): "a", (2, 2): "b"}
+
+
 def test_each_element_gets_its_own_pick_when_that_scores_better():
     # a case whose elements pick different points of the grid (O its own lambda_chem)
     sample = phantom((48, 48), lattice="rocksalt", dose=5.0, seed=2)

@@ -36,9 +36,11 @@ class Surface:
     (needed to leave an element out of the HAADF model).  ``screened
     (*grid, E)`` are the scores after the screening iterations (`Screening`),
     ``finished (*grid)`` marks the candidates solved to convergence (the
-    others' ``values`` and ``parts`` are NaN), and ``maps (K, *grid, E, H, W)``
-    holds every candidate's last fits in normalized units, where later fits
-    start.
+    others' ``values`` and ``parts`` are NaN), and ``maps`` maps a grid
+    point to its last fits ``(K, E, H, W)`` in normalized units, where later
+    fits start: every candidate's without screening, else only those of
+    candidates that can still go on or have finished (host memory grows
+    with what is kept, not with the grid).
     """
 
     candidates: dict[str, np.ndarray]
@@ -49,7 +51,7 @@ class Surface:
     elements: tuple[str, ...]
     screened: np.ndarray
     finished: np.ndarray
-    maps: np.ndarray
+    maps: dict[tuple[int, ...], np.ndarray]
 
     def at(self, base: FusionParams, index: Sequence[int]) -> FusionParams:
         """Return ``base`` with the grid fields at ``index``."""
@@ -121,13 +123,13 @@ def search(
     """
     if screening is None:
         return _solve_grid(holdout, base, candidates, progress, common)
-    early = _solve_grid(
-        holdout, base.replace(n_iter=min(screening.iterations, base.n_iter)), candidates, progress, common
-    )
+    short = base.replace(n_iter=min(screening.iterations, base.n_iter))
+    early = _solve_grid(holdout, short, candidates, progress, common, screening.keep)
     chosen = survivors(early.screened, screening.keep, against)
     values = np.full_like(early.values, np.nan)
     parts = None if early.parts is None else np.full_like(early.parts, np.nan)
-    diverged, maps = early.diverged.copy(), early.maps.copy()
+    diverged = early.diverged.copy()
+    maps = {tuple(int(i) for i in index): early.maps[tuple(int(i) for i in index)] for index in np.argwhere(chosen)}
     labels = [axis for axis, v in enumerate(candidates.values()) if v.dtype == object]
     names = list(candidates)
     groups: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
@@ -140,13 +142,13 @@ def search(
             for a, name in enumerate(names)
             if a not in labels
         }
-        start = np.stack([early.maps[(slice(None), *index)] for index in members], axis=1)
+        start = np.stack([maps[index] for index in members], axis=1)
         scored = holdout.score(base.replace(**fixed, **varied), 1, progress, common, start=start)
         fitted = np.asarray(to_numpy(scored.fits.maps), dtype=np.float32)
         for j, index in enumerate(members):
             values[index] = scored.values[j]
             diverged[index] = scored.diverged[j]
-            maps[(slice(None), *index)] = fitted[:, j]
+            maps[index] = fitted[:, j]
             if parts is not None:
                 parts[(slice(None), *index)] = scored.parts[:, j]
     finished = chosen & ~diverged
@@ -170,15 +172,26 @@ def survivors(screened: np.ndarray, keep: int, against: np.ndarray | None = None
 
 
 def _solve_grid(
-    holdout: HoldOut, base: FusionParams, candidates: dict[str, np.ndarray], progress: bool, common: dict[str, Any]
+    holdout: HoldOut,
+    base: FusionParams,
+    candidates: dict[str, np.ndarray],
+    progress: bool,
+    common: dict[str, Any],
+    keep: int | None = None,
 ) -> Surface:
-    """Score every combination of ``candidates`` with ``base``'s solver settings: numbers batched, each label alone."""
+    """Score every combination of ``candidates`` with ``base``'s solver settings: numbers batched, each label alone.
+
+    The fits of every candidate are kept, or with ``keep`` only those of the candidates among some
+    element's ``keep`` best here (only they can be among the best of a larger grid).
+    """
     labels = [name for name, values in candidates.items() if values.dtype == object]
     if labels:
         # a label (a prior's name) cannot broadcast over a batch: one batched search per label
         name = labels[0]
         rest = {k: v for k, v in candidates.items() if k != name}
-        subs = [_solve_grid(holdout, base.replace(**{name: str(v)}), rest, progress, common) for v in candidates[name]]
+        subs = [
+            _solve_grid(holdout, base.replace(**{name: str(v)}), rest, progress, common, keep) for v in candidates[name]
+        ]
         parts = None if subs[0].parts is None else np.stack([s.parts for s in subs], axis=1)
         return Surface(
             {name: candidates[name], **rest},
@@ -189,7 +202,7 @@ def _solve_grid(
             subs[0].elements,
             np.stack([s.screened for s in subs]),
             np.stack([s.finished for s in subs]),
-            np.stack([s.maps for s in subs], axis=1),
+            {(i, *index): fits for i, s in enumerate(subs) for index, fits in s.maps.items()},
         )
     axes = len(candidates)
     fields = {
@@ -201,8 +214,13 @@ def _solve_grid(
     weights = np.asarray(scored.fits.weights, dtype=np.float64)
     weights = np.broadcast_to(weights, (holdout.inputs.shape[0], *shape) if weights.ndim > 1 else shape)
     weights = weights[0] if weights.ndim > len(shape) else weights
-    maps = np.asarray(to_numpy(scored.fits.maps), dtype=np.float32)
-    maps = np.broadcast_to(maps, (holdout.inputs.shape[0], *shape[:-1], *maps.shape[-3:]))
+    fits = to_numpy(scored.fits.maps)
+    fits = np.broadcast_to(fits, (holdout.inputs.shape[0], *shape[:-1], *fits.shape[-3:]))
+    kept = np.ones(shape[:-1], dtype=bool) if keep is None else survivors(scored.values, keep)
+    maps = {
+        tuple(int(i) for i in index): np.array(fits[(slice(None), *index)], dtype=np.float32)
+        for index in np.argwhere(kept)
+    }
     return Surface(
         dict(candidates),
         scored.values,
@@ -212,7 +230,7 @@ def _solve_grid(
         scored.fits.elements,
         scored.values,
         ~scored.diverged,
-        np.array(maps),
+        maps,
     )
 
 
@@ -233,8 +251,16 @@ def _concat(surface: Surface, extra: Surface, axis: int, front: bool) -> Surface
         surface.elements,
         join(surface.screened, extra.screened, axis),
         join(surface.finished, extra.finished, axis),
-        join(surface.maps, extra.maps, axis + 1),
+        {
+            **_shifted(surface.maps, axis, extra.values.shape[axis] if front else 0),
+            **_shifted(extra.maps, axis, 0 if front else surface.values.shape[axis]),
+        },
     )
+
+
+def _shifted(maps: dict[tuple[int, ...], Any], axis: int, by: int) -> dict[tuple[int, ...], Any]:
+    """Return ``maps`` with the grid index along ``axis`` moved by ``by`` (the grid grew in front)."""
+    return {(*index[:axis], index[axis] + by, *index[axis + 1 :]): fits for index, fits in maps.items()}
 
 
 def picks(surface: Surface, total: np.ndarray | None = None) -> dict[str, tuple[int, ...]]:

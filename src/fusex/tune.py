@@ -157,9 +157,9 @@ class TuneResult:
         least-squares affine fit, averaged, scaled to the full dose and
         clipped at zero (so its totals can exceed the counts slightly).  Every count enters :math:`K-1`
         of the fits, so it uses all the data; averaging fits of independent
-        splits also averages out the fits' own variability, which at low dose
-        makes it more accurate than `result` (see the accuracy table in the
-        docs).  In the caller's array library and device (a DataArray like
+        splits also averages out the fits' own variability, but each fit saw
+        less dose, and on phantoms it was sometimes worse than `result` (see
+        "Accuracy on phantoms" in the tuning docs).  In the caller's array library and device (a DataArray like
         the maps for labeled input), in counts, not min-max units.  Elements
         that took a simple candidate hold it, computed from the full counts.
         None for the pixel hold-out (maps that are not counts).
@@ -433,7 +433,7 @@ def tune(
     best = tuple(int(i) for i in np.unravel_index(int(np.nanargmin(total)), total.shape))
     shared = surface.at(base, best)
     shared_parts = None if surface.parts is None else surface.parts[(slice(None), *best)]
-    shared_maps = surface.maps[(slice(None), *best)]
+    shared_maps = surface.maps[best]
     options = [_choice.Option("shared", shared, surface.values[best], shared_parts, shared_maps, best)]
     attrs: dict[str, Any] = {
         f"chosen_{name}": _choice._value(values[i]) for (name, values), i in zip(surface.candidates.items(), best)
