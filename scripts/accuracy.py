@@ -773,8 +773,8 @@ def page(saved: dict[str, Any], figures: dict[str, str]) -> str:
     return "\n".join(out) + "\n"
 
 
-def run(quick: bool) -> list[Case]:
-    """Run every case, printing progress."""
+def run(quick: bool, done: Callable[[list[Case]], None] = lambda cases: None) -> list[Case]:
+    """Run every case, printing progress and calling ``done(cases)`` after each group of cases."""
     if quick:
         size, seeds, fractions, sem_seeds, folds, crop = 32, [0], [0.02], [0], 2, 40
     else:
@@ -785,12 +785,15 @@ def run(quick: bool) -> list[Case]:
         for dose in (1.0, 3.0, 10.0):
             cases.append(phantom_case(lattice, dose, size, seeds))
             print(f"{cases[-1].group}: {cases[-1].label} done, {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    cases += sem_cases(fractions, sem_seeds)
-    print(f"SEM done, {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    cases += count_split_case(folds, crop)
-    print(f"count splitting done, {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    cases += dysco3_case(crop)
-    print(f"DyScO3 done, {time.perf_counter() - start:.0f} s", file=sys.stderr)
+            done(cases)
+    for name, group in (
+        ("SEM", lambda: sem_cases(fractions, sem_seeds)),
+        ("count splitting", lambda: count_split_case(folds, crop)),
+        ("DyScO3", lambda: dysco3_case(crop)),
+    ):
+        cases += group()
+        print(f"{name} done, {time.perf_counter() - start:.0f} s", file=sys.stderr)
+        done(cases)
     return cases
 
 
@@ -808,24 +811,31 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes and one seed, a minute or two")
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="the docs folder (default: docs/)")
     parser.add_argument("--measured", help="how the page names the fusex measured (default: its version and commit)")
-    parser.add_argument("--save", type=Path, help="also pickle the results to this file")
+    parser.add_argument("--save", type=Path, help="also pickle the results to this file, after every case")
     parser.add_argument("--load", type=Path, help="write the page from results saved with --save, without running")
     args = parser.parse_args()
     if args.load:
         saved = pickle.loads(args.load.read_bytes())
     else:
         start = time.perf_counter()
-        cases = run(args.quick)
-        saved = {
-            "cases": cases,
-            "mode": "quick" if args.quick else "full",
-            "seconds": time.perf_counter() - start,
-            "measured": args.measured or library(),
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "integration": INTEGRATION,
-        }
-        if args.save:
-            args.save.write_bytes(pickle.dumps(saved))
+
+        def results(cases: list[Case]) -> dict[str, Any]:
+            return {
+                "cases": cases,
+                "mode": "quick" if args.quick else "full",
+                "seconds": time.perf_counter() - start,
+                "measured": args.measured or library(),
+                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                "integration": INTEGRATION,
+            }
+
+        def checkpoint(cases: list[Case]) -> None:
+            # a long run that is stopped keeps the cases it finished (--load writes their page)
+            if args.save:
+                args.save.write_bytes(pickle.dumps(results(cases)))
+
+        saved = results(run(args.quick, checkpoint))
+        checkpoint(saved["cases"])
     figures = {}
     (args.out / "figures").mkdir(parents=True, exist_ok=True)
     for case in saved["cases"]:
