@@ -129,12 +129,13 @@ def search(
     values = np.full_like(early.values, np.nan)
     parts = None if early.parts is None else np.full_like(early.parts, np.nan)
     diverged = early.diverged.copy()
-    maps = {tuple(int(i) for i in index): early.maps[tuple(int(i) for i in index)] for index in np.argwhere(chosen)}
+    points = [tuple(int(i) for i in index) for index in np.argwhere(chosen)]
+    maps = {index: early.maps[index] for index in points}
     labels = [axis for axis, v in enumerate(candidates.values()) if v.dtype == object]
     names = list(candidates)
     groups: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
-    for index in zip(*np.nonzero(chosen)):
-        groups.setdefault(tuple(int(index[a]) for a in labels), []).append(tuple(int(i) for i in index))
+    for index in points:
+        groups.setdefault(tuple(index[a] for a in labels), []).append(index)
     for key, members in groups.items():
         fixed = {names[a]: str(candidates[names[a]][i]) for a, i in zip(labels, key)}
         varied = {
