@@ -9,6 +9,7 @@ import xarray as xr
 
 import fusex
 from fusex import _choice
+from fusex._folds import Folds
 from fusex.baselines import gaussian, gaussian_counts
 from fusex.datasets import nrmse, phantom
 from fusex.params import FusionParams, PerElement
@@ -66,9 +67,9 @@ def test_search_is_one_batched_call_with_a_labeled_score_surface(monkeypatch):
     res = tune(
         sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=3, per_element=False, **SCREENED
     )
-    # the whole grid screened in one call, its survivors finished in another, then the refit
+    # the whole grid screened on one split in one call, its survivors finished on all three, then the refit
     finished = int(res.scores.finished.sum())
-    assert calls == [(3, 1, 1, 3, 32, 32), (3, 1, 3, 32, 32), (3, 32, 32)]
+    assert calls == [(1, 1, 1, 3, 32, 32), (3, 1, 3, 32, 32), (3, 32, 32)]
     assert 1 <= finished <= 2 * len(sample.elements)
     scores = res.scores
     assert isinstance(scores, xr.Dataset) and scores.total.dims == ("lambda_tv", "lambda_chem")
@@ -113,6 +114,31 @@ def test_screening_finishes_only_the_best_screened_candidates_from_where_they_st
         tune(sample.haadf, sample.maps, screen=0, **kwargs)
     with pytest.raises(ValueError, match="`keep` must be an integer >= 1"):
         tune(sample.haadf, sample.maps, keep=0, **kwargs)
+    with pytest.raises(ValueError, match="`screen_folds` must be an integer >= 1"):
+        tune(sample.haadf, sample.maps, screen_folds=0, **kwargs)
+
+
+def test_screening_on_some_folds_scores_them_as_the_full_hold_out_does(monkeypatch):
+    sample = phantom((24, 24), dose=4.0, seed=3)
+    calls = []
+    _spy_on_fusions(monkeypatch, lambda maps: calls.append(int(np.shape(maps)[0])))
+    kwargs = {"elements": sample.elements, "grid": SMALL_GRID, "folds": 3, "per_element": False, "refit": False}
+    on_all = tune(sample.haadf, sample.maps, screen_folds=3, **kwargs, **SCREENED)
+    assert calls == [3, 3]
+    calls.clear()
+    on_two = tune(sample.haadf, sample.maps, screen_folds=2, **kwargs, **SCREENED)
+    assert calls == [2, 3]
+    # a candidate both finish scores alike, whichever splits its fits started from
+    both = on_two.scores.finished.values & on_all.scores.finished.values
+    assert both.any()
+    np.testing.assert_allclose(on_two.scores.mse.values[both], on_all.scores.mse.values[both], rtol=0.05)
+    # a subset keeps the full hold-out's K: a fold's part is the same whether the others are held or not
+    counts = np.asarray(sample.maps)
+    split = split_counts(counts, 3, np.random.default_rng(0))
+    folds = Folds(np.asarray(sample.haadf), counts[None] - split, split, None, None)
+    estimate = np.random.default_rng(1).random((3, *counts.shape)) * counts.mean()
+    np.testing.assert_allclose(folds.first(1).parts(estimate[:1]), folds.parts(estimate)[:1])
+    assert folds.first(1).folds == 3
 
 
 def test_survivors_rank_against_earlier_candidates_and_never_keep_a_diverged_one():

@@ -18,9 +18,9 @@ from .phantoms import sample
 class Tune(XPBenchmark):
     """`fusex.tune` on a 3-element 128 x 128 phantom: the screened search, its widenings, the refit.
 
-    4 folds x 60 candidates screened for `fusex.tune.DEFAULT_SCREEN` iterations, the best
-    `fusex.tune.DEFAULT_KEEP` per element finished, then 4 more fits to score a per-element
-    choice.  Only the compiled backends run it (on a 2-core CPU, numba takes tens of seconds per
+    60 candidates screened on one of 4 folds for `fusex.tune.DEFAULT_SCREEN` iterations, the best
+    `fusex.tune.DEFAULT_KEEP` per element finished on all 4, then 4 more fits to score a
+    per-element choice.  Only the compiled backends run it (on a 2-core CPU, numba takes tens of seconds per
     call); the generic CPU code would take many minutes.
     """
 

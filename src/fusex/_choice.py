@@ -76,11 +76,15 @@ class Screening:
     and any earlier one it extends) mark their candidates, and only those
     continue, from where they stopped, to the solver's own stopping rule.
     The others are dropped: their converged scores are never computed (NaN
-    in `Surface.values`, their screened ones in `Surface.screened`).
+    in `Surface.values`, their screened ones in `Surface.screened`).  The
+    screening runs on the hold-out's first ``parts`` parts (None: all); the
+    survivors' fits on the other parts start from their own data, never from
+    another part's fit (which saw their held-out data).
     """
 
     iterations: int = 20
     keep: int = 2
+    parts: int | None = None
 
 
 @dataclass(frozen=True)
@@ -124,10 +128,12 @@ def search(
     if screening is None:
         return _solve_grid(holdout, base, candidates, progress, common)
     short = base.replace(n_iter=min(screening.iterations, base.n_iter))
-    early = _solve_grid(holdout, short, candidates, progress, common, screening.keep)
+    count = holdout.inputs.shape[0]
+    screened_on = holdout if screening.parts is None else holdout.first(min(screening.parts, count))
+    early = _solve_grid(screened_on, short, candidates, progress, common, screening.keep)
     chosen = survivors(early.screened, screening.keep, against)
     values = np.full_like(early.values, np.nan)
-    parts = None if early.parts is None else np.full_like(early.parts, np.nan)
+    parts = None if early.parts is None else np.full((count, *early.parts.shape[1:]), np.nan)
     diverged = early.diverged.copy()
     points = [tuple(int(i) for i in index) for index in np.argwhere(chosen)]
     maps = {index: early.maps[index] for index in points}
@@ -144,6 +150,10 @@ def search(
             if a not in labels
         }
         start = np.stack([maps[index] for index in members], axis=1)
+        # A part that was not screened starts from its own counts (NaN): another part's fit saw
+        # this part's held-out counts, and would carry them into its fit.
+        unscreened = np.full((count - start.shape[0], *start.shape[1:]), np.nan, dtype=start.dtype)
+        start = np.concatenate([start, unscreened])
         scored = holdout.score(base.replace(**fixed, **varied), 1, progress, common, start=start)
         fitted = np.asarray(to_numpy(scored.fits.maps), dtype=np.float32)
         for j, index in enumerate(members):

@@ -96,7 +96,8 @@ def fuse_arrays(
     options in ``run`` (default `RunOptions()`); the result comes back in the inputs' library and on
     their device.  ``start`` (host array ``(n, E, H, W)``, one row per flat batch item, in the
     solver's normalized units, as `FusionResult.maps` holds them) is where each item's iterations
-    begin instead of its counts: `fusex.tune` continues its screened candidates from there.
+    begin instead of its counts (a NaN there: from the counts): `fusex.tune` continues its screened
+    candidates from there.
 
     Returns
     -------

@@ -36,11 +36,21 @@ class Folds:
     xp: Any
     device: Any
     criterion: Criterion = "mse"
+    n_folds: int = 0  # K, the number of folds the counts were split into (0: as many as ``split`` holds)
+
+    @property
+    def folds(self) -> int:
+        """:math:`K`: each fit saw :math:`(K-1)/K` of the counts, even when only some folds are held here."""
+        return self.n_folds or self.split.shape[0]
 
     @property
     def inputs(self) -> np.ndarray:
         """What each fit sees, ``(K, E, H, W)``: all folds but one."""
         return self.fit
+
+    def first(self, count: int) -> Folds:
+        """Return this hold-out on its first ``count`` folds only (scores on the same scale, noisier)."""
+        return replace(self, fit=self.fit[:count], split=self.split[:count], n_folds=self.folds)
 
     def score(
         self, params: FusionParams, axes: int, progress: bool, common: dict[str, Any], start: np.ndarray | None = None
@@ -49,7 +59,7 @@ class Folds:
 
         ``start`` ``(K, *grid, E, H, W)``, earlier fits in normalized units, is where the fits begin.
         """
-        folds = self.fit.shape[0]
+        folds = self.folds
         if params.normalize != "none":
             # in normalized units the Poisson term's weight relative to the others scales with the dose
             params = params.replace(lambda_chem=scaled(params.lambda_chem, (folds - 1) / folds))
@@ -62,7 +72,7 @@ class Folds:
             return self.values(parts), parts
         if self.criterion == "nrmse":
             return _heldout_nrmse(estimate, self.split), None
-        return _heldout_deviance(estimate, self.fit, self.split), None
+        return _heldout_deviance(estimate, self.fit, self.split, self.folds), None
 
     def parts(self, estimate: np.ndarray) -> np.ndarray:
         r"""Unbiased estimate ``(K, *grid, E)``, per fold, of each fit's squared error at raw scale.
@@ -80,10 +90,10 @@ class Folds:
         brought to the full dose) against :math:`\mu`: no affine fit, so a fit of the
         right shape but the wrong scale or offset scores badly.
         """
-        folds = self.split.shape[0]
+        folds = self.folds
         grid_axes = estimate.ndim - 4
         out = []
-        for k in range(folds):
+        for k in range(self.split.shape[0]):
             held = np.reshape(self.split[k], (1,) * grid_axes + self.split.shape[1:]).astype(np.float64)
             squared = np.sum((estimate[k] / (folds - 1) - held) ** 2, axis=(-2, -1)) - held.sum(axis=(-2, -1))
             out.append(folds**2 * squared)
@@ -137,7 +147,7 @@ class Folds:
         clipped at zero (in counts of the full dose).
         Every count enters :math:`K-1` of the :math:`K` fits, so all the data count equally.
         """
-        folds = self.fit.shape[0]
+        folds = self.folds
         maps = np.asarray(maps, dtype=np.float64)
         calibrated = _calibrate(maps, self.fit.astype(np.float64))
         return np.maximum(calibrated.mean(axis=0) * folds / (folds - 1), 0.0)
@@ -170,6 +180,10 @@ class PixelHoldOut:
     xp: Any
     device: Any
     criterion: Criterion = "jinvariant"
+
+    def first(self, count: int) -> PixelHoldOut:
+        """Return this hold-out on its first ``count`` masks only (scores on the same scale, noisier)."""
+        return replace(self, masks=self.masks[:count])
 
     @cached_property
     def inputs(self) -> np.ndarray:
@@ -331,13 +345,12 @@ def _heldout_nrmse(estimate: np.ndarray, split: np.ndarray) -> np.ndarray:
     return np.sign(ratio) * np.sqrt(np.abs(ratio))
 
 
-def _heldout_deviance(estimate: np.ndarray, fitted: np.ndarray, split: np.ndarray) -> np.ndarray:
-    """Poisson deviance ``(*grid, E)`` of the held-out folds, summed over folds and pixels."""
-    folds = split.shape[0]
+def _heldout_deviance(estimate: np.ndarray, fitted: np.ndarray, split: np.ndarray, folds: int) -> np.ndarray:
+    """Poisson deviance ``(*grid, E)`` of the held-out folds (of ``folds`` in all), summed over folds and pixels."""
     floor = 1e-3 * max(float(split.mean()), 1e-12)  # a zero prediction of a nonzero count is infinitely bad
     grid_axes = estimate.ndim - 4
     deviance = 0.0
-    for k in range(folds):
+    for k in range(split.shape[0]):
         target = np.reshape(fitted[k], (1,) * grid_axes + fitted.shape[1:]).astype(np.float64)
         mu = np.maximum(_calibrate(estimate[k], target) / (folds - 1), floor)
         held = np.reshape(split[k], (1,) * grid_axes + split.shape[1:]).astype(np.float64)

@@ -40,8 +40,8 @@ scale relative to the map's spread.
 **The choice.**  The grid (default `DEFAULT_GRID`: ``lambda_tv`` x
 ``lambda_chem`` x ``lambda_haadf`` in {default, 0}, and ``prior`` when
 `FusionParams` has it) is screened, one batched solve per prior: every candidate runs
-``screen`` iterations, and per element only the ``keep`` best screened ones go on, from where
-they stopped, to convergence.  Each element then
+``screen`` iterations on part of the hold-out (``screen_folds``), and per element only the
+``keep`` best screened ones go on, on every part, to convergence.  Each element then
 takes its own best grid point: its weights, and whether the HAADF term helps
 it at all (an element whose best point has :math:`\lambda_H = 0` is left out
 of the HAADF model, ``haadf_weights`` 0, so the objective stays one function).
@@ -116,6 +116,10 @@ DEFAULT_SCREEN = 10
 DEFAULT_KEEP = 2
 """Per element, how many of the best screened candidates `tune` solves to convergence."""
 
+SCREEN_FOLDS = {"counts": 1, "masks": 2}
+"""How many parts the screening runs on by default: one count split (a quarter of the counts held
+out), two pixel masks (an eighth of the pixels; one missed a fusion that won on the DyScO3 maps)."""
+
 DEFAULT_SIGMAS: tuple[float, ...] = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
 """Widths (pixels) of the Gaussian blurs `tune` weighs against fusion; 0 is the raw map
 (`fusex.baselines.DEFAULT_SIGMAS`)."""
@@ -142,7 +146,7 @@ class TuneResult:
         :math:`\sum_e` deviance / signal variance); ``diverged``: candidates
         whose fit diverged in some fold (their scores are NaN); ``screened``
         (grid, ``element``): the criterion after the ``screen`` iterations
-        every candidate runs; ``finished``: the candidates that went on to
+        every candidate runs on the screened parts; ``finished``: the candidates that went on to
         convergence (the others' criterion is NaN; see ``screen``); ``simple``
         (``sigma``, ``element``): the Gaussian blurs' scores (width 0: the raw
         map).  The grid values are the coordinates; attrs record the
@@ -279,6 +283,7 @@ def tune(
     widen: int = 2,
     screen: int | None = DEFAULT_SCREEN,
     keep: int = DEFAULT_KEEP,
+    screen_folds: int | None = None,
 ) -> TuneResult:
     r"""Choose fusion parameters from the data alone, per element, never worse than a simple filter.
 
@@ -357,6 +362,11 @@ def tune(
         Per element, how many of the best screened candidates continue, from
         where they stopped, to convergence (default `DEFAULT_KEEP`); only they
         can be chosen.
+    screen_folds : int or None
+        How many of the ``folds`` parts the screening runs on; the survivors'
+        fits on the other parts start from their own data.  Default None:
+        `SCREEN_FOLDS`, one count split or two pixel masks.  ``folds``
+        screens on all of them.
 
     Returns
     -------
@@ -381,6 +391,10 @@ def tune(
         raise ValueError(f"`screen` must be an integer >= 1 (iterations) or None (no screening), got {screen!r}")
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise ValueError(f"`keep` must be an integer >= 1, got {keep!r}")
+    if screen_folds is not None and (
+        isinstance(screen_folds, bool) or not isinstance(screen_folds, int) or screen_folds < 1
+    ):
+        raise ValueError(f"`screen_folds` must be an integer >= 1 or None (the default), got {screen_folds!r}")
     run = RunOptions(
         backend=backend,
         engine=engine,
@@ -424,7 +438,9 @@ def tune(
         fit = (counts[None].astype(np.int64) - split).astype(np.float32 if counts.dtype.itemsize <= 4 else np.float64)
         holdout = Folds(image, fit, split, input_xp, input_device, criterion)
     common = {"elements": elements, "z": z, "saturated": saturated, "negative": negative, "run": run}
-    screening = None if screen is None else _choice.Screening(screen, keep)
+    if screen_folds is None:
+        screen_folds = SCREEN_FOLDS["masks" if criterion == "jinvariant" else "counts"]
+    screening = None if screen is None else _choice.Screening(screen, keep, screen_folds)
     surface = _choice.search(holdout, base, candidates, progress, common, screening)
     surface, widened = _choice.widen(holdout, base, surface, widen, per_element, progress, common, screening)
     total = holdout.total(surface.values)

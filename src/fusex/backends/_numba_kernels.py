@@ -69,9 +69,12 @@ def _store_projected(qy, qx, one, py_out, px_out, i, j):  # pragma: no cover
 
 @nb.njit(**_JIT, inline="always")
 def _dual_rows(
-    f, weight, step, beta, nonneg, zero_start, py_prev, px_prev, py_cur, px_cur, py_out, px_out, start, stop
+    f, weight, step, keep, beta, nonneg, zero_start, py_prev, px_prev, py_cur, px_cur, py_out, px_out, start, stop
 ):  # pragma: no cover
-    """Dual update of rows ``start:stop`` of one map; the band carries its next primal row forward."""
+    r"""Dual update of rows ``start:stop`` of one map; the band carries its next primal row forward.
+
+    ``keep`` is :math:`a` of the Huber step, :math:`p_{out} = P(a\,r + s\nabla u)` (1 for TV).
+    """
     H, W = f.shape
     one = f.dtype.type(1)
     u_cur = np.empty(W + 1, dtype=f.dtype)
@@ -89,8 +92,8 @@ def _dual_rows(
             for j in range(W):
                 ry = py_cur[i, j] + beta * (py_cur[i, j] - py_prev[i, j])
                 rx = px_cur[i, j] + beta * (px_cur[i, j] - px_prev[i, j])
-                qy = ry + step * (u_next[j] - u_cur[j])
-                qx = rx + step * (u_cur[j + 1] - u_cur[j])
+                qy = keep * ry + step * (u_next[j] - u_cur[j])
+                qx = keep * rx + step * (u_cur[j + 1] - u_cur[j])
                 _store_projected(qy, qx, one, py_out, px_out, i, j)
         u_cur, u_next = u_next, u_cur
 
@@ -119,13 +122,28 @@ def dual_step(
     primal row, so each row of ``u`` is formed about once.
     """
     H = f.shape[0]
+    one = f.dtype.type(1)
     rows = (H + n_blocks - 1) // n_blocks
     for b in prange(n_blocks):
         start = b * rows
         stop = min(H, start + rows)
         if start < stop:
             _dual_rows(
-                f, weight, step, beta, nonneg, zero_start, py_prev, px_prev, py_cur, px_cur, py_out, px_out, start, stop
+                f,
+                weight,
+                step,
+                one,
+                beta,
+                nonneg,
+                zero_start,
+                py_prev,
+                px_prev,
+                py_cur,
+                px_cur,
+                py_out,
+                px_out,
+                start,
+                stop,
             )
 
 
@@ -137,12 +155,17 @@ def primal(f, weight, nonneg, py, px, out):  # pragma: no cover
 
 
 @nb.njit(parallel=True, **_JIT)
-def evaluate(x, haadf, counts, weights, x_pow_m1, log_x_eps, residual, partials, mask, masked):  # pragma: no cover
+def evaluate(
+    x, haadf, counts, weights, deltas, strengths, xi, directed, x_pow_m1, log_x_eps, residual, partials, mask, masked
+):  # pragma: no cover
     r"""Cost terms and HAADF residual of each item, from :math:`x^{\gamma-1}` and :math:`\log(x+\epsilon)`.
 
-    ``x`` is (B, E, H, W) and ``weights`` (B, E).  Writes ``residual``
-    (B, H, W); per-row sums go to ``partials`` (B * H, 1 + 2E) in float64:
-    :math:`r^2`, then :math:`x_e - b_e\log(x_e+\epsilon)` and :math:`|\nabla x_e|` of each map.
+    ``x`` is (B, E, H, W), ``weights``, the Huber ``deltas`` and the directional ``strengths`` (B, E).
+    Writes ``residual`` (B, H, W); per-row sums go to ``partials`` (B * H, 1 + 2E) in float64:
+    :math:`r^2`, then :math:`x_e - b_e\log(x_e+\epsilon)` and the prior
+    :math:`h_\delta(\lVert P_\xi \nabla x_e\rVert)` of each map (:math:`\delta = 0`: TV).  When
+    ``directed``, :math:`P_\xi = I - \gamma_d \xi\xi^\top` with the direction field ``xi`` (B, 2, H, W);
+    otherwise ``strengths`` and ``xi`` are not read.
     When ``masked``, ``mask`` (B, H, W) weighs the HAADF term: :math:`m r^2` is summed and
     :math:`m r` kept as the residual; otherwise ``mask`` is not read.
     """
@@ -163,11 +186,34 @@ def evaluate(x, haadf, counts, weights, x_pow_m1, log_x_eps, residual, partials,
                 res[j] -= w * x_pow_m1[n, e, i, j] * v
                 poisson += v - counts[n, e, i, j] * log_x_eps[n, e, i, j]
             tv = 0.0
-            for j in range(W - 1):
-                dy = xe[down, j] - xe[i, j]
-                dx = xe[i, j + 1] - xe[i, j]
-                tv += math.sqrt(dy * dy + dx * dx)
-            tv += abs(xe[down, W - 1] - xe[i, W - 1])
+            delta = deltas[n, e]
+            if directed:
+                gamma_d = strengths[n, e]
+                half, inverse = 0.5 * delta, 0.5 / max(delta, 1e-30)
+                for j in range(W):
+                    right = min(j + 1, W - 1)  # on the last column x[right] is x[j]: zero difference
+                    dy = xe[down, j] - xe[i, j]
+                    dx = xe[i, right] - xe[i, j]
+                    along = gamma_d * (xi[n, 0, i, j] * dy + xi[n, 1, i, j] * dx)
+                    dy -= along * xi[n, 0, i, j]
+                    dx -= along * xi[n, 1, i, j]
+                    g = math.sqrt(dy * dy + dx * dx)
+                    tv += g - half if g > delta else g * g * inverse
+            elif delta > 0:
+                half, inverse = 0.5 * delta, 0.5 / delta
+                for j in range(W - 1):
+                    dy = xe[down, j] - xe[i, j]
+                    dx = xe[i, j + 1] - xe[i, j]
+                    g = math.sqrt(dy * dy + dx * dx)
+                    tv += g - half if g > delta else g * g * inverse
+                g = abs(xe[down, W - 1] - xe[i, W - 1])
+                tv += g - half if g > delta else g * g * inverse
+            else:
+                for j in range(W - 1):
+                    dy = xe[down, j] - xe[i, j]
+                    dx = xe[i, j + 1] - xe[i, j]
+                    tv += math.sqrt(dy * dy + dx * dx)
+                tv += abs(xe[down, W - 1] - xe[i, W - 1])
             partials[t, 1 + e] = poisson
             partials[t, 1 + E + e] = tv
         sq = 0.0
@@ -212,65 +258,85 @@ def _guided(vy, vx, xi_y, xi_x, strength):  # pragma: no cover
 
 
 @nb.njit(**_JIT, inline="always")
-def _divergence_primal(f, weight, nonneg, vy, vx, out):  # pragma: no cover
-    """Out = P_C(f + weight div v) for one (H, W) map; the last row of v_y and last column of v_x never enter."""
+def _directed_primal_row(
+    f, w, g, xi, beta, nonneg, zero_start, py_prev, px_prev, py_cur, px_cur, i, vx, out
+):  # pragma: no cover
+    r"""Write row ``i`` of :math:`u = P_C(f + w \operatorname{div} P_\xi r)` into ``out[:W]``.
+
+    :math:`r = p_{cur} + \beta(p_{cur} - p_{prev})`.  As `_primal_row` (``out`` has W + 1 entries),
+    with the directional projection :math:`P_\xi` at every pixel; ``vx`` (W) is scratch for the
+    row's :math:`(P_\xi r)_x`.
+    """
     H, W = f.shape
-    zero = f.dtype.type(0)
-    for i in range(H):
+    if zero_start:
+        for j in range(W):
+            out[j] = f[i, j]
+    else:
+        # The last row of (P r)_y and the last column of (P r)_x never enter the divergence.
         down = f.dtype.type(1.0 if i < H - 1 else 0.0)
         up = f.dtype.type(1.0 if i > 0 else 0.0)
         iu = max(i - 1, 0)
+        xy, xx = xi[0], xi[1]
         for j in range(W):
-            out[i, j] = f[i, j] + weight * (down * vy[i, j] - up * vy[iu, j])
-        out[i, 0] += weight * vx[i, 0]
+            ry = py_cur[i, j] + beta * (py_cur[i, j] - py_prev[i, j])
+            rx = px_cur[i, j] + beta * (px_cur[i, j] - px_prev[i, j])
+            vy, vx[j] = _guided(ry, rx, xy[i, j], xx[i, j], g)
+            sy = py_cur[iu, j] + beta * (py_cur[iu, j] - py_prev[iu, j])
+            sx = px_cur[iu, j] + beta * (px_cur[iu, j] - px_prev[iu, j])
+            vy_up, _ = _guided(sy, sx, xy[iu, j], xx[iu, j], g)
+            out[j] = f[i, j] + w * (down * vy - up * vy_up)
+        out[0] += w * vx[0]
         for j in range(1, W - 1):
-            out[i, j] += weight * (vx[i, j] - vx[i, j - 1])
+            out[j] += w * (vx[j] - vx[j - 1])
         if W > 1:
-            out[i, W - 1] -= weight * vx[i, W - 2]
-        if nonneg:
-            for j in range(W):
-                out[i, j] = max(out[i, j], zero)
+            out[W - 1] -= w * vx[W - 2]
+    if nonneg:
+        zero = f.dtype.type(0)
+        for j in range(W):
+            out[j] = max(out[j], zero)
+    out[W] = out[W - 1]
 
 
 @nb.njit(**_JIT, inline="always")
-def _guided_dual(f, w, s, a, g, xi, beta, nonneg, by, bx, cy, cx, ny, nx, work):  # pragma: no cover
-    r"""One Huber / directional-TV dual step of one map (`fusex.tv.tv_prox`'s Notes).
+def _directed_dual(f, w, s, a, g, xi, beta, nonneg, zero_start, by, bx, cy, cx, ny, nx):  # pragma: no cover
+    r"""One Huber / directional-TV dual step of one map (`fusex.tv.tv_prox`'s Notes), rows streamed.
 
     :math:`p_{out} = P_{\lVert\cdot\rVert\le 1}(a\,r + s\,P_\xi\nabla u)`,
-    :math:`u = P_C(f + w \operatorname{div}(P_\xi r))`, :math:`r = p_{cur} + \beta(p_{cur} - p_{before})`,
-    with the direction field ``xi`` (2, H, W); ``work`` (3, H, W) is scratch memory.
+    :math:`u = P_C(f + w \operatorname{div}(P_\xi r))`, :math:`r = p_{cur} + \beta(p_{cur} - p_{before})`
+    (0 when ``zero_start``), with the direction field ``xi`` (2, H, W).  Each row of :math:`u` is
+    formed once and carried to the next row's step, as in `_dual_rows`.
     """
     H, W = f.shape
     one = f.dtype.type(1)
-    xy, xx, vy, vx, u = xi[0], xi[1], work[0], work[1], work[2]
-    # The extrapolated point r is kept in (ny, nx), which the step then overwrites pixel by pixel.
+    xy, xx = xi[0], xi[1]
+    u_cur = np.empty(W + 1, dtype=f.dtype)
+    u_next = np.empty(W + 1, dtype=f.dtype)
+    vx = np.empty(W, dtype=f.dtype)
+    _directed_primal_row(f, w, g, xi, beta, nonneg, zero_start, by, bx, cy, cx, 0, vx, u_cur)
     for i in range(H):
+        # On the last row u_next is u_cur itself, so the vertical difference is 0 (Neumann).
+        _directed_primal_row(f, w, g, xi, beta, nonneg, zero_start, by, bx, cy, cx, min(i + 1, H - 1), vx, u_next)
         for j in range(W):
-            ry = cy[i, j] + beta * (cy[i, j] - by[i, j])
-            rx = cx[i, j] + beta * (cx[i, j] - bx[i, j])
-            ny[i, j] = ry
-            nx[i, j] = rx
-            vy[i, j], vx[i, j] = _guided(ry, rx, xy[i, j], xx[i, j], g)
-    _divergence_primal(f, w, nonneg, vy, vx, u)
-    for i in range(H):
-        down = min(i + 1, H - 1)
-        for j in range(W):
-            right = min(j + 1, W - 1)
-            gy, gx = _guided(u[down, j] - u[i, j], u[i, right] - u[i, j], xy[i, j], xx[i, j], g)
-            qy = a * ny[i, j] + s * gy
-            qx = a * nx[i, j] + s * gx
+            gy, gx = _guided(u_next[j] - u_cur[j], u_cur[j + 1] - u_cur[j], xy[i, j], xx[i, j], g)
+            if zero_start:
+                qy, qx = s * gy, s * gx
+            else:
+                qy = a * (cy[i, j] + beta * (cy[i, j] - by[i, j])) + s * gy
+                qx = a * (cx[i, j] + beta * (cx[i, j] - bx[i, j])) + s * gx
             _store_projected(qy, qx, one, ny, nx, i, j)
+        u_cur, u_next = u_next, u_cur
 
 
 @nb.njit(**_JIT, inline="always")
-def _guided_primal(f, w, g, xi, nonneg, py, px, work, out):  # pragma: no cover
-    """Out = P_C(f + w div(P_xi p)) for one map; ``work`` (at least 2, H, W) is scratch memory."""
-    H, W = f.shape
-    xy, xx, vy, vx = xi[0], xi[1], work[0], work[1]
-    for i in range(H):
-        for j in range(W):
-            vy[i, j], vx[i, j] = _guided(py[i, j], px[i, j], xy[i, j], xx[i, j], g)
-    _divergence_primal(f, w, nonneg, vy, vx, out)
+def _directed_primal(f, w, g, xi, nonneg, py, px, out):  # pragma: no cover
+    r"""Out = :math:`P_C(f + w \operatorname{div}(P_\xi p))` for one map."""
+    W = f.shape[1]
+    zero = f.dtype.type(0)
+    row = np.empty(W + 1, dtype=f.dtype)
+    vx = np.empty(W, dtype=f.dtype)
+    for i in range(f.shape[0]):
+        _directed_primal_row(f, w, g, xi, zero, nonneg, False, py, px, py, px, i, vx, row)
+        out[i, :] = row[:W]
 
 
 @nb.njit(parallel=True, **_JIT)
@@ -283,35 +349,38 @@ def prox_maps(
     ``betas`` holds the momentum weight of each dual iteration.  The arguments
     are those of `fusex.backends._compiled.ProxProblem`: per map :math:`w`,
     :math:`s`, :math:`a`, :math:`\gamma_d`, and the direction field
-    ``xi[m // maps_per_field]`` (2, H, W).  Without ``guided`` every map's
-    prior is TV and takes the row-streamed TV step (``keeps``, ``strengths``
-    and ``xi`` are not read); with it, the Huber / directional-TV step.  When
+    ``xi[m // maps_per_field]`` (2, H, W).  A map without a direction
+    (TV, or Huber: ``strengths[m]`` 0 or not ``guided``) takes the
+    row-streamed step, which scales the extrapolated dual by its keep
+    :math:`a` (1 for TV); a map with one takes the directional-TV step.  When
     ``warm``, the dual starts from ``dual`` (M, 2, H, W), and the last dual
     iterate is written back there; otherwise ``dual`` is not touched.
     """
     M, H, W = f.shape
-    planes = 3 if guided else 0  # the guided step's scratch: P r and u
     for m in prange(M):
         fm = f[m]
         w, s = weights[m], steps[m]
         p = np.zeros((3, 2, H, W), dtype=f.dtype)
-        v = np.empty((planes, H, W), dtype=f.dtype)
         field = xi[m // maps_per_field]
         prev, cur, nxt = 0, 1, 2
         if warm:
             p[cur] = dual[m]
+        # Huber differs from TV only by the keep a, so without a direction it streams rows like TV.
+        directed = guided and strengths[m] != 0
+        keep = keeps[m] if guided else f.dtype.type(1)
         for k in range(betas.shape[0]):
             beta = betas[k]
             # Without momentum p_prev is not read: passing p_cur keeps stale memory out of the sum.
             before = cur if beta == 0.0 else prev
             by, bx, cy, cx, ny, nx = p[before, 0], p[before, 1], p[cur, 0], p[cur, 1], p[nxt, 0], p[nxt, 1]
-            if guided:
-                _guided_dual(fm, w, s, keeps[m], strengths[m], field, beta, nonneg, by, bx, cy, cx, ny, nx, v)
+            if directed:
+                zero_start = k == 0 and not warm
+                _directed_dual(fm, w, s, keep, strengths[m], field, beta, nonneg, zero_start, by, bx, cy, cx, ny, nx)
             else:
-                _dual_rows(fm, w, s, beta, nonneg, k == 0 and not warm, by, bx, cy, cx, ny, nx, 0, H)
+                _dual_rows(fm, w, s, keep, beta, nonneg, k == 0 and not warm, by, bx, cy, cx, ny, nx, 0, H)
             prev, cur, nxt = cur, nxt, prev
-        if guided:
-            _guided_primal(fm, w, strengths[m], field, nonneg, p[cur, 0], p[cur, 1], v, out[m])
+        if directed:
+            _directed_primal(fm, w, strengths[m], field, nonneg, p[cur, 0], p[cur, 1], out[m])
         else:
             _primal_rows(fm, w, nonneg, p[cur, 0], p[cur, 1], out[m], 0, H)
         if warm:

@@ -25,12 +25,11 @@ from functools import partial
 from types import ModuleType
 from typing import Any
 
-import array_api_compat.numpy
 import numba
 import numpy as np
 
-from .._per_item import is_guided, item_values, map_values
-from ..objectives import Evaluation, prior_values, split_sums
+from .._per_item import any_positive, item_values, map_values
+from ..objectives import Evaluation, split_sums
 from . import _numba_kernels as kernels
 from ._compiled import CompiledEngine, ProxProblem, dual_iterations, momentum
 from ._scratch import Scratch
@@ -138,12 +137,19 @@ class NumbaEngine(CompiledEngine):
         np.log(np.add(x, item_values(eps, n_items, dtype).reshape(-1, 1, 1, 1), out=logs), out=logs)
         residual = np.empty((n_items, *x.shape[2:]), dtype=dtype)
         partials = self._scratch.get("partials", (n_items * x.shape[2], 1 + 2 * x.shape[1]), np.float64)
+        directed = direction is not None and any_positive(strength)
+        # Without a direction field, one pixel of x's dtype stands in (one compiled version; it is not read).
+        xi = _host(direction, "direction").astype(dtype, copy=False) if directed else np.zeros((1, 2, 1, 1), dtype)
         with _threads_for(x[:, 0].size), _parallel_region():
             kernels.evaluate(
                 x,
                 _host(haadf, "haadf"),
                 _host(counts, "counts"),
                 _host(weights, "weights").reshape(n_items, -1),
+                map_values(huber_delta, n_items, x.shape[1], dtype),
+                map_values(strength, n_items, x.shape[1], dtype),
+                np.ascontiguousarray(np.broadcast_to(xi, (n_items, *xi.shape[1:]))) if directed else xi,
+                directed,
                 x_pow_m1,
                 logs,
                 residual,
@@ -153,10 +159,6 @@ class NumbaEngine(CompiledEngine):
                 mask is not None,
             )
         sums = partials.reshape(n_items, x.shape[2], -1).sum(axis=1)
-        if is_guided(huber_delta, strength, direction):
-            # The kernel sums TV; other priors are summed by NumPy here (a small share of an iteration's work).
-            prior = prior_values(x, array_api_compat.numpy, huber_delta, strength, direction)
-            sums[:, 1 + x.shape[1] :] = prior.sum(axis=(-2, -1), dtype=np.float64)
         return split_sums(sums, x_pow_m1, residual)
 
     def gradient_step(

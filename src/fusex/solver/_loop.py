@@ -96,7 +96,8 @@ def solve(
     `IterationState` for exactly what stops).  ``on_divergence="mark"`` stops a
     diverging item with ``stop_reason="diverged"`` instead of raising.
     ``start`` (``(n, E, H, W)`` on the compute backend, normalized units) is
-    the first iterate; default the normalized counts.
+    the first iterate; default the normalized counts, which also stand in
+    wherever ``start`` is NaN (an item with no earlier fit of its own).
     """
     xp = problem.xp
     n_items, n_elements = problem.counts.shape[:2]
@@ -110,7 +111,7 @@ def solve(
     mask = problem.haadf_mask
     direction = _direction(problem, params, values, xp)
     terms = engine_terms(values, direction)
-    x0 = problem.counts if start is None else xp.clip(start, min=0.0)
+    x0 = problem.counts if start is None else xp.where(xp.isnan(start), problem.counts, xp.clip(start, min=0.0))
     ev = engine.evaluate(x0, problem.haadf, problem.counts, weights, xp=xp, mask=mask, **terms)
     live = Live(
         np.arange(n_items),
