@@ -440,3 +440,42 @@ def _raw_nrmse(estimate, truth):
     """NRMSE at raw scale per map (last two axes), for estimates ``(..., E, H, W)``."""
     centred = truth - truth.mean(axis=(-2, -1), keepdims=True)
     return np.sqrt(np.sum((estimate - truth) ** 2, axis=(-2, -1)) / np.sum(centred**2, axis=(-2, -1)))
+
+
+def test_held_out_calibration_undoes_a_known_affine_error():
+    rng = np.random.default_rng(0)
+    mean = 2.0 + rng.random((2, 12, 10))  # the mean counts of 2 elements
+    folds = 4
+    split = np.broadcast_to(mean / folds, (folds, *mean.shape))  # noise-free held-out counts
+    holdout = Folds(np.zeros((12, 10)), 3 * split, split, None, None, calibrate=True)
+    # fits three times too bright with a pedestal: the calibration maps them back onto the mean
+    estimate = 3.0 * (folds - 1) * split + 0.5
+    slope, offset = np.moveaxis(holdout.calibration(estimate), -1, 0)
+    np.testing.assert_allclose(slope, 1 / 3)
+    np.testing.assert_allclose(offset, -folds * 0.5 / (3 * (folds - 1)))
+    # scored after it, such fits have no error beyond the held-out noise term
+    np.testing.assert_allclose(holdout.parts(estimate), -(folds**2) * split.sum(axis=(-2, -1)), atol=1e-9)
+    assert Folds(np.zeros((12, 10)), 3 * split, split, None, None).calibration(estimate) is None
+
+
+def test_tune_calibrate_returns_the_calibrated_maps_and_keeps_totals():
+    sample = phantom((32, 32), dose=4.0, seed=5)
+    kwargs = {"elements": sample.elements, "grid": SMALL_GRID, "folds": 3, "per_element": False, **SCREENED}
+    res = tune(sample.haadf, sample.maps, calibrate=True, **kwargs)
+    choice = res.choice
+    assert np.all(np.isfinite(choice.slope.values)) and np.all(np.isfinite(choice.offset.values))
+    plain = fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params=res.params).to_input_units()
+    got = np.asarray(res.result.to_input_units())
+    for e, method in enumerate(choice.method.values):
+        if method == "fusion":
+            scaled = choice.slope.values[e] * np.asarray(plain[e], dtype=np.float64)
+            expected = scaled + choice.offset.values[e]
+            np.testing.assert_allclose(got[e].sum(), expected.sum(), rtol=1e-5)  # the calibration's total
+            shift = got[e] - scaled  # one offset where positive, at most the calibration's
+            assert np.ptp(shift[got[e] > 0]) < 1e-4 and np.all(shift[got[e] > 0] <= choice.offset.values[e] + 1e-5)
+            assert got[e].min() >= 0
+    counts = np.asarray(sample.maps, dtype=np.float64).sum(axis=(-2, -1))
+    np.testing.assert_allclose(got.sum(axis=(-2, -1)) / counts, 1.0, atol=0.03)
+    assert "slope" not in tune(sample.haadf, sample.maps, **kwargs).choice
+    with pytest.raises(ValueError, match="`calibrate=True` needs count splitting"):
+        tune(sample.haadf, sample.maps / 7.0, calibrate=True, **kwargs)

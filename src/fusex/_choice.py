@@ -52,6 +52,7 @@ class Surface:
     screened: np.ndarray
     finished: np.ndarray
     maps: dict[tuple[int, ...], np.ndarray]
+    calibration: np.ndarray | None = None  # (*grid, E, 2): each fit's held-out calibration, if any
 
     def at(self, base: FusionParams, index: Sequence[int]) -> FusionParams:
         """Return ``base`` with the grid fields at ``index``."""
@@ -100,6 +101,7 @@ class Option:
     parts: np.ndarray | None
     maps: np.ndarray
     index: tuple[int, ...] | None = None  # its grid point, when it is one
+    calibration: np.ndarray | None = None  # (E, 2): slope and offset of each element's map, if any
 
 
 def _value(value: Any) -> Any:
@@ -130,11 +132,17 @@ def search(
     short = base.replace(n_iter=min(screening.iterations, base.n_iter))
     count = holdout.inputs.shape[0]
     screened_on = holdout if screening.parts is None else holdout.first(min(screening.parts, count))
+    calibrated = getattr(holdout, "calibrate", False)
+    if calibrated:
+        # Screening ranks fits as they are: a calibration of 10-iteration fits rescues candidates
+        # whose converged fits score badly, and they would crowd out the good ones.
+        screened_on = replace(screened_on, calibrate=False)
     early = _solve_grid(screened_on, short, candidates, progress, common, screening.keep)
     chosen = survivors(early.screened, screening.keep, against)
     values = np.full_like(early.values, np.nan)
     parts = None if early.parts is None else np.full((count, *early.parts.shape[1:]), np.nan)
     diverged = early.diverged.copy()
+    calibration = np.full((*early.values.shape, 2), np.nan) if calibrated else None
     points = [tuple(int(i) for i in index) for index in np.argwhere(chosen)]
     maps = {index: early.maps[index] for index in points}
     labels = [axis for axis, v in enumerate(candidates.values()) if v.dtype == object]
@@ -162,8 +170,12 @@ def search(
             maps[index] = fitted[:, j]
             if parts is not None:
                 parts[(slice(None), *index)] = scored.parts[:, j]
+            if calibration is not None:
+                calibration[index] = scored.calibration[j]
     finished = chosen & ~diverged
-    return replace(early, values=values, parts=parts, diverged=diverged, finished=finished, maps=maps)
+    return replace(
+        early, values=values, parts=parts, diverged=diverged, finished=finished, maps=maps, calibration=calibration
+    )
 
 
 def survivors(screened: np.ndarray, keep: int, against: np.ndarray | None = None) -> np.ndarray:
@@ -214,6 +226,7 @@ def _solve_grid(
             np.stack([s.screened for s in subs]),
             np.stack([s.finished for s in subs]),
             {(i, *index): fits for i, s in enumerate(subs) for index, fits in s.maps.items()},
+            None if subs[0].calibration is None else np.stack([s.calibration for s in subs]),
         )
     axes = len(candidates)
     fields = {
@@ -242,6 +255,7 @@ def _solve_grid(
         scored.values,
         ~scored.diverged,
         maps,
+        scored.calibration,
     )
 
 
@@ -266,6 +280,7 @@ def _concat(surface: Surface, extra: Surface, axis: int, front: bool) -> Surface
             **_shifted(surface.maps, axis, extra.values.shape[axis] if front else 0),
             **_shifted(extra.maps, axis, 0 if front else surface.values.shape[axis]),
         },
+        None if surface.calibration is None else join(surface.calibration, extra.calibration, axis),
     )
 
 

@@ -37,6 +37,7 @@ class Folds:
     device: Any
     criterion: Criterion = "mse"
     n_folds: int = 0  # K, the number of folds the counts were split into (0: as many as ``split`` holds)
+    calibrate: bool = False  # score (and return) each fit after its held-out affine calibration
 
     @property
     def folds(self) -> int:
@@ -92,12 +93,46 @@ class Folds:
         """
         folds = self.folds
         grid_axes = estimate.ndim - 4
+        calibration = self.calibration(estimate)
         out = []
         for k in range(self.split.shape[0]):
             held = np.reshape(self.split[k], (1,) * grid_axes + self.split.shape[1:]).astype(np.float64)
-            squared = np.sum((estimate[k] / (folds - 1) - held) ** 2, axis=(-2, -1)) - held.sum(axis=(-2, -1))
+            predicted = estimate[k] / (folds - 1)
+            if calibration is not None:
+                # clipped as the returned maps are: a calibration is not credited for negative counts
+                slope, offset = calibration[..., 0, None, None], calibration[..., 1, None, None] / folds
+                predicted = np.maximum(slope * predicted + offset, 0.0)
+            squared = np.sum((predicted - held) ** 2, axis=(-2, -1)) - held.sum(axis=(-2, -1))
             out.append(folds**2 * squared)
         return np.stack(out)
+
+    def calibration(self, estimate: np.ndarray) -> np.ndarray | None:
+        r"""Per fit and element, the held-out affine calibration ``(*grid, E, 2)``: slope :math:`a`, offset :math:`c`.
+
+        None unless ``calibrate``.  The least-squares fit, pooled over the folds, of the held-out
+        counts :math:`h_k` by :math:`a\,\hat x_k/(K-1) + c/K`: the held-out noise is independent of
+        the fits, so :math:`(a, c)` estimates the affine map that brings a fit closest to the mean
+        counts (two numbers fitted to :math:`K N` pixels; their optimism is negligible).  The full
+        data's fit :math:`\hat x` becomes :math:`a\hat x + c`, whose total is the counts' when the
+        fits keep their counts' totals.
+        """
+        if not self.calibrate or self.criterion != "mse":
+            return None
+        folds = self.folds
+        grid_axes = estimate.ndim - 4
+        sx = sh = sxx = sxh = 0.0
+        for k in range(self.split.shape[0]):
+            held = np.reshape(self.split[k], (1,) * grid_axes + self.split.shape[1:]).astype(np.float64)
+            x = estimate[k] / (folds - 1)
+            sx, sxx = sx + x.sum(axis=(-2, -1)), sxx + np.sum(x * x, axis=(-2, -1))
+            sh, sxh = sh + held.sum(axis=(-2, -1)), sxh + np.sum(x * held, axis=(-2, -1))
+        n = self.split.shape[0] * self.split.shape[-2] * self.split.shape[-1]
+        spread = sxx - sx * sx / n
+        covariance = sxh - sx * sh / n
+        # a constant fit (no spread) cannot be rescaled: its slope stays 1
+        slope = np.where(spread > 1e-12 * np.maximum(sxx, 1e-300), covariance / np.maximum(spread, 1e-300), 1.0)
+        offset = folds * (sh - slope * sx) / n
+        return np.stack([slope, offset], axis=-1)
 
     @cached_property
     def denominator(self) -> np.ndarray:
@@ -203,6 +238,10 @@ class PixelHoldOut:
         parts = self.parts(estimate)
         return self.values(parts), parts
 
+    def calibration(self, estimate: np.ndarray) -> None:
+        """No calibration: maps that are not counts are scored as they are."""
+        return None
+
     def parts(self, estimate: np.ndarray) -> np.ndarray:
         """Per mask, the squared error ``(K, *grid, E)`` on its hidden pixels, scaled to the whole image."""
         pixels = self.masks[0].size
@@ -265,15 +304,21 @@ def _fit_and_score(
     values, parts = holdout.evaluate(estimate)
     if parts is not None:
         parts = np.where(diverged[..., None], np.nan, parts)
-    return Scored(np.where(diverged[..., None], np.nan, values), diverged, fits, parts)
+    return Scored(np.where(diverged[..., None], np.nan, values), diverged, fits, parts, holdout.calibration(estimate))
 
 
-def simple_scores(holdout: HoldOut, sigmas: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Score a Gaussian blur of each part's input for every width (0: the input as it is): ``(S, E)`` and parts."""
-    scored = [holdout.evaluate(np.stack([gaussian(m, s) for m in holdout.inputs])) for s in sigmas]
+def simple_scores(holdout: HoldOut, sigmas: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Score a Gaussian blur of each part's input for every width (0: the input as it is).
+
+    Returns the scores ``(S, E)``, their parts ``(K, S, E)`` and calibrations ``(S, E, 2)`` (None where absent).
+    """
+    blurred = [np.stack([gaussian(m, s) for m in holdout.inputs]) for s in sigmas]
+    scored = [holdout.evaluate(b) for b in blurred]
     values = np.stack([v for v, _ in scored])
     parts = None if scored[0][1] is None else np.stack([p for _, p in scored], axis=1)  # (K, S, E)
-    return values, parts
+    calibrations = [holdout.calibration(b) for b in blurred]
+    calibration = None if calibrations[0] is None else np.stack(calibrations)  # (S, E, 2)
+    return values, parts, calibration
 
 
 @dataclass(frozen=True)
@@ -288,6 +333,7 @@ class Scored:
     diverged: np.ndarray
     fits: FusionResult
     parts: np.ndarray | None = None
+    calibration: np.ndarray | None = None  # (*grid, E, 2), see `Folds.calibration`
 
 
 def scaled(value: Any, factor: float) -> Any:

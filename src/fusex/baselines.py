@@ -154,7 +154,7 @@ def gaussian_counts(
     split = split_counts(stack, folds, np.random.default_rng(seed)).astype(np.float64)
     # the very score and splits fusex.tune weighs its own blurs with (same seed, same folds)
     holdout = Folds(stack.sum(axis=0), stack[None] - split, split, np, None, "mse")
-    scores, parts = simple_scores(holdout, grid)  # (S, E), (K, S, E)
+    scores, parts, _ = simple_scores(holdout, grid)  # (S, E), (K, S, E)
     chosen = parts[:, np.nanargmin(scores, axis=0), np.arange(stack.shape[0])]  # (K, E)
     spread = chosen.std(axis=0, ddof=1) / np.sqrt(folds) / holdout.denominator
     return _choice(stack, grid, scores, spread, "held-out raw-scale squared error from count splits (fusex.tune)")

@@ -284,6 +284,7 @@ def tune(
     screen: int | None = DEFAULT_SCREEN,
     keep: int = DEFAULT_KEEP,
     screen_folds: int | None = None,
+    calibrate: bool = False,
 ) -> TuneResult:
     r"""Choose fusion parameters from the data alone, per element, never worse than a simple filter.
 
@@ -367,6 +368,14 @@ def tune(
         fits on the other parts start from their own data.  Default None:
         `SCREEN_FOLDS`, one count split or two pixel masks.  ``folds``
         screens on all of them.
+    calibrate : bool
+        Count splitting with ``criterion="mse"`` only: score every candidate
+        (fusion and blur) after the affine map :math:`a x + c` per element
+        that brings its fold fits closest to the held-out counts, and return
+        the chosen maps so calibrated (``choice.slope``, ``choice.offset``),
+        clipped at 0 with the offset lowered to keep each total.  A shrinking prior flattens a map and a noisy fit
+        over-shoots its contrast; the held-out counts measure both, without
+        the truth.  Default False.
 
     Returns
     -------
@@ -427,6 +436,11 @@ def tune(
     widths = np.asarray([] if sigmas is None else sigmas, dtype=np.float64)
     if widths.ndim != 1 or not np.all(np.isfinite(widths)) or np.any(widths < 0):
         raise ValueError(f"`sigmas` must be a 1-D sequence of widths >= 0 (pixels), or None, got {sigmas!r}")
+    if calibrate and criterion != "mse":
+        raise ValueError(
+            f"`calibrate=True` needs count splitting with criterion='mse' (the held-out counts' scale), "
+            f"got criterion={criterion!r}; pass counts and criterion='mse', or calibrate=False"
+        )
     image = np.asarray(to_numpy(haadf))
     rng = np.random.default_rng(seed)
     if criterion == "jinvariant":
@@ -436,7 +450,7 @@ def tune(
     else:
         split = split_counts(counts, folds, rng)
         fit = (counts[None].astype(np.int64) - split).astype(np.float32 if counts.dtype.itemsize <= 4 else np.float64)
-        holdout = Folds(image, fit, split, input_xp, input_device, criterion)
+        holdout = Folds(image, fit, split, input_xp, input_device, criterion, calibrate=bool(calibrate))
     common = {"elements": elements, "z": z, "saturated": saturated, "negative": negative, "run": run}
     if screen_folds is None:
         screen_folds = SCREEN_FOLDS["masks" if criterion == "jinvariant" else "counts"]
@@ -450,7 +464,18 @@ def tune(
     shared = surface.at(base, best)
     shared_parts = None if surface.parts is None else surface.parts[(slice(None), *best)]
     shared_maps = surface.maps[best]
-    options = [_choice.Option("shared", shared, surface.values[best], shared_parts, shared_maps, best)]
+    calibrations = surface.calibration
+    options = [
+        _choice.Option(
+            "shared",
+            shared,
+            surface.values[best],
+            shared_parts,
+            shared_maps,
+            best,
+            None if calibrations is None else calibrations[best],
+        )
+    ]
     attrs: dict[str, Any] = {
         f"chosen_{name}": _choice._value(values[i]) for (name, values), i in zip(surface.candidates.items(), best)
     }
@@ -464,13 +489,24 @@ def tune(
                 attrs[f"per_element_{name}"] = json.dumps(dict(getattr(trial, name)))
         if not bool(scored.diverged):
             trial_maps = np.asarray(to_numpy(scored.fits.maps), dtype=np.float32)
-            options.append(_choice.Option("per element", trial, scored.values, scored.parts, trial_maps))
+            options.append(
+                _choice.Option(
+                    "per element", trial, scored.values, scored.parts, trial_maps, calibration=scored.calibration
+                )
+            )
     simple = simple_scores(holdout, widths) if widths.size else None
     pick, takes = _choice.decide(holdout, options, None if simple is None else simple[0])
     option = options[pick]
     if trial is not None:
         attrs["per_element"] = int(option.label == "per element")
     choice = _choice.record(holdout, surface, option, widths, simple, takes)
+    calibration = None
+    if option.calibration is not None:
+        calibration = np.array(option.calibration, dtype=np.float64)
+        for e, taken in enumerate([] if takes is None else takes):
+            if taken >= 0:
+                calibration[e] = simple[2][taken, e]
+        choice = choice.assign(slope=("element", calibration[:, 0]), offset=("element", calibration[:, 1]))
     sources = [
         "fusion" if method == "fusion" else _choice.simple_label(sigma)
         for method, sigma in zip(choice.method.values, choice.sigma.values)
@@ -484,7 +520,7 @@ def tune(
     result = None
     if refit:
         fused = fuse_arrays(haadf, maps, params=option.params, **common)
-        result = _with_sources(fused, counts, takes, widths, sources)
+        result = _with_sources(fused, counts, takes, widths, sources, calibration)
         if labeled_maps is not None:
             result = result_to_dataset(result, labeled_haadf, labeled_maps)
     if labeled_maps is not None and average is not None:
@@ -502,20 +538,50 @@ def _substitute_maps(estimate: np.ndarray, counts: np.ndarray, takes: np.ndarray
 
 
 def _with_sources(
-    fused: FusionResult, counts: np.ndarray, takes: np.ndarray | None, widths: np.ndarray, sources: list[str]
+    fused: FusionResult,
+    counts: np.ndarray,
+    takes: np.ndarray | None,
+    widths: np.ndarray,
+    sources: list[str],
+    calibration: np.ndarray | None = None,
 ) -> FusionResult:
-    """Put the simple candidates some elements took into ``fused`` (in its normalized units) and label every map."""
+    r"""Put the simple candidates some elements took into ``fused`` (in its normalized units) and label every map.
+
+    With ``calibration`` ``(E, 2)``, every map is calibrated in the input's units (`_calibrated`).
+    """
     maps = fused.maps
-    if takes is not None and np.any(takes >= 0):
+    changed = np.zeros(len(sources), dtype=bool) if takes is None else takes >= 0
+    if calibration is not None:
+        changed[:] = True
+    if np.any(changed):
         scale = np.asarray(fused.scale["maps"], dtype=np.float64)  # (E, 2): offset, range
+        ranges = np.where(scale[:, 1] > 0, scale[:, 1], 1.0)
         xp, device = namespace_of(maps=maps)
         host = np.asarray(to_numpy(maps), dtype=np.float64)
-        simple = _substitute_maps(host, counts, takes, widths)
-        for e, taken in enumerate(takes):
-            if taken >= 0:
-                host[e] = (simple[e] - scale[e, 0]) / (scale[e, 1] if scale[e, 1] > 0 else 1.0)
+        inputs = _substitute_maps(host * ranges[:, None, None] + scale[:, 0, None, None], counts, takes, widths)
+        if calibration is not None:
+            inputs = np.stack([_calibrated(m, a, c) for m, (a, c) in zip(inputs, calibration)])
+        for e in np.flatnonzero(changed):
+            host[e] = (inputs[e] - scale[e, 0]) / ranges[e]
         maps = convert(host.astype(to_numpy(fused.maps).dtype), xp, device)
     return replace(fused, maps=maps, sources=tuple(sources))
+
+
+def _calibrated(image: np.ndarray, slope: float, offset: float) -> np.ndarray:
+    r"""Return :math:`\max(a x + c', 0)`, with :math:`c' \le c` such that it sums to :math:`\sum (a x + c)`.
+
+    Clipping at 0 would add the negative part back to the total; lowering the
+    offset instead keeps the total the calibration gives (the counts' total).
+    """
+    scaled = slope * image
+    total = float(np.sum(scaled + offset))
+    if total <= 0:
+        return np.zeros_like(scaled)
+    low, high = -float(scaled.max()), float(offset)  # sums 0 and at least the total
+    for _ in range(60):
+        middle = 0.5 * (low + high)
+        low, high = (middle, high) if np.sum(np.maximum(scaled + middle, 0.0)) < total else (low, middle)
+    return np.maximum(scaled + high, 0.0)
 
 
 def _scores(
