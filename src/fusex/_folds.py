@@ -66,16 +66,21 @@ class Folds:
             params = params.replace(lambda_chem=scaled(params.lambda_chem, (folds - 1) / folds))
         return _fit_and_score(self, params, axes, progress, common, start)
 
-    def evaluate(self, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Score fits ``(K, *grid, E, H, W)`` in the maps' units: the scores ``(*grid, E)`` and their parts, if any."""
+    def evaluate(
+        self, estimate: np.ndarray, calibration: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Score fits ``(K, *grid, E, H, W)`` in the maps' units: the scores ``(*grid, E)`` and their parts, if any.
+
+        ``calibration``: the fits' `calibration`, when the caller has it already.
+        """
         if self.criterion == "mse":
-            parts = self.parts(estimate)
+            parts = self.parts(estimate, calibration)
             return self.values(parts), parts
         if self.criterion == "nrmse":
             return _heldout_nrmse(estimate, self.split), None
         return _heldout_deviance(estimate, self.fit, self.split, self.folds), None
 
-    def parts(self, estimate: np.ndarray) -> np.ndarray:
+    def parts(self, estimate: np.ndarray, calibration: np.ndarray | None = None) -> np.ndarray:
         r"""Unbiased estimate ``(K, *grid, E)``, per fold, of each fit's squared error at raw scale.
 
         Fold :math:`k`'s fit :math:`\hat x_k` saw :math:`(K-1)/K` of the dose, the
@@ -89,11 +94,13 @@ class Folds:
 
         and :math:`K^2` times that is the error of :math:`\hat x_k K/(K-1)` (the fit
         brought to the full dose) against :math:`\mu`: no affine fit, so a fit of the
-        right shape but the wrong scale or offset scores badly.
+        right shape but the wrong scale or offset scores badly.  With ``calibrate``, each fit is
+        scored after its `calibration` (computed here unless given).
         """
         folds = self.folds
         grid_axes = estimate.ndim - 4
-        calibration = self.calibration(estimate)
+        if calibration is None:
+            calibration = self.calibration(estimate)
         out = []
         for k in range(self.split.shape[0]):
             held = np.reshape(self.split[k], (1,) * grid_axes + self.split.shape[1:]).astype(np.float64)
@@ -233,7 +240,7 @@ class PixelHoldOut:
         """Fit ``params`` (whose per-item fields span ``axes`` grid axes) on every masked copy and score them."""
         return _fit_and_score(self, params, axes, progress, common, start)
 
-    def evaluate(self, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def evaluate(self, estimate: np.ndarray, calibration: None = None) -> tuple[np.ndarray, np.ndarray]:
         """Score fits ``(K, *grid, E, H, W)`` in the maps' units: the scores ``(*grid, E)`` and their parts."""
         parts = self.parts(estimate)
         return self.values(parts), parts
@@ -301,10 +308,11 @@ def _fit_and_score(
     )
     estimate = np.asarray(to_numpy(fits.to_input_units()), dtype=np.float64)  # (K, *grid, E, H, W)
     diverged = np.any(np.asarray(fits.stop_reason) == "diverged", axis=0)
-    values, parts = holdout.evaluate(estimate)
+    calibration = holdout.calibration(estimate)
+    values, parts = holdout.evaluate(estimate, calibration)
     if parts is not None:
         parts = np.where(diverged[..., None], np.nan, parts)
-    return Scored(np.where(diverged[..., None], np.nan, values), diverged, fits, parts, holdout.calibration(estimate))
+    return Scored(np.where(diverged[..., None], np.nan, values), diverged, fits, parts, calibration)
 
 
 def simple_scores(holdout: HoldOut, sigmas: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -313,10 +321,10 @@ def simple_scores(holdout: HoldOut, sigmas: np.ndarray) -> tuple[np.ndarray, np.
     Returns the scores ``(S, E)``, their parts ``(K, S, E)`` and calibrations ``(S, E, 2)`` (None where absent).
     """
     blurred = [np.stack([gaussian(m, s) for m in holdout.inputs]) for s in sigmas]
-    scored = [holdout.evaluate(b) for b in blurred]
+    calibrations = [holdout.calibration(b) for b in blurred]
+    scored = [holdout.evaluate(b, c) for b, c in zip(blurred, calibrations)]
     values = np.stack([v for v, _ in scored])
     parts = None if scored[0][1] is None else np.stack([p for _, p in scored], axis=1)  # (K, S, E)
-    calibrations = [holdout.calibration(b) for b in blurred]
     calibration = None if calibrations[0] is None else np.stack(calibrations)  # (S, E, 2)
     return values, parts, calibration
 

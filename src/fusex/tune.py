@@ -373,9 +373,9 @@ def tune(
         (fusion and blur) after the affine map :math:`a x + c` per element
         that brings its fold fits closest to the held-out counts, and return
         the chosen maps so calibrated (``choice.slope``, ``choice.offset``),
-        clipped at 0 with the offset lowered to keep each total.  A shrinking prior flattens a map and a noisy fit
-        over-shoots its contrast; the held-out counts measure both, without
-        the truth.  Default False.
+        clipped at 0 with the offset lowered to keep each total.  A shrinking
+        prior flattens a map and a noisy fit over-shoots its contrast; the
+        held-out counts measure both, without the truth.  Default False.
 
     Returns
     -------
