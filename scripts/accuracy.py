@@ -42,7 +42,7 @@ import numpy as np
 import fusex
 from fusex import baselines
 from fusex._folds import _heldout_nrmse
-from fusex.datasets import LATTICES, nrmse, phantom
+from fusex.datasets import LATTICES, nrmse, phantom, raw_nrmse
 from fusex.elements import atomic_numbers
 from fusex.tune import split_counts
 
@@ -199,13 +199,6 @@ def run_methods(case: Case, methods: dict[str, Callable], score: Callable[[np.nd
 
 
 # ---------------------------------------------------------------- metrics
-
-
-def raw_nrmse(estimate: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """NRMSE at raw scale: ``|x - t| / |t - mean t|`` per map, no rescaling."""
-    flat = (estimate - truth).reshape(len(truth), -1)
-    centred = (truth - truth.mean(axis=(-2, -1), keepdims=True)).reshape(len(truth), -1)
-    return np.linalg.norm(flat, axis=1) / np.linalg.norm(centred, axis=1)
 
 
 def signal(counts: np.ndarray) -> np.ndarray:

@@ -23,17 +23,11 @@ import numpy as np
 
 import fusex
 from fusex.baselines import gaussian
-from fusex.datasets import phantom
+from fusex.datasets import phantom, raw_nrmse
 from fusex.tune import DEFAULT_GRID, tune
 
 SIGMAS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
 """Widths (pixels) of the Gaussian blurs the oracle may pick."""
-
-
-def raw_nrmse(estimate: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """NRMSE at raw scale, per map (last two axes): no affine fit, so scale errors count."""
-    centred = truth - truth.mean(axis=(-2, -1), keepdims=True)
-    return np.sqrt(np.sum((estimate - truth) ** 2, axis=(-2, -1)) / np.sum(centred**2, axis=(-2, -1)))
 
 
 def oracle(sample: fusex.datasets.Phantom, truth: np.ndarray) -> np.ndarray:

@@ -64,6 +64,43 @@ def test_momentum_restarts_by_the_gradient_test_with_a_lipschitz_step_and_by_the
     assert sum(turns) == 0 and sum(redos) == 0
 
 
+def test_a_run_of_rising_objectives_restarts_the_momentum_and_cuts_the_step(sample, monkeypatch):
+    # the step tests see the smooth terms only, so an inexact prox can let the objective rise step after step:
+    # rises are faked from iteration 6 on, as if accepted steps had each raised it
+    steps, momenta = [], []
+    step = loop.step_with_backtracking
+
+    def spy(live, eta, beta, *args):
+        steps.append(float(eta[0])), momenta.append(float(beta[0]))
+        trial, total, backtracks, restarted = step(live, eta, beta, *args)
+        if 6 <= len(steps) < 6 + loop.RISES_BEFORE_RESTART:
+            total = live.total + 1.0
+        return trial, total, backtracks, restarted
+
+    monkeypatch.setattr(loop, "step_with_backtracking", spy)
+    _fuse(sample, FusionParams(tol=0.0, n_iter=8 + loop.RISES_BEFORE_RESTART, backtracking=False))
+    growth = np.array(steps[1:]) / np.array(steps[:-1])
+    # the step grows by STEP_GROWTH after every step until the last rise of the run, then is halved once
+    # and grows no more: the cut step is the item's largest from then on
+    cut = 5 + loop.RISES_BEFORE_RESTART - 1  # the ratio of the step after the run to the step before it
+    np.testing.assert_allclose(growth[:cut], 1.1, rtol=1e-9)
+    np.testing.assert_allclose(growth[cut], 0.5, rtol=1e-9)
+    np.testing.assert_allclose(growth[cut + 1 :], 1.0, rtol=1e-9)
+    assert momenta[cut + 1] == 0.0 and momenta[cut] > 0.0 and momenta[cut + 2] > 0.0
+
+
+def test_a_directional_tv_fusion_stops_by_the_residual_test():
+    # with the TV prox's 10 inner iterations its residual stays near 3e-4 and it runs to the 500-iteration cap;
+    # with n_dtv=20 it stops after about 70, at an objective within 3e-5 of that cap's
+    sample = phantom(seed=0)
+    fuse = {"elements": sample.elements}
+    result = fusex.fuse(sample.haadf, sample.maps, params=FusionParams(prior="dtv"), **fuse)
+    assert result.stop_reason == "tol" and len(result.history) < 200
+    capped = fusex.fuse(sample.haadf, sample.maps, params=FusionParams(prior="dtv", n_dtv=10), **fuse)
+    assert capped.stop_reason == "n_iter"
+    np.testing.assert_allclose(result.history.total.iloc[-1], capped.history.total.iloc[-1], rtol=1e-4)
+
+
 def test_fista_needs_fewer_iterations_than_plain_to_the_same_objective(sample):
     best = _fuse(sample, FusionParams(tol=0.0, n_iter=2000)).history.total.min()
     gaps = {}

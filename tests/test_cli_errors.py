@@ -171,6 +171,7 @@ EVERY_FIELD = {
     "dtv_strength": ("Sr:0.5,Ti:0,O:1", {"Sr": 0.5, "Ti": 0.0, "O": 1.0}),
     "n_iter": ("3", 3),
     "n_tv": ("10", 10),
+    "n_dtv": ("30", 30),
     "tv_method": ("GP", "gp"),
     "eps": ("0.1", 0.1),
     "haadf_weights": ("1.0", (1.0,)),

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fusex.datasets import LATTICES, dysco3, nrmse, phantom
+from fusex.datasets import LATTICES, dysco3, nrmse, phantom, raw_nrmse
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -33,6 +33,18 @@ def test_custom_elements_and_lattices():
     assert r.elements == ("Au",) and r.maps.shape == (1, 32, 32)
     with pytest.raises(ValueError, match="3 sites"):
         phantom(elements=["Ba", "Zr"])
+
+
+def test_raw_nrmse_sees_scale_and_offset_errors():
+    t = np.random.default_rng(0).random((2, 8, 8))
+    assert np.allclose(raw_nrmse(t, t), 0.0)
+    assert np.allclose(raw_nrmse(np.broadcast_to(t.mean(axis=(-2, -1), keepdims=True), t.shape), t), 1.0)
+    doubled = raw_nrmse(2.0 * t, t)  # |t| / |t - mean t| for each map, well above what nrmse says (0)
+    spread = np.linalg.norm(t - t.mean(axis=(-2, -1), keepdims=True), axis=(-2, -1))
+    np.testing.assert_allclose(doubled, np.linalg.norm(t, axis=(-2, -1)) / spread)
+    np.testing.assert_allclose(raw_nrmse(np.stack([t, 2.0 * t]), t), [[0.0, 0.0], doubled], atol=1e-12)
+    with pytest.raises(ValueError, match="end in `truth`'s shape"):
+        raw_nrmse(t[0], t)
 
 
 def test_nrmse_is_affine_invariant():

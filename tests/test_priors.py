@@ -178,7 +178,9 @@ def test_priors_mixed_per_element_equal_separate_fusions():
     """Without the HAADF term the maps decouple: each map of a mixed fusion is that map fused alone with its prior."""
     ph = _small_phantom()
     priors = ["tv", "huber", "dtv"]
+    # one inner count for the stack: with a "dtv" map in it every map gets n_dtv, alone only that map does
     fixed = {"lambda_haadf": 0.0, "n_iter": 15, "tol": 0.0, "step": 1.0, "backtracking": False, "accel": "none"}
+    fixed["n_dtv"] = fusex.FusionParams().n_tv
     mixed = fusex.fuse(
         ph.haadf,
         ph.maps,

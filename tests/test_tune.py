@@ -11,7 +11,7 @@ import fusex
 from fusex import _choice
 from fusex._folds import Folds
 from fusex.baselines import gaussian, gaussian_counts
-from fusex.datasets import nrmse, phantom
+from fusex.datasets import nrmse, phantom, raw_nrmse
 from fusex.params import FusionParams, PerElement
 from fusex.tune import DEFAULT_GRID, split_counts, tune
 
@@ -317,13 +317,13 @@ def test_tuned_maps_are_close_to_the_best_candidate_chosen_with_the_truth(lattic
         params = fusex.FusionParams(prior=str(prior), **batch)
         every = fusex.fuse(sample.haadf, counts, elements=sample.elements, params=params, on_divergence="mark")
         fused = np.asarray(every.to_input_units(), dtype=np.float64)
-        errors.append(_raw_nrmse(fused.reshape(-1, *fused.shape[-3:]), truth))
-    blurs = [_raw_nrmse(np.stack([gaussian(m, s) for m in counts]), truth) for s in (0.5, 1.0, 1.5, 2.0, 3.0)]
+        errors.append(raw_nrmse(fused.reshape(-1, *fused.shape[-3:]), truth))
+    blurs = [raw_nrmse(np.stack([gaussian(m, s) for m in counts]), truth) for s in (0.5, 1.0, 1.5, 2.0, 3.0)]
     oracle = np.nanmin(np.concatenate([*errors, np.stack(blurs)]), axis=0)
-    raw = _raw_nrmse(counts.astype(np.float64), truth)
+    raw = raw_nrmse(counts.astype(np.float64), truth)
 
     tuned = tune(sample.haadf, counts, elements=sample.elements)
-    mine = _raw_nrmse(np.asarray(tuned.result.to_input_units(), dtype=np.float64), truth)
+    mine = raw_nrmse(np.asarray(tuned.result.to_input_units(), dtype=np.float64), truth)
     assert np.all(mine <= 1.15 * oracle), f"tuned {mine} vs oracle {oracle}"
     assert np.all(mine < raw), f"tuned {mine} vs raw {raw}"
 
@@ -409,12 +409,18 @@ def test_the_result_says_what_each_map_is_and_how_sure_the_choice_is():
             np.testing.assert_allclose(maps[e], gaussian(sample.maps[e], sigma), rtol=1e-4, atol=1e-4)
 
 
-def test_an_element_whose_counts_resolve_no_structure_warns_and_still_ranks():
+def test_an_element_whose_counts_resolve_no_structure_warns_ranks_and_takes_a_simple_map(monkeypatch):
     sample = phantom((32, 32), dose=4.0, seed=6)
     maps = sample.maps.copy()
     maps[2] = np.random.default_rng(0).poisson(0.3, maps[2].shape)  # flat: no signal variance to divide by
+    eligible = []
+    decide = _choice.decide
+    monkeypatch.setattr(_choice, "decide", lambda *args: eligible.append(args[3]) or decide(*args))
     with pytest.warns(UserWarning, match="O resolve no signal variance"):
         res = tune(sample.haadf, maps, elements=sample.elements, grid=SMALL_GRID, folds=2, widen=0)
+    assert eligible[0].tolist() == [True, True, False]  # O may not take a fusion
+    assert res.choice.method.sel(element="O").item() in ("gaussian", "raw")
+    assert res.result.sources[2] != "fusion"
     assert np.all(np.isnan(res.scores.raw_nrmse.sel(element="O").values))
     assert np.all(np.isfinite(res.scores.raw_nrmse.sel(element="Sr").values[res.scores.finished.values]))
     assert np.all(np.isfinite(res.scores.screened.values)) and np.isfinite(res.choice.score.sel(element="O"))
@@ -429,17 +435,11 @@ def test_the_choice_is_never_worse_than_the_raw_maps_or_the_data_chosen_gaussian
     truth = 3.0 * sample.truth + 0.05  # the expected counts: dose * truth + the default background
     grid = {"lambda_tv": [0.003, 0.01, 0.03], "lambda_chem": [0.02], "lambda_haadf": [None, 0.0]}
     res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=grid, folds=3, widen=0)
-    mine = _raw_nrmse(np.asarray(res.result.to_input_units()), truth)
-    raw = _raw_nrmse(sample.maps.astype(np.float64), truth)
-    blur = _raw_nrmse(gaussian_counts(sample.maps).maps, truth)
+    mine = raw_nrmse(np.asarray(res.result.to_input_units()), truth)
+    raw = raw_nrmse(sample.maps.astype(np.float64), truth)
+    blur = raw_nrmse(gaussian_counts(sample.maps).maps, truth)
     assert np.all(mine < raw), f"tuned {mine} vs raw {raw}"
     assert np.all(mine <= 1.1 * blur), f"tuned {mine} vs data-chosen Gaussian {blur}"
-
-
-def _raw_nrmse(estimate, truth):
-    """NRMSE at raw scale per map (last two axes), for estimates ``(..., E, H, W)``."""
-    centred = truth - truth.mean(axis=(-2, -1), keepdims=True)
-    return np.sqrt(np.sum((estimate - truth) ** 2, axis=(-2, -1)) / np.sum(centred**2, axis=(-2, -1)))
 
 
 def test_held_out_calibration_undoes_a_known_affine_error():

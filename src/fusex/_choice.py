@@ -24,6 +24,10 @@ from .params import PER_ELEMENT_FIELDS, FusionParams
 PER_ELEMENT_LABELS = ("prior",)
 """Label fields that `FusionParams` takes per element (as a mapping element -> name)."""
 
+SIMPLER_WITHIN = 1.0
+"""An element takes the fusion only where it beats the best simple candidate by more than this many
+standard errors of their paired held-out difference (`decide`)."""
+
 WIDENED = ("lambda_tv", "lambda_chem")
 """Grid fields widened when a choice lands on an edge (weights whose useful range is not known in advance)."""
 
@@ -419,8 +423,23 @@ def per_element_params(base: FusionParams, surface: Surface, shared: tuple[int, 
     return surface.at(base, shared).replace(**changes)
 
 
-def decide(holdout: HoldOut, options: list[Option], simple: np.ndarray | None) -> tuple[int, np.ndarray | None]:
-    """Pick the option whose elements, each taking the better of it and its best simple candidate, score best.
+def decide(
+    holdout: HoldOut,
+    options: list[Option],
+    simple: tuple[np.ndarray, np.ndarray | None] | None,
+    eligible: np.ndarray | None = None,
+) -> tuple[int, np.ndarray | None]:
+    r"""Pick the option whose elements, each taking it or its best simple candidate, score best.
+
+    ``simple`` holds the simple candidates' scores ``(S, E)`` and their parts
+    ``(K, S, E)`` (None without parts).  An element keeps the fusion only
+    where it beats its best simple candidate by more than `SIMPLER_WITHIN`
+    standard errors of their paired difference over the parts (the
+    one-standard-error rule): where the data cannot tell them apart the
+    simple map is the safer answer, and at a few counts per map the fusion's
+    lead is often noise.  Without parts (``"nrmse"``, ``"deviance"``) any lead counts.
+    Elements where ``eligible`` (``(E,)``, default all) is False take their
+    best simple candidate whatever the fusion scores.
 
     Returns the option's index and, per element, the index of the simple
     candidate it takes instead of the fusion (-1: the fusion), or None without simple candidates.
@@ -428,12 +447,25 @@ def decide(holdout: HoldOut, options: list[Option], simple: np.ndarray | None) -
     if simple is None:
         totals = [float(holdout.total(option.values)) for option in options]
         return int(np.nanargmin(totals)), None
-    best_simple = np.nanmin(simple, axis=0)
-    totals = [float(holdout.total(np.fmin(option.values, best_simple))) for option in options]
+    values, parts = simple
+    best = np.nanargmin(values, axis=0)
+    columns = np.arange(values.shape[1])
+    best_simple = values[best, columns]
+    takes, totals = [], []
+    for option in options:
+        margin = np.full(len(columns), 0.0)
+        if parts is not None and option.parts is not None:
+            paired = parts[:, best, columns] - option.parts
+            margin = np.array([SIMPLER_WITHIN * _se(paired[:, e], holdout.denominator[e]) for e in columns])
+            margin = np.nan_to_num(margin)
+        fusion = option.values
+        simpler = np.isnan(fusion) | (best_simple - fusion <= margin)
+        if eligible is not None:
+            simpler |= ~eligible
+        takes.append(np.where(simpler, best, -1))
+        totals.append(float(holdout.total(np.where(simpler, best_simple, fusion))))
     pick = int(np.nanargmin(totals))
-    fusion = options[pick].values
-    takes = np.where(np.isnan(fusion) | (best_simple < fusion), np.nanargmin(simple, axis=0), -1)
-    return pick, takes
+    return pick, takes[pick]
 
 
 def simple_label(sigma: float) -> str:
@@ -458,7 +490,8 @@ def record(
     minus the choice's) and ``margin_se`` (the standard error of that
     difference, paired over the same folds or masks, so the noise common to
     both cancels).  ``margin / margin_se`` below about 2 says the two are
-    not told apart by the data.  Standard errors are NaN for criteria
+    not told apart by the data; a negative margin within one ``margin_se``
+    is a simple map kept against a fusion that led it by less (`decide`).  Standard errors are NaN for criteria
     without per-part scores (``"nrmse"``, ``"deviance"``).
     """
     n = len(surface.elements)

@@ -21,7 +21,7 @@ import numpy as np
 from .elements import atomic_numbers
 from .params import FusionParams
 
-__all__ = ["LATTICES", "Acquisition", "Phantom", "dysco3", "nrmse", "phantom"]
+__all__ = ["LATTICES", "Acquisition", "Phantom", "dysco3", "nrmse", "phantom", "raw_nrmse"]
 
 LATTICES: dict[str, dict[str, tuple[tuple[float, float], ...]]] = {
     # ABO3 perovskite along [001]: A columns at the corners, B-O columns at the
@@ -273,3 +273,28 @@ def nrmse(estimate: np.ndarray, truth: np.ndarray) -> np.ndarray:
         resid = design @ coef - t.ravel()
         out.append(np.linalg.norm(resid) / np.linalg.norm(t - t.mean()))
     return np.asarray(out).reshape(np.shape(truth)[:-2])
+
+
+def raw_nrmse(estimate: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    r"""Return the normalized RMS error of each map at raw scale: no fit, so scale and offset errors count.
+
+    For each map, :math:`\lVert \hat{x} - t \rVert / \lVert t - \bar t \rVert`, with
+    ``estimate`` in the truth's units (for a fusion, ``result.to_input_units()``
+    against the expected counts).  0 is perfect, 1 is the error of the
+    truth's mean; unlike `nrmse` it sees a map that is right up to a factor.
+
+    Parameters
+    ----------
+    estimate : ndarray (..., E, H, W) or (..., H, W)
+        One or more estimates (a leading batch axis broadcasts against ``truth``).
+    truth : ndarray (E, H, W) or (H, W)
+        The true maps, in the estimate's units.
+
+    """
+    estimate, truth = np.asarray(estimate, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    if estimate.shape[estimate.ndim - truth.ndim :] != truth.shape:
+        raise ValueError(
+            f"`estimate` must end in `truth`'s shape {truth.shape} (maps, rows, columns), got {estimate.shape}"
+        )
+    centred = truth - truth.mean(axis=(-2, -1), keepdims=True)
+    return np.sqrt(np.sum((estimate - truth) ** 2, axis=(-2, -1)) / np.sum(centred**2, axis=(-2, -1)))

@@ -25,7 +25,9 @@ Poisson variance :math:`\sum\mu \approx \sum b`) makes 1 the raw map's score.
 Nothing divides by an estimated signal variance, which at low dose can be
 zero or negative; the raw-scale NRMSE is reported (``raw_nrmse``) only for
 elements whose signal variance the counts resolve (more than twice its
-standard error), with a warning for the others.  ``criterion="nrmse"`` is the
+standard error), with a warning for the others, which take their best simple
+candidate: where the counts resolve no structure, no map can be shown to beat
+a flat one, and a fusion's lead over a blur is noise.  ``criterion="nrmse"`` is the
 earlier affine-invariant estimate (blind to scale errors: it hid a 6.9x
 inflation of a map), ``"deviance"`` the held-out Poisson deviance.
 
@@ -46,9 +48,10 @@ takes its own best grid point: its weights, and whether the HAADF term helps
 it at all (an element whose best point has :math:`\lambda_H = 0` is left out
 of the HAADF model, ``haadf_weights`` 0, so the objective stays one function).
 The raw map and Gaussian blurs of it (``sigmas``) are candidates scored the
-same way, and an element whose fusion does not beat its best blur gets the
-blur (or the raw map), labelled as such in the result, so the choice is never
-worse than simple *on the criterion*.  A choice on the edge of the grid warns
+same way, and an element whose fusion does not beat its best blur by more
+than one standard error of their paired difference gets the blur (or the raw
+map), labelled as such in the result, so the choice is never worse than
+simple *on the criterion*.  A choice on the edge of the grid warns
 and extends the grid one step beyond it, at most ``widen`` times.  The result
 records the criterion and, per element, the score's standard error over the
 folds or masks and the margin to the runner-up with its paired standard error.
@@ -291,9 +294,10 @@ def tune(
     Every combination of the ``grid`` values is fused on each part of a
     hold-out (count splits, or pixel masks for maps that are not counts) and
     scored on what it did not see (see the module docstring); each element
-    takes its best candidate, fusion or a blur of its own map, and the fusion
-    of the full data is returned with the blurred maps in place of the fused
-    ones where a blur won.
+    takes its best candidate, fusion or a blur of its own map (a fusion only
+    where it leads the best blur by more than one standard error), and the
+    fusion of the full data is returned with the blurred maps in place of
+    the fused ones where a blur won.
 
     Parameters
     ----------
@@ -385,8 +389,9 @@ def tune(
     -----
     UserWarning
         When a choice lands on the edge of the grid, and when the counts of
-        an element resolve no signal variance (its ``raw_nrmse`` is NaN;
-        its ranking, which never divides by it, is unaffected).
+        an element resolve no signal variance (its ``raw_nrmse`` is NaN,
+        and it takes its best simple candidate: no fusion can be shown to
+        beat a flat map there).
 
     """
     base = FusionParams() if params is None else params
@@ -495,7 +500,8 @@ def tune(
                 )
             )
     simple = simple_scores(holdout, widths) if widths.size else None
-    pick, takes = _choice.decide(holdout, options, None if simple is None else simple[0])
+    resolved = _resolved(holdout, surface.elements)
+    pick, takes = _choice.decide(holdout, options, None if simple is None else simple[:2], resolved)
     option = options[pick]
     if trial is not None:
         attrs["per_element"] = int(option.label == "per element")
@@ -516,7 +522,7 @@ def tune(
         average = holdout.average(option.maps)
         average = _substitute_maps(average, counts, takes, widths).astype(fit.dtype)
         average = convert(average, input_xp, input_device)
-    scores = _scores(holdout, surface, total, simple, widths, attrs, widened, seed, folds)
+    scores = _scores(holdout, surface, total, simple, widths, attrs, widened, seed, folds, resolved)
     result = None
     if refit:
         fused = fuse_arrays(haadf, maps, params=option.params, **common)
@@ -526,6 +532,31 @@ def tune(
     if labeled_maps is not None and average is not None:
         average = labeled_maps.copy(data=average)
     return TuneResult(option.params, scores, result, average, choice)
+
+
+def _resolved(holdout: Folds | PixelHoldOut, elements: Sequence[str]) -> np.ndarray | None:
+    r"""Per element, whether its counts resolve a signal variance (criterion ``"mse"``; else None), with a warning.
+
+    Resolved: the estimate of :math:`\lVert\mu - \bar\mu\rVert^2` is above twice
+    its standard error (`Folds.signal`).  Where it is not, no map can be shown
+    to beat a flat one (their difference is at most that variance), so a
+    fusion's held-out lead there is noise: such elements take their best
+    simple candidate (`_choice.decide`).
+    """
+    if holdout.criterion != "mse":
+        return None
+    signal, noise = holdout.signal
+    resolved = signal > 2 * noise
+    if not np.all(resolved):
+        unresolved = ", ".join(e for e, ok in zip(elements, resolved) if not ok)
+        warnings.warn(
+            f"tune: the counts of {unresolved} resolve no signal variance (its estimate is not above twice its "
+            "noise): no fusion can be shown to beat a blur there, so they take their best Gaussian or raw map "
+            "(pass sigmas=None to keep the fusion); their raw_nrmse is NaN",
+            UserWarning,
+            stacklevel=3,
+        )
+    return resolved
 
 
 def _substitute_maps(estimate: np.ndarray, counts: np.ndarray, takes: np.ndarray | None, widths: np.ndarray) -> Any:
@@ -594,6 +625,7 @@ def _scores(
     widened: list[str],
     seed: int | None,
     folds: int,
+    resolved: np.ndarray | None,
 ) -> xr.Dataset:
     """Build `TuneResult.scores`: the score surface, the simple candidates' scores, and what was done."""
     names = list(surface.candidates)
@@ -602,16 +634,7 @@ def _scores(
     if criterion == "deviance":
         variables["signal_variance"] = ("element", holdout.signal_variance)
     if criterion == "mse":
-        signal, noise = holdout.signal
-        resolved = signal > 2 * noise
-        if not np.all(resolved):
-            unresolved = ", ".join(e for e, ok in zip(surface.elements, resolved) if not ok)
-            warnings.warn(
-                f"tune: the counts of {unresolved} resolve no signal variance (its estimate is not above twice its "
-                "noise): their raw_nrmse is NaN; the ranking, which does not divide by it, is unaffected",
-                UserWarning,
-                stacklevel=3,
-            )
+        signal, _ = holdout.signal
         ratio = holdout.denominator / np.where(resolved, signal, np.nan)
         variables["raw_nrmse"] = ((*names, "element"), _signed_root(surface.values * ratio))
         variables["signal_variance"] = ("element", np.where(resolved, signal, np.nan))

@@ -28,6 +28,14 @@ from ._step import MIN_CURVATURE, STEP_GROWTH, first_curvature, step_with_backtr
 
 __all__ = ["IterationState", "solve"]
 
+RISES_BEFORE_RESTART = 3
+"""Consecutive rises of an item's objective by more than `CLIMB` after which its momentum restarts and its
+step is cut."""
+
+CLIMB = 1e-5
+"""Relative rise of the objective that counts towards `RISES_BEFORE_RESTART`: float32 rounding near a
+solution raises it by up to about 1.5e-6 (128x128 phantoms, every prior), an unstable run by 1e-3 and more."""
+
 # t after a restarted step: the momentum sequence starts again from t = 1, whose successor this is
 _T_AFTER_RESTART = 0.5 * (1.0 + math.sqrt(5.0))
 
@@ -108,6 +116,7 @@ def solve(
     )
     zeros = np.zeros(n_items)
     values.update(shrink=np.ones(n_items), rises=zeros.copy(), above=zeros.copy(), start=zeros.copy())
+    values["climbs"], values["least_curvature"] = zeros.copy(), np.full(n_items, MIN_CURVATURE)
     mask = problem.haadf_mask
     direction = _direction(problem, params, values, xp)
     terms = engine_terms(values, direction)
@@ -157,11 +166,18 @@ def solve(
             v["rises"] = np.where(improved, 0, v["rises"] + 1)
             v["above"] = np.where(total_new > v["start"], v["above"] + 1, 0)
             turned = np.zeros(live.items.size, dtype=bool) if trial.turn is None else trial.turn > 0
-            v["t"] = np.where(restarted, _T_AFTER_RESTART, np.where(turned, 1.0, t_next))
+            # The step tests see the smooth terms only: with an inexact (warm, n_tv-step) prox a run of accepted
+            # steps can still raise the whole objective, so such a run restarts the momentum and cuts the step.
+            v["climbs"] = np.where(total_new > live.total + CLIMB * np.abs(live.total), v["climbs"] + 1, 0)
+            rising = v["climbs"] >= RISES_BEFORE_RESTART
+            v["t"] = np.where(restarted, _T_AFTER_RESTART, np.where(turned | rising, 1.0, t_next))
             moved, size = trial.moved, trial.size
             if lipschitz:
-                grown = np.maximum(v["curvature"] / STEP_GROWTH, MIN_CURVATURE)
-                v["curvature"] = np.where(backtracks == 0, grown, v["curvature"])
+                # a cut step becomes the item's largest: growing back into the climb would repeat it
+                cut = v["curvature"] / params.backtrack_factor
+                v["least_curvature"] = np.where(rising, cut, v["least_curvature"])
+                grown = np.maximum(v["curvature"] / STEP_GROWTH, v["least_curvature"])
+                v["curvature"] = np.where(rising, cut, np.where(backtracks == 0, grown, v["curvature"]))
             residual = moved / np.maximum(size, 1e-30)
             live.x_prev, live.x, live.ev, live.total, live.dual = live.x, trial.x, trial.ev, total_new, trial.dual
             diverged = _diverged(live, params)

@@ -66,10 +66,11 @@ def _advance(live: Live, eta: np.ndarray, beta: np.ndarray, params: FusionParams
     z = _gradient_step(engine, y, ev_y, live, eta, xp, nonneg=params.step != "lipschitz")
     tv_weight = compact(eta[:, None] * v["lambda_tv"])
     prox = {"method": params.tv_method, "nonneg": True, "xp": xp, **prior_terms(v, live.direction)}
+    inner = params.n_dtv if live.direction is not None else params.n_tv
     if live.dual is None:
-        x_new, dual = engine.tv_prox(z, tv_weight, params.n_tv, **prox), None
+        x_new, dual = engine.tv_prox(z, tv_weight, inner, **prox), None
     else:
-        x_new, dual = engine.tv_prox(z, tv_weight, params.n_tv, dual=live.dual, **prox)
+        x_new, dual = engine.tv_prox(z, tv_weight, inner, dual=live.dual, **prox)
     ev_new = engine.evaluate(x_new, live.haadf, live.counts, live.weights, xp=xp, mask=live.mask, **terms)
     d = x_new - y
     moved2, size2 = _dots(d, d, xp), _dots(x_new, x_new, xp)
