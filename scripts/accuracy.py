@@ -828,6 +828,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.load:
         saved = pickle.loads(args.load.read_bytes())
+        if args.measured:  # a run saved before its commit existed can be named after it
+            saved["measured"] = args.measured
     else:
         start = time.perf_counter()
 
