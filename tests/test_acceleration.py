@@ -64,29 +64,32 @@ def test_momentum_restarts_by_the_gradient_test_with_a_lipschitz_step_and_by_the
     assert sum(turns) == 0 and sum(redos) == 0
 
 
-def test_a_run_of_rising_objectives_restarts_the_momentum_and_cuts_the_step(sample, monkeypatch):
+@pytest.mark.parametrize("extra", [0, 2])
+def test_a_run_of_rising_objectives_restarts_the_momentum_and_cuts_the_step(sample, monkeypatch, extra):
     # the step tests see the smooth terms only, so an inexact prox can let the objective rise step after step:
     # rises are faked from iteration 6 on, as if accepted steps had each raised it
+    rises = loop.RISES_BEFORE_RESTART + extra
     steps, momenta = [], []
     step = loop.step_with_backtracking
 
     def spy(live, eta, beta, *args):
         steps.append(float(eta[0])), momenta.append(float(beta[0]))
         trial, total, backtracks, restarted = step(live, eta, beta, *args)
-        if 6 <= len(steps) < 6 + loop.RISES_BEFORE_RESTART:
+        if 6 <= len(steps) < 6 + rises:
             total = live.total + 1.0
         return trial, total, backtracks, restarted
 
     monkeypatch.setattr(loop, "step_with_backtracking", spy)
-    _fuse(sample, FusionParams(tol=0.0, n_iter=8 + loop.RISES_BEFORE_RESTART, backtracking=False))
+    _fuse(sample, FusionParams(tol=0.0, n_iter=8 + rises, backtracking=False))
     growth = np.array(steps[1:]) / np.array(steps[:-1])
-    # the step grows by STEP_GROWTH after every step until the last rise of the run, then is halved once
-    # and grows no more: the cut step is the item's largest from then on
-    cut = 5 + loop.RISES_BEFORE_RESTART - 1  # the ratio of the step after the run to the step before it
-    np.testing.assert_allclose(growth[:cut], 1.1, rtol=1e-9)
-    np.testing.assert_allclose(growth[cut], 0.5, rtol=1e-9)
-    np.testing.assert_allclose(growth[cut + 1 :], 1.0, rtol=1e-9)
-    assert momenta[cut + 1] == 0.0 and momenta[cut] > 0.0 and momenta[cut + 2] > 0.0
+    # the step grows by STEP_GROWTH after every step until the third rise in a row, is cut there and at every
+    # further rise of the run, and then grows no more: the last cut step is the item's largest from then on
+    first = 5 + loop.RISES_BEFORE_RESTART - 1  # the ratio of the step after the third rise to the one before
+    np.testing.assert_allclose(growth[:first], 1.1, rtol=1e-9)
+    np.testing.assert_allclose(growth[first : first + extra + 1], 0.5, rtol=1e-9)
+    np.testing.assert_allclose(growth[first + extra + 1 :], 1.0, rtol=1e-9)
+    assert momenta[first] > 0.0 and np.all(np.array(momenta[first + 1 : first + extra + 2]) == 0.0)
+    assert momenta[first + extra + 2] > 0.0
 
 
 def test_a_directional_tv_fusion_stops_by_the_residual_test():

@@ -428,6 +428,15 @@ def test_an_element_whose_counts_resolve_no_structure_warns_ranks_and_takes_a_si
     assert abs(float(res.scores.total.min())) < 10  # no division by a floored variance (once about -1e6)
 
 
+def test_without_simple_candidates_an_unresolved_element_keeps_its_fusion():
+    sample = phantom((24, 24), dose=4.0, seed=6)
+    maps = sample.maps.copy()
+    maps[2] = np.random.default_rng(0).poisson(0.3, maps[2].shape)
+    with pytest.warns(UserWarning, match="with sigmas=None they keep the fusion"):
+        res = tune(sample.haadf, maps, elements=sample.elements, grid=SMALL_GRID, folds=2, **FAST)
+    assert res.result.sources[2] == "fusion"
+
+
 # Settled on the perovskite lattice, confirmed on rock salt (a different structure and element set).
 @pytest.mark.parametrize(("lattice", "seed"), [("perovskite", 11), ("rocksalt", 12)])
 def test_the_choice_is_never_worse_than_the_raw_maps_or_the_data_chosen_gaussian(lattice, seed):

@@ -490,8 +490,9 @@ def record(
     minus the choice's) and ``margin_se`` (the standard error of that
     difference, paired over the same folds or masks, so the noise common to
     both cancels).  ``margin / margin_se`` below about 2 says the two are
-    not told apart by the data; a negative margin within one ``margin_se``
-    is a simple map kept against a fusion that led it by less (`decide`).  Standard errors are NaN for criteria
+    not told apart by the data; a negative margin is a simple map kept
+    against a fusion that led it by less than one ``margin_se``, or by any
+    amount where the element's counts resolve no signal variance (`decide`).  Standard errors are NaN for criteria
     without per-part scores (``"nrmse"``, ``"deviance"``).
     """
     n = len(surface.elements)

@@ -138,8 +138,9 @@ class FusionParams:
         Inner iterations of the proximal operator when some map uses the
         directional prior ``"dtv"`` (every map of that stack gets them).
         Default 20: the anisotropic dual settles more slowly, and with 10
-        the residual test never stopped such fusions (500 iterations where
-        20 stops them after about 70; ``docs/parameters.md``).
+        the residual test did not stop three of four such phantom fusions
+        within 500 iterations, where 20 stopped them after about 70
+        (``docs/parameters.md``).
     tv_method : {"fgp", "gp"}
         ``"fgp"``: the accelerated dual projection of Beck & Teboulle (default);
         ``"gp"``: the same without momentum, as the published reference code does.

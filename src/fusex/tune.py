@@ -390,8 +390,8 @@ def tune(
     UserWarning
         When a choice lands on the edge of the grid, and when the counts of
         an element resolve no signal variance (its ``raw_nrmse`` is NaN,
-        and it takes its best simple candidate: no fusion can be shown to
-        beat a flat map there).
+        and it takes its best simple candidate, if ``sigmas`` gives any: no
+        fusion can be shown to beat a flat map there).
 
     """
     base = FusionParams() if params is None else params
@@ -500,7 +500,7 @@ def tune(
                 )
             )
     simple = simple_scores(holdout, widths) if widths.size else None
-    resolved = _resolved(holdout, surface.elements)
+    resolved = _resolved(holdout, surface.elements, simple is not None)
     pick, takes = _choice.decide(holdout, options, None if simple is None else simple[:2], resolved)
     option = options[pick]
     if trial is not None:
@@ -534,14 +534,14 @@ def tune(
     return TuneResult(option.params, scores, result, average, choice)
 
 
-def _resolved(holdout: Folds | PixelHoldOut, elements: Sequence[str]) -> np.ndarray | None:
+def _resolved(holdout: Folds | PixelHoldOut, elements: Sequence[str], simple: bool) -> np.ndarray | None:
     r"""Per element, whether its counts resolve a signal variance (criterion ``"mse"``; else None), with a warning.
 
     Resolved: the estimate of :math:`\lVert\mu - \bar\mu\rVert^2` is above twice
     its standard error (`Folds.signal`).  Where it is not, no map can be shown
     to beat a flat one (their difference is at most that variance), so a
     fusion's held-out lead there is noise: such elements take their best
-    simple candidate (`_choice.decide`).
+    simple candidate (`_choice.decide`), where there are any (``simple``).
     """
     if holdout.criterion != "mse":
         return None
@@ -549,10 +549,14 @@ def _resolved(holdout: Folds | PixelHoldOut, elements: Sequence[str]) -> np.ndar
     resolved = signal > 2 * noise
     if not np.all(resolved):
         unresolved = ", ".join(e for e, ok in zip(elements, resolved) if not ok)
+        taken = (
+            "so they take their best Gaussian or raw map (pass sigmas=None to keep the fusion)"
+            if simple
+            else "and with sigmas=None they keep the fusion"
+        )
         warnings.warn(
             f"tune: the counts of {unresolved} resolve no signal variance (its estimate is not above twice its "
-            "noise): no fusion can be shown to beat a blur there, so they take their best Gaussian or raw map "
-            "(pass sigmas=None to keep the fusion); their raw_nrmse is NaN",
+            f"noise): no fusion can be shown to beat a blur there, {taken}; their raw_nrmse is NaN",
             UserWarning,
             stacklevel=3,
         )
