@@ -453,7 +453,7 @@ def decide(
     best_simple = values[best, columns]
     takes, totals = [], []
     for option in options:
-        margin = np.full(len(columns), 0.0)
+        margin = np.zeros(len(columns))
         if parts is not None and option.parts is not None:
             paired = parts[:, best, columns] - option.parts
             margin = np.array([SIMPLER_WITHIN * _se(paired[:, e], holdout.denominator[e]) for e in columns])
@@ -492,8 +492,9 @@ def record(
     both cancels).  ``margin / margin_se`` below about 2 says the two are
     not told apart by the data; a negative margin is a simple map kept
     against a fusion that led it by less than one ``margin_se``, or by any
-    amount where the element's counts resolve no signal variance (`decide`).  Standard errors are NaN for criteria
-    without per-part scores (``"nrmse"``, ``"deviance"``).
+    amount where the element's counts resolve no signal variance (`decide`).
+    Standard errors are NaN for criteria without per-part scores
+    (``"nrmse"``, ``"deviance"``).
     """
     n = len(surface.elements)
     out: dict[str, list[Any]] = {

@@ -103,7 +103,7 @@ class Folds:
             calibration = self.calibration(estimate)
         out = []
         for k in range(self.split.shape[0]):
-            held = np.reshape(self.split[k], (1,) * grid_axes + self.split.shape[1:]).astype(np.float64)
+            held = _fold(self.split, k, grid_axes)
             predicted = estimate[k] / (folds - 1)
             if calibration is not None:
                 # clipped as the returned maps are: a calibration is not credited for negative counts
@@ -129,7 +129,7 @@ class Folds:
         grid_axes = estimate.ndim - 4
         sx = sh = sxx = sxh = 0.0
         for k in range(self.split.shape[0]):
-            held = np.reshape(self.split[k], (1,) * grid_axes + self.split.shape[1:]).astype(np.float64)
+            held = _fold(self.split, k, grid_axes)
             x = estimate[k] / (folds - 1)
             sx, sxx = sx + x.sum(axis=(-2, -1)), sxx + np.sum(x * x, axis=(-2, -1))
             sh, sxh = sh + held.sum(axis=(-2, -1)), sxh + np.sum(x * held, axis=(-2, -1))
@@ -364,6 +364,11 @@ def _signed_root(ratio: np.ndarray) -> np.ndarray:
     return np.sign(ratio) * np.sqrt(np.abs(ratio))
 
 
+def _fold(stack: np.ndarray, k: int, grid_axes: int) -> np.ndarray:
+    """Return part ``k`` of ``stack`` ``(K, E, H, W)`` in float64, to broadcast against fits ``(*grid, E, H, W)``."""
+    return np.reshape(stack[k], (1,) * grid_axes + stack.shape[1:]).astype(np.float64)
+
+
 def _heldout_nrmse(estimate: np.ndarray, split: np.ndarray) -> np.ndarray:
     r"""Estimate ``(*grid, E)`` of each candidate's NRMSE against the truth, from the held-out folds.
 
@@ -385,7 +390,7 @@ def _heldout_nrmse(estimate: np.ndarray, split: np.ndarray) -> np.ndarray:
     grid_axes = estimate.ndim - 4
     explained = signal = 0.0
     for k in range(split.shape[0]):
-        held = np.reshape(split[k], (1,) * grid_axes + split.shape[1:]).astype(np.float64)
+        held = _fold(split, k, grid_axes)
         centred = held - held.mean(axis=(-2, -1), keepdims=True)
         x = estimate[k] - estimate[k].mean(axis=(-2, -1), keepdims=True)
         spread_x = np.maximum(np.sum(x**2, axis=(-2, -1)), 1e-300)
@@ -405,9 +410,9 @@ def _heldout_deviance(estimate: np.ndarray, fitted: np.ndarray, split: np.ndarra
     grid_axes = estimate.ndim - 4
     deviance = 0.0
     for k in range(split.shape[0]):
-        target = np.reshape(fitted[k], (1,) * grid_axes + fitted.shape[1:]).astype(np.float64)
+        target = _fold(fitted, k, grid_axes)
         mu = np.maximum(_calibrate(estimate[k], target) / (folds - 1), floor)
-        held = np.reshape(split[k], (1,) * grid_axes + split.shape[1:]).astype(np.float64)
+        held = _fold(split, k, grid_axes)
         with np.errstate(divide="ignore", invalid="ignore"):
             term = np.where(held > 0, held * np.log(held / mu), 0.0) - (held - mu)
         deviance = deviance + 2.0 * term.sum(axis=(-2, -1))
