@@ -17,8 +17,15 @@ plus the HAADF image (read twice per iteration).  The time per iteration is
 the slope between runs of two lengths, so set-up, conversion and compilation
 are excluded.
 
+With ``--prox`` it also times the TV prox alone on the CPU (the numba engine,
+warm duals, ``--n-tv`` iterations, the fastest of ``--repeats`` calls) against
+its own unavoidable traffic, ``n_tv`` x 28 B plus 16 B per pixel: its tiles keep
+each band of rows in cache for several dual iterations, so it can run below
+that limit.
+
     python scripts/roofline.py --size 1024 --backends numba,numpy
     python scripts/roofline.py --size 2048 --backends cupy,torch-cuda
+    python scripts/roofline.py --size 512 --n-tv 10 --backends numba --prox
 """
 
 from __future__ import annotations
@@ -115,12 +122,33 @@ def time_per_iteration(name: str, size: int, elements: int, n_tv: int, iteration
                 haadf, maps, elements=sample.elements, z=None, normalize="minmax", backend=None, device=None
             )
             return _timed(lambda: solve(problem, params, GENERIC), sync)
-        return _timed(lambda: fusex.fuse(haadf, maps, elements=sample.elements, params=params, backend=backend), sync)
+        where = {"engine": "numba"} if backend == "numba" else {"backend": backend}
+        return _timed(lambda: fusex.fuse(haadf, maps, elements=sample.elements, params=params, **where), sync)
 
     run(2)  # compile / warm up
     short = min(run(2) for _ in range(repeats))
     long = min(run(2 + iterations) for _ in range(repeats))
     return (long - short) / iterations
+
+
+def prox_seconds(size: int, elements: int, n_tv: int, repeats: int) -> float:
+    """Seconds of one warm numba TV prox of ``elements`` maps of ``size`` x ``size`` (best of ``repeats``)."""
+    import array_api_compat.numpy as npx
+
+    from fusex.backends.numba_engine import NumbaEngine
+
+    maps = phantom((size, size), dose=3.0, seed=0).maps[:elements]
+    maps = np.ascontiguousarray(maps / maps.max(), dtype=np.float32)
+    dual = np.zeros((maps.shape[0], 2, size, size), np.float32)
+    engine = NumbaEngine()
+    dual = engine.tv_prox(maps, 0.05, n_tv, xp=npx, dual=dual)[1]  # compile, and a dual as a fusion's would be
+
+    def once() -> float:
+        start = time.perf_counter()
+        engine.tv_prox(maps, 0.05, n_tv, xp=npx, dual=dual)
+        return time.perf_counter() - start
+
+    return min(once() for _ in range(max(repeats, 5)))
 
 
 def main() -> None:
@@ -136,12 +164,13 @@ def main() -> None:
         default="numba,numpy",
         help="numba, numpy, torch-cpu, torch-cuda, cupy; add -generic to skip kernels",
     )
+    parser.add_argument("--prox", action="store_true", help="also time the numba TV prox alone against its limit")
     args = parser.parse_args()
     names = args.backends.split(",")
     need = traffic_bytes(args.size, args.elements, args.n_tv)
     gpu = [n for n in names if n.removesuffix("-generic") in ("cupy", "torch-cuda")]
     bandwidth = {}
-    if len(gpu) < len(names):
+    if len(gpu) < len(names) or args.prox:
         bandwidth["cpu"] = cpu_bandwidth()
     if gpu:
         _, xp, dev, sync = _backend(gpu[0])
@@ -155,6 +184,11 @@ def main() -> None:
         seconds = time_per_iteration(name, args.size, args.elements, args.n_tv, args.iterations, args.repeats)
         limit = need / bandwidth["gpu" if name in gpu else "cpu"]
         print(f"{name:<12}{1e3 * seconds:>16.2f}{1e3 * limit:>10.2f}{seconds / limit:>9.2f}")
+    if args.prox:
+        prox_bytes = args.size * args.size * args.elements * (args.n_tv * 28 + 16)
+        seconds = prox_seconds(args.size, args.elements, args.n_tv, args.repeats)
+        limit = prox_bytes / bandwidth["cpu"]
+        print(f"{'TV prox':<12}{1e3 * seconds:>16.2f}{1e3 * limit:>10.2f}{seconds / limit:>9.2f}")
 
 
 if __name__ == "__main__":

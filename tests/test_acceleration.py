@@ -7,7 +7,6 @@ import pytest
 import fusex
 import fusex.solver._loop as loop
 from fusex import FusionParams
-from fusex.backends.numba_engine import CACHED_MAP_PIXELS
 from fusex.datasets import phantom
 from fusex.tv import tv_prox
 
@@ -150,12 +149,13 @@ def test_a_zero_dual_is_the_cold_start_and_the_callers_dual_is_not_changed(engin
 
 
 def test_the_warm_prox_matches_between_generic_and_numba_on_a_large_map():
-    # maps above CACHED_MAP_PIXELS run the numba engine's row-band path (one map over all threads), not the per-map one
-    side = int(CACHED_MAP_PIXELS**0.5) + 8
+    # 600 x 600 float32 maps run the numba engine's blocked prox in bands of rows, with halos and several sweeps
+    side = 600
+    assert fusex.backends.numba_engine.tiling(side, side, 4)[0] < side
     f = np.random.default_rng(5).random((1, 1, side, side)).astype(np.float32)
     start = np.random.default_rng(6).uniform(-0.5, 0.5, (1, 1, 2, side, side)).astype(np.float32)
-    u_g, d_g = tv_prox(f, 0.1, 5, xp=npx, dual=start)
-    u_n, d_n = fusex.backends.numba_engine.NumbaEngine().tv_prox(f, 0.1, 5, xp=npx, dual=start)
+    u_g, d_g = tv_prox(f, 0.1, 10, xp=npx, dual=start)
+    u_n, d_n = fusex.backends.numba_engine.NumbaEngine().tv_prox(f, 0.1, 10, xp=npx, dual=start)
     np.testing.assert_allclose(u_n, u_g, atol=1e-5)
     np.testing.assert_allclose(d_n, d_g, atol=1e-5)
 

@@ -10,10 +10,12 @@ import pytest
 pytest.importorskip("numba")
 
 import array_api_compat.numpy as npx
+import numba
 
 from _engine_cases import SHAPES, check_evaluate_and_step, check_per_item_tv_weights
 from fusex import tv
-from fusex.backends.numba_engine import CACHED_MAP_PIXELS, NumbaEngine
+from fusex.backends import numba_engine
+from fusex.backends.numba_engine import NumbaEngine, tiling
 
 DTYPES = [np.float32, np.float64]
 
@@ -83,14 +85,34 @@ def test_device_arrays_are_refused_not_copied():
         NumbaEngine().tv_prox(torch.ones(4, 4), 0.1, 3, xp=npx)
 
 
-def test_scratch_memory_is_bounded_across_batch_sizes():
+def test_scratch_memory_is_bounded_across_batch_sizes(monkeypatch):
+    monkeypatch.setattr(numba_engine, "TILE_BYTES", 6 * 40 * 4 * 20)  # 40-pixel rows: bands of 12 rows, sweeps of 2
     engine = NumbaEngine()
-    side = int(CACHED_MAP_PIXELS**0.5) + 8  # the row-band path, which keeps scratch buffers
-    big = np.random.default_rng(5).random((3, side, side)).astype(np.float32)
+    big = np.random.default_rng(5).random((3, 50, 40)).astype(np.float32)
     for f in (big, big[:1], big, big[:2]):
         engine.tv_prox(f, 0.1, 3, xp=npx)
-    sizes = [a.size for a in engine._scratch.arrays.values()]
-    assert len(sizes) == 3 and max(sizes) == 2 * side * side  # three dual buffers, one (2, H, W) each
+    sizes = {role: a.size for (role, _), a in engine._scratch.arrays.items()}
+    workers = 1 if big.size < numba_engine.PARALLEL_MIN_PIXELS else numba.get_num_threads()
+    # each worker's tile (band and halos) and the hand-over of two dual iterates of the largest stack between sweeps
+    assert sizes == {"tiles": workers * 3 * 2 * (12 + 2 * 4) * 40, "sweeps": 2 * 3 * 2 * 2 * 50 * 40}
+
+
+@pytest.mark.parametrize("tile_rows", [3, 5, 9, 20, 60], ids=lambda r: f"{r}-rows")
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
+@pytest.mark.parametrize("method", ["fgp", "gp"])
+def test_the_blocked_prox_matches_generic_for_any_band_and_sweep(monkeypatch, tile_rows, warm, method):
+    """Bands with halos, sweeps of several iterations and their hand-over give the row-streamed iteration."""
+    monkeypatch.setattr(numba_engine, "TILE_BYTES", 6 * 37 * 8 * tile_rows)
+    shape = (2, 41, 37)
+    assert (tiling(41, 37, 8)[0] < 41) == (tile_rows < 41)  # several bands unless the map fits
+    rng = np.random.default_rng(7)
+    f = rng.random(shape) - 0.3
+    start = rng.uniform(-0.5, 0.5, (2, 2, *shape[1:])) if warm else None
+    for n_iter in (1, 2, 3, 10, 17):
+        ours = NumbaEngine().tv_prox(f, 0.2, n_iter, method=method, xp=npx, dual=start)
+        ref = tv.tv_prox(f, 0.2, n_iter, method=method, xp=npx, dual=start)
+        for a, b in zip(ours if warm else [ours], ref if warm else [ref], strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
 _TWO_THREADS = """
@@ -146,3 +168,28 @@ def test_two_threads_fuse_at_once_under_any_threading_layer(layer):
     assert serial == str(chosen == "workqueue")
     if layer != "default":
         assert chosen == layer
+
+
+def test_a_solve_keeps_blas_on_one_thread_and_gives_the_limit_back():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import fusex
+
+    def blas_threads():
+        return [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+
+    if not blas_threads():
+        pytest.skip("NumPy reports no BLAS library here")
+    sample = fusex.datasets.phantom((32, 32), seed=0)
+    seen = []
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        fusex.fuse(
+            sample.haadf,
+            sample.maps,
+            elements=sample.elements,
+            params=fusex.FusionParams(n_iter=2, tol=0.0),
+            engine="numba",
+            callback=lambda k, state: seen.append(blas_threads()),
+        )
+        assert blas_threads() == before
+    assert seen and all(threads == [1] * len(before) for threads in seen)

@@ -25,7 +25,9 @@ __all__ = ["Engine", "available", "select_engine"]
 class Engine(Protocol):
     """The solver's hot functions for one backend (one engine object serves one solve).
 
-    ``evaluate`` returns a `fusex.objectives.Evaluation`.
+    ``evaluate`` returns a `fusex.objectives.Evaluation`.  An engine may also
+    have ``session()``, a context manager that `fusex.solver.solve` holds for
+    the whole solve (the numba engine keeps NumPy's BLAS on one thread there).
     """
 
     name: str

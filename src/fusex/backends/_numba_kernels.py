@@ -23,31 +23,22 @@ _JIT = {"cache": True, "nogil": True, "fastmath": _FASTMATH, "error_model": "num
 
 
 @nb.njit(**_JIT, inline="always")
-def _primal_row(f, weight, beta, nonneg, zero_start, py_prev, px_prev, py_cur, px_cur, i, out):  # pragma: no cover
-    """Write row ``i`` of u = P(f + weight div r), r = p_cur + beta (p_cur - p_prev), into ``out[:W]``.
+def _primal_row(f, weight, nonneg, i, ry, ry_up, rx, out):  # pragma: no cover
+    """Write row ``i`` of u = P_C(f + weight div r) into ``out[:W]``, from the rows of r it reads.
 
-    ``zero_start`` means r = 0 (the first dual iteration), so p is not read.
+    ``ry`` and ``ry_up`` are rows ``i`` and ``i - 1`` of r_y, ``rx`` is row ``i`` of r_x.
     ``out`` has W + 1 entries; the last repeats ``out[W - 1]``.
     """
     H, W = f.shape
-    if zero_start:
-        for j in range(W):
-            out[j] = f[i, j]
-    else:
-        # The last row of p_y and the last column of p_x never enter div p.
-        down = f.dtype.type(1.0 if i < H - 1 else 0.0)
-        up = f.dtype.type(1.0 if i > 0 else 0.0)
-        iu = max(i - 1, 0)
-        for j in range(W):
-            ry = py_cur[i, j] + beta * (py_cur[i, j] - py_prev[i, j])
-            ry_up = py_cur[iu, j] + beta * (py_cur[iu, j] - py_prev[iu, j])
-            out[j] = f[i, j] + weight * (down * ry - up * ry_up)
-        out[0] += weight * (px_cur[i, 0] + beta * (px_cur[i, 0] - px_prev[i, 0]))
-        for j in range(1, W - 1):
-            rx = px_cur[i, j] + beta * (px_cur[i, j] - px_prev[i, j])
-            rx_left = px_cur[i, j - 1] + beta * (px_cur[i, j - 1] - px_prev[i, j - 1])
-            out[j] += weight * (rx - rx_left)
-        out[W - 1] -= weight * (px_cur[i, W - 2] + beta * (px_cur[i, W - 2] - px_prev[i, W - 2]))
+    # The last row of r_y and the last column of r_x never enter div r.
+    down = f.dtype.type(1.0 if i < H - 1 else 0.0)
+    up = f.dtype.type(1.0 if i > 0 else 0.0)
+    for j in range(W):
+        out[j] = f[i, j] + weight * (down * ry[j] - up * ry_up[j])
+    out[0] += weight * rx[0]
+    for j in range(1, W - 1):
+        out[j] += weight * (rx[j] - rx[j - 1])
+    out[W - 1] -= weight * rx[W - 2]
     if nonneg:
         zero = f.dtype.type(0)
         for j in range(W):
@@ -57,11 +48,26 @@ def _primal_row(f, weight, beta, nonneg, zero_start, py_prev, px_prev, py_cur, p
 
 
 @nb.njit(**_JIT, inline="always")
+def _extrapolated_row(beta, zero_start, py_prev, px_prev, py_cur, px_cur, i, r):  # pragma: no cover
+    """r[0], r[1] = row ``i`` of r = p_cur + beta (p_cur - p_prev); 0 when ``zero_start`` (p is then not read)."""
+    W = r.shape[1]
+    zero = r.dtype.type(0)
+    if zero_start:
+        for j in range(W):
+            r[0, j] = zero
+            r[1, j] = zero
+    else:
+        for j in range(W):
+            r[0, j] = py_cur[i, j] + beta * (py_cur[i, j] - py_prev[i, j])
+            r[1, j] = px_cur[i, j] + beta * (px_cur[i, j] - px_prev[i, j])
+
+
+@nb.njit(**_JIT, inline="always")
 def _store_projected(qy, qx, one, py_out, px_out, i, j):  # pragma: no cover
     """Store (qy, qx) projected onto the unit disc at [i, j] (each component 0 below `DUAL_FLOOR`)."""
-    scale = max(math.sqrt(qy * qy + qx * qx), one)
-    py = qy / scale
-    px = qx / scale
+    shrink = one / max(math.sqrt(qy * qy + qx * qx), one)
+    py = qy * shrink
+    px = qx * shrink
     zero = one - one
     py_out[i, j] = py if abs(py) >= DUAL_FLOOR else zero
     px_out[i, j] = px if abs(px) >= DUAL_FLOOR else zero
@@ -79,79 +85,37 @@ def _dual_rows(
     one = f.dtype.type(1)
     u_cur = np.empty(W + 1, dtype=f.dtype)
     u_next = np.empty(W + 1, dtype=f.dtype)
-    _primal_row(f, weight, beta, nonneg, zero_start, py_prev, px_prev, py_cur, px_cur, start, u_cur)
+    # Rows i - 1, i and i + 1 of r, each formed once: the primal rows and the dual row read them from here.
+    r = np.empty((3, 2, W), dtype=f.dtype)
+    above, at, below = 0, 1, 2
+    # Row start - 1 only enters multiplied by 0 when start is 0: zeros keep any garbage out of that product.
+    _extrapolated_row(beta, zero_start or start == 0, py_prev, px_prev, py_cur, px_cur, max(start - 1, 0), r[above])
+    _extrapolated_row(beta, zero_start, py_prev, px_prev, py_cur, px_cur, start, r[at])
+    _primal_row(f, weight, nonneg, start, r[at, 0], r[above, 0], r[at, 1], u_cur)
     for i in range(start, stop):
-        # On the last row u_next is u_cur itself, so the vertical difference is 0 (Neumann).
-        _primal_row(f, weight, beta, nonneg, zero_start, py_prev, px_prev, py_cur, px_cur, min(i + 1, H - 1), u_next)
-        if zero_start:
-            for j in range(W):
-                qy = step * (u_next[j] - u_cur[j])
-                qx = step * (u_cur[j + 1] - u_cur[j])
-                _store_projected(qy, qx, one, py_out, px_out, i, j)
+        if i < H - 1:
+            _extrapolated_row(beta, zero_start, py_prev, px_prev, py_cur, px_cur, i + 1, r[below])
+            _primal_row(f, weight, nonneg, i + 1, r[below, 0], r[at, 0], r[below, 1], u_next)
         else:
-            for j in range(W):
-                ry = py_cur[i, j] + beta * (py_cur[i, j] - py_prev[i, j])
-                rx = px_cur[i, j] + beta * (px_cur[i, j] - px_prev[i, j])
-                qy = keep * ry + step * (u_next[j] - u_cur[j])
-                qx = keep * rx + step * (u_cur[j + 1] - u_cur[j])
-                _store_projected(qy, qx, one, py_out, px_out, i, j)
+            # On the last row u_next is u_cur itself, so the vertical difference is 0 (Neumann).
+            u_next[:] = u_cur
+        ry, rx = r[at, 0], r[at, 1]
+        for j in range(W):
+            qy = keep * ry[j] + step * (u_next[j] - u_cur[j])
+            qx = keep * rx[j] + step * (u_cur[j + 1] - u_cur[j])
+            _store_projected(qy, qx, one, py_out, px_out, i, j)
         u_cur, u_next = u_next, u_cur
+        above, at, below = at, below, above
 
 
 @nb.njit(**_JIT, inline="always")
 def _primal_rows(f, weight, nonneg, py, px, out, start, stop):  # pragma: no cover
     """Out[start:stop] = P_C(f + weight * div p) for one (H, W) map."""
-    zero = f.dtype.type(0)
     W = f.shape[1]
     row = np.empty(W + 1, dtype=f.dtype)
     for i in range(start, stop):
-        _primal_row(f, weight, zero, nonneg, False, py, px, py, px, i, row)
+        _primal_row(f, weight, nonneg, i, py[i], py[max(i - 1, 0)], px[i], row)
         out[i, :] = row[:W]
-
-
-@nb.njit(parallel=True, **_JIT)
-def dual_step(
-    f, weight, step, beta, nonneg, zero_start, py_prev, px_prev, py_cur, px_cur, py_out, px_out, n_blocks
-):  # pragma: no cover
-    r"""One dual projected-gradient step of the TV prox, for one large (H, W) map.
-
-    With :math:`r = p_{cur} + \beta(p_{cur} - p_{prev})` (zero when
-    ``zero_start``) and :math:`u = P_C(f + w \operatorname{div} r)`:
-    :math:`p_{out} = P_{\lVert\cdot\rVert \le 1}(r + s \nabla u)`.  Rows are
-    split into ``n_blocks`` bands run in parallel; each band re-forms one
-    primal row, so each row of ``u`` is formed about once.
-    """
-    H = f.shape[0]
-    one = f.dtype.type(1)
-    rows = (H + n_blocks - 1) // n_blocks
-    for b in prange(n_blocks):
-        start = b * rows
-        stop = min(H, start + rows)
-        if start < stop:
-            _dual_rows(
-                f,
-                weight,
-                step,
-                one,
-                beta,
-                nonneg,
-                zero_start,
-                py_prev,
-                px_prev,
-                py_cur,
-                px_cur,
-                py_out,
-                px_out,
-                start,
-                stop,
-            )
-
-
-@nb.njit(parallel=True, **_JIT)
-def primal(f, weight, nonneg, py, px, out):  # pragma: no cover
-    """Out = P_C(f + weight * div p) for one (H, W) map, rows in parallel."""
-    for i in prange(f.shape[0]):
-        _primal_rows(f, weight, nonneg, py, px, out, i, i + 1)
 
 
 @nb.njit(parallel=True, **_JIT)
@@ -385,3 +349,106 @@ def prox_maps(
             _primal_rows(fm, w, nonneg, p[cur, 0], p[cur, 1], out[m], 0, H)
         if warm:
             dual[m] = p[cur]
+
+
+@nb.njit(**_JIT, inline="always")
+def _copy_rows(src, dst, lo, hi, at):  # pragma: no cover
+    """dst[:, at + (0 .. hi - lo)] = src[:, lo:hi] for (2, rows, W) planes."""
+    for c in range(2):
+        for i in range(lo, hi):
+            dst[c, at + i - lo, :] = src[c, i, :]
+
+
+@nb.njit(parallel=True, **_JIT)
+def blocked_prox(
+    f, weights, steps, keeps, betas, nonneg, out, start, dual, warm, band, depth, state, work
+):  # pragma: no cover
+    r"""TV (or Huber) prox of each map of an (M, H, W) stack, several dual iterations per tile in cache.
+
+    The rows of each map are cut into bands of ``band`` rows, and the dual
+    iterations into sweeps of at most ``depth``.  In a sweep every (map, band)
+    task copies its band and a halo of ``depth + 2`` rows either side into its
+    worker's ``work`` buffer ``(3, 2, rows, W)``, runs the sweep's iterations
+    there and writes the band back.  One dual iteration reads one row either
+    side of each row it writes, so the rows it must get right shrink by one row
+    per side each iteration from the halo inward, and after the sweep the band
+    (and the row above it, which the primal image reads) is exactly what the
+    row-streamed iteration over the whole map gives.  A map in one band needs
+    no halo and runs all its iterations in one sweep.
+
+    Between sweeps the last two dual iterates (:math:`p_{k-1}`, :math:`p_k`)
+    go through ``state`` ``(2, M, 2, 2, H, W)``, read from one half and
+    written to the other, so that no task reads rows another has already
+    advanced.  ``start`` ``(M, 2, H, W)`` is the first dual iterate when
+    ``warm`` (only read), and ``dual`` receives the last one; ``betas`` holds
+    each iteration's momentum weight, with :math:`\beta_0 = \beta_1 = 0`
+    (`fusex.tv.dual_momentum`), so no iteration reads a dual that was never
+    written.  ``keeps[m]`` is the Huber keep :math:`a` (1 for TV), as in
+    `_dual_rows`.  Needs at least one iteration.
+    """
+    M, H = f.shape[:2]
+    n_iter = betas.shape[0]
+    n_bands = (H + band - 1) // band
+    per_sweep = n_iter if n_bands == 1 else depth
+    n_sweeps = (n_iter + per_sweep - 1) // per_sweep
+    n_workers = work.shape[0]
+    n_tasks = M * n_bands
+    for sweep in range(n_sweeps):
+        k0 = (n_iter * sweep) // n_sweeps
+        k1 = (n_iter * (sweep + 1)) // n_sweeps
+        T = k1 - k0
+        src = state[sweep % 2]
+        dst = state[(sweep + 1) % 2]
+        halo = 0 if n_bands == 1 else T + 2
+        for worker in prange(n_workers):
+            buf = work[worker]
+            for task in range(worker, n_tasks, n_workers):
+                m = task // n_bands
+                a = (task - m * n_bands) * band
+                e = min(H, a + band)
+                lo = max(0, a - halo)
+                hi = min(H, e + halo)
+                n = hi - lo
+                fm = f[m, lo:hi]
+                if k0 == 0:
+                    if warm:
+                        _copy_rows(start[m], buf[1], lo, hi, 0)
+                else:
+                    _copy_rows(src[m, 0], buf[0], lo, hi, 0)
+                    _copy_rows(src[m, 1], buf[1], lo, hi, 0)
+                band_lo, band_hi = a - lo, e - lo
+                # The primal image of a row reads p_y of the row above it.
+                need_lo = max(0, band_lo - 1)
+                prev, cur, nxt = 0, 1, 2
+                for k in range(k0, k1):
+                    beta = betas[k]
+                    before = cur if beta == 0.0 else prev
+                    slack = k1 - 1 - k
+                    _dual_rows(
+                        fm,
+                        weights[m],
+                        steps[m],
+                        keeps[m],
+                        beta,
+                        nonneg,
+                        k == 0 and not warm,
+                        buf[before, 0, :n],
+                        buf[before, 1, :n],
+                        buf[cur, 0, :n],
+                        buf[cur, 1, :n],
+                        buf[nxt, 0, :n],
+                        buf[nxt, 1, :n],
+                        max(0, need_lo - slack),
+                        min(n, band_hi + slack),
+                    )
+                    prev, cur, nxt = cur, nxt, prev
+                if k1 < n_iter:
+                    for c in range(2):
+                        dst[m, 0, c, a:e, :] = buf[prev, c, band_lo:band_hi, :]
+                        dst[m, 1, c, a:e, :] = buf[cur, c, band_lo:band_hi, :]
+                else:
+                    py, px = buf[cur, 0, :n], buf[cur, 1, :n]
+                    _primal_rows(fm, weights[m], nonneg, py, px, out[m, lo:hi], band_lo, band_hi)
+                    if warm:
+                        for c in range(2):
+                            dual[m, c, a:e, :] = buf[cur, c, band_lo:band_hi, :]

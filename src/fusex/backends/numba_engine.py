@@ -21,7 +21,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import partial
 from types import ModuleType
 from typing import Any
 
@@ -31,23 +30,18 @@ import numpy as np
 from .._per_item import any_positive, item_values, map_values
 from ..objectives import Evaluation, split_sums
 from . import _numba_kernels as kernels
-from ._compiled import CompiledEngine, ProxProblem, dual_iterations, momentum
+from ._compiled import CompiledEngine, ProxProblem, momentum
 from ._scratch import Scratch
 
-__all__ = ["CACHED_MAP_PIXELS", "PARALLEL_MIN_PIXELS", "NumbaEngine", "serialized"]
+__all__ = ["PARALLEL_MIN_PIXELS", "TILE_BYTES", "NumbaEngine", "serialized", "tiling"]
 
 PARALLEL_MIN_PIXELS = 256 * 256
 """Maps with fewer pixels run on one thread: below this, waking the other threads costs about
 what they save, and far more when other processes keep the cores busy."""
 
-CACHED_MAP_PIXELS = 512 * 512
-"""Maps up to this size run the TV prox one map per thread, however few: six dual buffers of a
-512 x 512 float32 map (6 MB) stay in a core's share of cache across iterations, and a whole prox is
-one parallel region instead of one per dual iteration.  Measured on the 2-core machine for 3 maps
-and 10 warm iterations, with other processes busy: 7.4 ms against 21.6 ms in row bands at 256²,
-18.5 against 22.0 ms at 512².  Larger maps (buffers beyond the cache) run in row bands: under
-that load one map per thread was faster there too (58.9 against 115.5 ms at 1024²), but on an idle
-machine row bands gain 1.6-1.9x from the second thread at 1024²."""
+TILE_BYTES = 1 << 20
+"""The most a worker's tile of the blocked TV prox may hold (six dual planes of its rows): half
+of a core's L2 cache on the development machine, so the tile stays there for a whole sweep."""
 
 
 _ONE_AT_A_TIME = threading.Lock()
@@ -85,6 +79,22 @@ def _threads_for(pixels: int) -> Iterator[None]:
         numba.set_num_threads(previous)
 
 
+def _powers_and_logs(x: np.ndarray, x_pow_m1: np.ndarray, logs: np.ndarray, gm1: np.ndarray, eps: np.ndarray) -> None:
+    """x**(gamma-1) and log(x + eps) into ``x_pow_m1`` and ``logs``, per item (rows of the (n, E H W) arrays).
+
+    This stays on the calling thread: split over threads it ran 2x faster alone, but made a fusion
+    slower, as numba's idle OpenMP threads keep spinning on the same cores for a while after each kernel.
+    """
+    # NumPy's SIMD log and exp outrun numba's scalar libm calls several times over, and
+    # exp((gamma-1) log x) beats np.power, which leaves its fast path on the zeros of sparse maps.
+    # log 0 = -inf and exp(-inf) = 0 = 0**(gamma-1); for gamma = 1, 0 * -inf is NaN, overwritten by the caller.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.log(x, out=x_pow_m1)
+        np.multiply(x_pow_m1, gm1, out=x_pow_m1)
+    np.exp(x_pow_m1, out=x_pow_m1)
+    np.log(np.add(x, eps, out=logs), out=logs)
+
+
 def _host(x: Any, name: str) -> np.ndarray:
     if not isinstance(x, np.ndarray):
         raise TypeError(
@@ -102,6 +112,21 @@ class NumbaEngine(CompiledEngine):
 
     def __init__(self) -> None:
         self._scratch = Scratch(np.empty)
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Keep NumPy's BLAS on one thread while a solve runs (the previous limit comes back after).
+
+        The solver's HAADF fit calls BLAS between the kernels.  OpenBLAS's
+        threads keep spinning on the cores after each call, and numba's threads
+        then share those cores with them: on the 2-core machine that made a
+        3 x 512 x 512 fusion 2x slower (30 iterations: 1.66 s, 0.83 s with BLAS
+        on one thread).  The BLAS calls themselves are small and lose little.
+        """
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
 
     def evaluate(
         self,
@@ -122,19 +147,14 @@ class NumbaEngine(CompiledEngine):
         x = _host(x, "x")
         n_items = x.shape[0]
         dtype = x.dtype
-        gm1 = (item_values(gamma, n_items, np.float64) - 1.0).astype(dtype).reshape(-1, 1, 1, 1)
-        # NumPy's SIMD log and exp outrun numba's scalar libm calls several times over, and
-        # exp((gamma-1) log x) beats np.power, which leaves its fast path on the zeros of sparse maps.
+        gm1 = (item_values(gamma, n_items, np.float64) - 1.0).astype(dtype).reshape(-1, 1)
         x_pow_m1 = np.empty_like(x)
-        # log 0 = -inf and exp(-inf) = 0 = 0**(gamma-1); for gamma = 1, 0 * -inf is NaN, overwritten below.
-        with np.errstate(divide="ignore", invalid="ignore"):
-            np.log(x, out=x_pow_m1)
-            np.multiply(x_pow_m1, gm1, out=x_pow_m1)
-        np.exp(x_pow_m1, out=x_pow_m1)
+        logs = self._scratch.get("log", x.shape, dtype)
+        eps_items = item_values(eps, n_items, dtype).reshape(-1, 1)
+        flat = [a.reshape(n_items, -1) for a in (x, x_pow_m1, logs)]
+        _powers_and_logs(*flat, gm1, eps_items)
         for n in np.flatnonzero(gm1.reshape(-1) == 0):
             x_pow_m1[n] = 1
-        logs = self._scratch.get("log", x.shape, dtype)
-        np.log(np.add(x, item_values(eps, n_items, dtype).reshape(-1, 1, 1, 1), out=logs), out=logs)
         residual = np.empty((n_items, *x.shape[2:]), dtype=dtype)
         partials = self._scratch.get("partials", (n_items * x.shape[2], 1 + 2 * x.shape[1]), np.float64)
         directed = direction is not None and any_positive(strength)
@@ -199,15 +219,14 @@ class NumbaEngine(CompiledEngine):
 
     def _prox(self, problem: ProxProblem, n_iter: int, method: str, start: Any) -> tuple[np.ndarray, Any]:
         maps = problem.maps
-        height, width = maps.shape[1:]
         out = np.empty_like(maps)
-        # The kernels write the last dual into a fresh array: the caller's is only read.
-        p = None if start is None else start.copy()
-        threads = numba.get_num_threads()
-        if problem.guided or maps.size < PARALLEL_MIN_PIXELS or height * width <= CACHED_MAP_PIXELS:
-            # One thread per map, each map's dual buffers stay in cache for all its iterations.
-            stand_in = np.zeros((1, 2, 1, 1), maps.dtype)  # one compiled version: an unused dual of the same type
-            with _threads_for(maps.size), _parallel_region():
+        betas = momentum(n_iter, method, maps.dtype)
+        directed = problem.guided and bool(np.any(problem.strengths != 0))
+        with _threads_for(maps.size), _parallel_region():
+            if directed or n_iter == 0:
+                # The directional step runs one map per thread, each map's dual buffers in cache for all its iterations.
+                p = None if start is None else start.copy()  # the kernel writes the last dual back into it
+                stand_in = np.zeros((1, 2, 1, 1), maps.dtype)  # one compiled version: an unused dual of the same type
                 kernels.prox_maps(
                     maps,
                     problem.weights,
@@ -217,29 +236,54 @@ class NumbaEngine(CompiledEngine):
                     problem.xi,
                     problem.maps_per_field,
                     problem.guided,
-                    momentum(n_iter, method, maps.dtype),
+                    betas,
                     problem.nonneg,
                     out,
                     stand_in if p is None else p,
                     p is not None,
                 )
-            return out, p
-        # A few large TV maps: each dual iteration is spread over row bands of one map.
-        blocks = max(1, min(height, 4 * threads))
-        buffers = [self._scratch.get(f"dual{b}", (2, height, width), maps.dtype) for b in range(3)]
-        for m, image in enumerate(maps):
-            step = partial(_band_step, image, problem.weights[m], problem.steps[m], problem.nonneg, blocks)
-            last = dual_iterations(step, n_iter, method, buffers, None if p is None else p[m])
-            with _parallel_region():
-                kernels.primal(image, problem.weights[m], problem.nonneg, last[0], last[1], out[m])
-            if p is not None:
-                p[m] = last
+                return out, p
+            n_maps, height, width = maps.shape
+            band, depth = tiling(height, width, maps.itemsize)
+            rows = min(height, band + 2 * (depth + 2))
+            workers = numba.get_num_threads()
+            work = self._scratch.get("tiles", (workers, 3, 2, rows, width), maps.dtype)
+            # The sweeps' hand-over of the last two dual iterates; a map in one band runs one sweep and needs none.
+            state_shape = (2, n_maps, 2, 2, height, width) if height > band else (2, 1, 2, 2, 1, 1)
+            state = self._scratch.get("sweeps", state_shape, maps.dtype)
+            p = None if start is None else np.empty_like(start)
+            stand_in = np.zeros((1, 2, 1, 1), maps.dtype)
+            keeps = problem.keeps if problem.guided else np.ones_like(problem.weights)
+            kernels.blocked_prox(
+                maps,
+                problem.weights,
+                problem.steps,
+                keeps,
+                betas,
+                problem.nonneg,
+                out,
+                stand_in if start is None else np.ascontiguousarray(start),
+                stand_in if p is None else p,
+                p is not None,
+                band,
+                depth,
+                state,
+                work,
+            )
         return out, p
 
 
-def _band_step(
-    image: np.ndarray, weight: Any, step: Any, nonneg: bool, blocks: int, beta: float, zero_start: bool, planes: Any
-) -> None:
-    """One dual iteration of one large map, its rows in ``blocks`` parallel bands (`kernels.dual_step`)."""
-    with _parallel_region():
-        kernels.dual_step(image, weight, step, image.dtype.type(beta), nonneg, zero_start, *planes, blocks)
+def tiling(height: int, width: int, itemsize: int) -> tuple[int, int]:
+    """Rows per band and dual iterations per sweep of the blocked TV prox (`kernels.blocked_prox`).
+
+    A worker's buffer, six dual planes of the band and its halo of ``depth + 2``
+    rows either side, is kept within `TILE_BYTES`.  Maps that fit whole take one
+    band, which needs no halo.  Deeper sweeps move less memory per iteration
+    and recompute more halo rows; ``depth`` is an eighth of the rows that fit,
+    at most 8.
+    """
+    rows = max(1, TILE_BYTES // (6 * width * itemsize))
+    if rows >= height:
+        return height, 1
+    depth = min(8, max(1, rows // 8))
+    return max(rows - 2 * (depth + 2), depth), depth

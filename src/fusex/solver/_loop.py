@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 from collections.abc import Callable
@@ -106,7 +107,22 @@ def solve(
     ``start`` (``(n, E, H, W)`` on the compute backend, normalized units) is
     the first iterate; default the normalized counts, which also stand in
     wherever ``start`` is NaN (an item with no earlier fit of its own).
+    The whole solve runs inside the engine's ``session()`` where it has one
+    (see `fusex.backends.Engine`).
     """
+    with getattr(engine, "session", contextlib.nullcontext)():
+        return _solve(problem, params, engine, callback, progress, on_divergence, start)
+
+
+def _solve(
+    problem: FusionProblem,
+    params: FusionParams,
+    engine: Engine,
+    callback: Callable[[int, IterationState], Any] | None,
+    progress: bool,
+    on_divergence: str,
+    start: Any,
+) -> SolvedPart:
     xp = problem.xp
     n_items, n_elements = problem.counts.shape[:2]
     values = _item_values(params, problem.batch_shape, problem.elements, problem.items)

@@ -85,14 +85,21 @@ def _advance(live: Live, eta: np.ndarray, beta: np.ndarray, params: FusionParams
     return _Trial(y, ev_y, x_new, ev_new, dual, np.sqrt(moved2), np.sqrt(size2), bound, turn)
 
 
-def _merge_trials(full: _Trial, part: _Trial, rows: np.ndarray, xp: Any) -> _Trial:
-    """``full`` with the items ``rows`` replaced by ``part``."""
+def _merge_trials(full: _Trial, part: _Trial, rows: np.ndarray, xp: Any, live: Live) -> _Trial:
+    """``full`` with the items ``rows`` replaced by ``part``, written over ``full``'s arrays where it can.
+
+    ``full``'s new point, evaluation and dual came from its own step, so nothing else holds them.
+    Its start ``y`` is the live iterate itself where the step had no momentum; the redone items
+    then start there too, so ``y`` and its evaluation stay as they are.
+    """
+    own = {"xp": xp, "in_place": True}
+    shared = full.y is live.x
     return _Trial(
-        merge_rows(full.y, part.y, rows, xp),
-        merge_evaluations(full.ev_y, part.ev_y, rows, xp),
-        merge_rows(full.x, part.x, rows, xp),
-        merge_evaluations(full.ev, part.ev, rows, xp),
-        None if full.dual is None else merge_rows(full.dual, part.dual, rows, xp),
+        full.y if shared else merge_rows(full.y, part.y, rows, **own),
+        full.ev_y if shared else merge_evaluations(full.ev_y, part.ev_y, rows, **own),
+        merge_rows(full.x, part.x, rows, **own),
+        merge_evaluations(full.ev, part.ev, rows, **own),
+        None if full.dual is None else merge_rows(full.dual, part.dual, rows, **own),
         _merge_host(full.moved, part.moved, rows),
         _merge_host(full.size, part.size, rows),
         None if full.bound is None else _merge_host(full.bound, part.bound, rows),
@@ -154,7 +161,7 @@ def step_with_backtracking(
             break
         part = live.subset(retry, xp)
         redone = _advance(part, eta[retry], beta[retry], params, engine, xp)
-        trial = _merge_trials(trial, redone, retry, xp)
+        trial = _merge_trials(trial, redone, retry, xp, live)
         total_new[retry] = objective(redone.ev, part.values)
     return trial, total_new, backtracks, restarted
 
