@@ -157,10 +157,11 @@ def test_kept_fits_follow_their_grid_points_when_the_grid_grows_in_front():
 
 
 def test_each_element_gets_its_own_pick_when_that_scores_better():
-    # a case whose elements pick different points of the grid (O its own lambda_chem)
+    # a case whose elements pick different points of the grid (O its own lambda_chem) on uncalibrated scores
     sample = phantom((48, 48), lattice="rocksalt", dose=5.0, seed=2)
     grid = {"lambda_tv": [0.001, 0.01, 0.1], "lambda_chem": [0.005, 0.04]}
-    res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=grid, folds=3, refit=False, **FAST)
+    plain = {**FAST, "calibrate": False}
+    res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=grid, folds=3, refit=False, **plain)
     scores = res.scores
     assert scores.attrs["per_element"] == 1
     assert scores.attrs["per_element_total"] < scores.attrs["shared_total"]
@@ -171,7 +172,7 @@ def test_each_element_gets_its_own_pick_when_that_scores_better():
         assert res.params.lambda_tv[element] == own.lambda_tv.values[i]
         assert res.params.lambda_chem[element] == own.lambda_chem.values[j]
     shared = tune(
-        sample.haadf, sample.maps, elements=sample.elements, grid=grid, folds=3, refit=False, per_element=False, **FAST
+        sample.haadf, sample.maps, elements=sample.elements, grid=grid, folds=3, refit=False, per_element=False, **plain
     )
     assert isinstance(shared.params.lambda_tv, float) and shared.params.lambda_tv == scores.attrs["chosen_lambda_tv"]
 
@@ -194,7 +195,10 @@ def test_an_element_the_haadf_term_does_not_help_leaves_the_haadf_model():
 def test_per_element_picks_keep_other_grid_fields_at_the_shared_choice():
     sample = phantom((32, 32), dose=4.0, seed=5)
     grid = {"gamma": [1.5, 1.7, 1.9], "lambda_tv": [0.002, 0.005, 0.01, 0.02, 0.05]}
-    res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=grid, folds=2, refit=False, **FAST)
+    # uncalibrated scores: their per-element optima differ in lambda_tv here
+    res = tune(
+        sample.haadf, sample.maps, elements=sample.elements, grid=grid, folds=2, refit=False, calibrate=False, **FAST
+    )
     gamma = res.scores.attrs["chosen_gamma"]
     assert res.params.gamma == gamma
     picks = json.loads(res.scores.attrs["per_element_lambda_tv"])
@@ -406,7 +410,10 @@ def test_the_result_says_what_each_map_is_and_how_sure_the_choice_is():
     for e, (method, sigma) in enumerate(zip(choice.method.values, choice.sigma.values)):
         assert res.result.sources[e] == ("fusion" if method == "fusion" else _choice.simple_label(sigma))
         if method != "fusion":
-            np.testing.assert_allclose(maps[e], gaussian(sample.maps[e], sigma), rtol=1e-4, atol=1e-4)
+            # counts are calibrated by default: the blur, after the held-out slope and offset
+            calibrated = importlib.import_module("fusex.tune")._calibrated
+            blur = calibrated(gaussian(sample.maps[e], sigma), float(choice.slope[e]), float(choice.offset[e]))
+            np.testing.assert_allclose(maps[e], blur, rtol=1e-4, atol=1e-4)
 
 
 def test_an_element_whose_counts_resolve_no_structure_warns_ranks_and_takes_a_simple_map(monkeypatch):
@@ -421,6 +428,10 @@ def test_an_element_whose_counts_resolve_no_structure_warns_ranks_and_takes_a_si
     assert eligible[0].tolist() == [True, True, False]  # O may not take a fusion
     assert res.choice.method.sel(element="O").item() in ("gaussian", "raw")
     assert res.result.sources[2] != "fusion"
+    # nor a calibration: the slope fitted to its held-out counts would be noise
+    assert (res.choice.slope.sel(element="O").item(), res.choice.offset.sel(element="O").item()) == (1.0, 0.0)
+    blurred = gaussian(maps[2], float(res.choice.sigma.sel(element="O")))
+    np.testing.assert_allclose(res.result.to_input_units()[2], blurred, rtol=1e-4, atol=1e-4)
     assert np.all(np.isnan(res.scores.raw_nrmse.sel(element="O").values))
     assert np.all(np.isfinite(res.scores.raw_nrmse.sel(element="Sr").values[res.scores.finished.values]))
     assert np.all(np.isfinite(res.scores.screened.values)) and np.isfinite(res.choice.score.sel(element="O"))
@@ -485,6 +496,8 @@ def test_tune_calibrate_returns_the_calibrated_maps_and_keeps_totals():
             assert got[e].min() >= 0
     counts = np.asarray(sample.maps, dtype=np.float64).sum(axis=(-2, -1))
     np.testing.assert_allclose(got.sum(axis=(-2, -1)) / counts, 1.0, atol=0.03)
-    assert "slope" not in tune(sample.haadf, sample.maps, **kwargs).choice
+    assert "slope" in tune(sample.haadf, sample.maps, **kwargs).choice  # on by default for counts
+    assert "slope" not in tune(sample.haadf, sample.maps, calibrate=False, **kwargs).choice
+    assert "slope" not in tune(sample.haadf, sample.maps / 7.0, **kwargs).choice  # not counts: no calibration
     with pytest.raises(ValueError, match="`calibrate=True` needs count splitting"):
         tune(sample.haadf, sample.maps / 7.0, calibrate=True, **kwargs)

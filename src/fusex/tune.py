@@ -287,7 +287,7 @@ def tune(
     screen: int | None = DEFAULT_SCREEN,
     keep: int = DEFAULT_KEEP,
     screen_folds: int | None = None,
-    calibrate: bool = False,
+    calibrate: bool | None = None,
 ) -> TuneResult:
     r"""Choose fusion parameters from the data alone, per element, never worse than a simple filter.
 
@@ -372,14 +372,17 @@ def tune(
         fits on the other parts start from their own data.  Default None:
         `SCREEN_FOLDS`, one count split or two pixel masks.  ``folds``
         screens on all of them.
-    calibrate : bool
+    calibrate : bool or None
         Count splitting with ``criterion="mse"`` only: score every candidate
         (fusion and blur) after the affine map :math:`a x + c` per element
         that brings its fold fits closest to the held-out counts, and return
         the chosen maps so calibrated (``choice.slope``, ``choice.offset``),
         clipped at 0 with the offset lowered to keep each total.  A shrinking
         prior flattens a map and a noisy fit over-shoots its contrast; the
-        held-out counts measure both, without the truth.  Default False.
+        held-out counts measure both, without the truth.  An element whose
+        counts resolve no signal variance (see Warns) is not calibrated: its
+        fitted slope would be noise.  Default None: on wherever that
+        criterion applies (counts), off otherwise.
 
     Returns
     -------
@@ -441,6 +444,8 @@ def tune(
     widths = np.asarray([] if sigmas is None else sigmas, dtype=np.float64)
     if widths.ndim != 1 or not np.all(np.isfinite(widths)) or np.any(widths < 0):
         raise ValueError(f"`sigmas` must be a 1-D sequence of widths >= 0 (pixels), or None, got {sigmas!r}")
+    if calibrate is None:
+        calibrate = criterion == "mse"
     if calibrate and criterion != "mse":
         raise ValueError(
             f"`calibrate=True` needs count splitting with criterion='mse' (the held-out counts' scale), "
@@ -501,6 +506,8 @@ def tune(
             )
     simple = simple_scores(holdout, widths) if widths.size else None
     resolved = _resolved(holdout, surface.elements, simple is not None)
+    if simple is not None and calibrate and resolved is not None and not np.all(resolved):
+        simple = _uncalibrated(simple, simple_scores(replace(holdout, calibrate=False), widths), ~resolved)
     pick, takes = _choice.decide(holdout, options, None if simple is None else simple[:2], resolved)
     option = options[pick]
     if trial is not None:
@@ -561,6 +568,21 @@ def _resolved(holdout: Folds | PixelHoldOut, elements: Sequence[str], simple: bo
             stacklevel=3,
         )
     return resolved
+
+
+def _uncalibrated(
+    calibrated: tuple[np.ndarray, np.ndarray, np.ndarray], plain: tuple[np.ndarray, Any, Any], elements: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the simple candidates' scores, parts and calibrations with ``elements`` (E,) left uncalibrated.
+
+    Those are the elements whose counts resolve no signal variance: the slope fitted to their
+    held-out counts is noise, so their blurs are ranked and returned as they are (slope 1, offset 0).
+    """
+    values, parts, calibration = (np.array(a, dtype=np.float64) for a in calibrated)
+    values[:, elements] = plain[0][:, elements]
+    parts[:, :, elements] = plain[1][:, :, elements]
+    calibration[:, elements] = (1.0, 0.0)
+    return values, parts, calibration
 
 
 def _substitute_maps(estimate: np.ndarray, counts: np.ndarray, takes: np.ndarray | None, widths: np.ndarray) -> Any:
