@@ -678,7 +678,8 @@ def page(saved: dict[str, Any], figures: dict[str, str]) -> str:
         f"{PCA_COMPONENTS}-component model, then the same line integration |",
         "| Poisson-TV alone | `fusex.baselines.poisson_tv`: `fuse` with `lambda_haadf=0`, other weights default |",
         "| fusex defaults | `fusex.fuse` with `FusionParams()`, maps back in input units (`to_input_units`) |",
-        '| fusex `params="auto"` | `fusex.fuse(..., params="auto")` (`fusex.tune` with its defaults) |',
+        '| fusex `params="auto"` | `fusex.fuse(..., params="auto")` (`fusex.tune` with its defaults; for counts each '
+        "map after its held-out calibration, `docs/tuning.md`) |",
         "| tutorial parameters | DyScO3 only: the published tutorial's settings for it |",
         "| multimodal-fusion defaults | the reference package 0.6.0, `DataFusion(...).run()` with its defaults, "
         "mapped back from its min-max units with each input map's minimum and range |",
