@@ -93,14 +93,14 @@ def test_a_run_of_rising_objectives_restarts_the_momentum_and_cuts_the_step(samp
 
 def test_a_directional_tv_fusion_stops_by_the_residual_test():
     # with the TV prox's 10 inner iterations its residual stays near 3e-4 and, at tol=1e-4, it runs to the
-    # 500-iteration cap; with n_dtv=20 it stops after about 70, at an objective within 3e-5 of that cap's
+    # 500-iteration cap or near it (430); with n_dtv=20 it stops after about 70, at an objective within 3e-5
     sample = phantom(seed=0)
     fuse = {"elements": sample.elements}
     assert fusex.fuse(sample.haadf, sample.maps, params=FusionParams(prior="dtv"), **fuse).stop_reason == "tol"
     result = fusex.fuse(sample.haadf, sample.maps, params=FusionParams(prior="dtv", tol=1e-4), **fuse)
     assert result.stop_reason == "tol" and len(result.history) < 200
     capped = fusex.fuse(sample.haadf, sample.maps, params=FusionParams(prior="dtv", n_dtv=10, tol=1e-4), **fuse)
-    assert capped.stop_reason == "n_iter"
+    assert len(capped.history) > 4 * len(result.history)
     np.testing.assert_allclose(result.history.total.iloc[-1], capped.history.total.iloc[-1], rtol=1e-4)
 
 

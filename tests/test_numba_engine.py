@@ -193,3 +193,22 @@ def test_a_solve_keeps_blas_on_one_thread_and_gives_the_limit_back():
         )
         assert blas_threads() == before
     assert seen and all(threads == [1] * len(before) for threads in seen)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_step_start_and_products_match_the_generic_solver_code(dtype):
+    from fusex.solver import _step
+
+    rng = np.random.default_rng(8)
+    x, x_prev, x_new, z = (rng.random((3, 2, 17, 23)).astype(dtype) - 0.2 for _ in range(4))
+    beta = np.array([0.0, 0.4, 0.9])
+    engine = NumbaEngine()
+    y = engine.extrapolate(x, x_prev, beta, xp=npx)
+    expected = np.clip(x + beta.astype(dtype)[:, None, None, None] * (x - x_prev), 0, None)
+    assert y.dtype == dtype and not np.shares_memory(y, x)
+    np.testing.assert_allclose(y, expected, **_tol(dtype))
+    ours = engine.step_products(x_new, y, z, x, xp=npx)
+    generic = _step._step_products(object(), x_new, y, z, x, npx)  # an engine without its own pass
+    for a, b in zip(ours, generic, strict=True):
+        assert a.dtype == np.float64 and a.shape == (3,)
+        np.testing.assert_allclose(a, b, rtol=1e-5 if dtype == np.float32 else 1e-12)

@@ -7,6 +7,7 @@ their arrays here, with `fuse_arrays`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from ._blas import one_blas_thread
 from ._xp import convert
 from .backends import select_engine
 from .backends.registry import resolve_request
@@ -107,6 +109,23 @@ def fuse_arrays(
     if maps is None:
         raise TypeError("`maps` is missing: pass the elemental maps, or one xarray.Dataset holding HAADF and maps")
     run = RunOptions() if run is None else run
+    # The numba engine keeps BLAS on one thread (`NumbaEngine.session`); held from the input checks on, a
+    # fusion's every BLAS sum is the same whether or not another fusion runs alongside.
+    with one_blas_thread() if isinstance(maps, np.ndarray) else contextlib.nullcontext():
+        return _fuse_arrays(haadf, maps, params, run, start, elements, z, saturated, negative)
+
+
+def _fuse_arrays(
+    haadf: Any,
+    maps: Any,
+    params: FusionParams | None,
+    run: RunOptions,
+    start: Any,
+    elements: Any,
+    z: Any,
+    saturated: Any,
+    negative: str,
+) -> FusionResult:
     params = FusionParams() if params is None else params
     if not isinstance(params, FusionParams):
         raise TypeError(f"`params` must be a FusionParams (or None), got {type(params).__name__}")

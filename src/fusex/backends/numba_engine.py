@@ -27,6 +27,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from .._blas import one_blas_thread
 from .._per_item import any_positive, item_values, map_values
 from ..objectives import Evaluation, split_sums
 from . import _numba_kernels as kernels
@@ -123,9 +124,7 @@ class NumbaEngine(CompiledEngine):
         3 x 512 x 512 fusion 2x slower (30 iterations: 1.66 s, 0.83 s with BLAS
         on one thread).  The BLAS calls themselves are small and lose little.
         """
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1, user_api="blas"):
+        with one_blas_thread():
             yield
 
     def evaluate(
@@ -213,6 +212,33 @@ class NumbaEngine(CompiledEngine):
                 out,
             )
         return out
+
+    def extrapolate(self, x: Any, x_prev: Any, beta: np.ndarray, *, xp: ModuleType) -> np.ndarray:
+        r"""Return the accelerated step's start :math:`y = P_{\ge 0}(x + \beta (x - x_{prev}))` in one pass.
+
+        ``beta`` holds one momentum weight per item.
+        """
+        x = _host(x, "x")
+        out = np.empty_like(x)
+        with _threads_for(x[:, 0].size), _parallel_region():
+            kernels.extrapolate(x, _host(x_prev, "x_prev"), np.asarray(beta, dtype=x.dtype), out)
+        return out
+
+    def step_products(self, x_new: Any, y: Any, z: Any, x: Any, *, xp: ModuleType) -> tuple[np.ndarray, ...]:
+        r"""Return the four inner products of a step per item, in float64 and one pass.
+
+        They are :math:`d \cdot d`, :math:`x_{new} \cdot x_{new}`, :math:`(y - z) \cdot d` and
+        :math:`d \cdot (x_{new} - x)`, with :math:`d = x_{new} - y`, those of an accelerated
+        step (`fusex.solver`): its length, its size, the slope of the smooth terms along it (``z``
+        is the unprojected gradient step from ``y``) and the restart test.
+        """
+        x_new = _host(x_new, "x_new")
+        n_items, _, height = x_new.shape[:3]
+        partials = self._scratch.get("products", (n_items * height, 4), np.float64)
+        with _threads_for(x_new[:, 0].size), _parallel_region():
+            kernels.step_products(x_new, _host(y, "y"), _host(z, "z"), _host(x, "x"), partials)
+        sums = partials.reshape(n_items, height, 4).sum(axis=1)
+        return tuple(sums[:, k].copy() for k in range(4))
 
     def _in(self, x: Any, name: str) -> np.ndarray:
         return _host(x, name)

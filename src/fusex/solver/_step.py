@@ -58,8 +58,7 @@ def _advance(live: Live, eta: np.ndarray, beta: np.ndarray, params: FusionParams
     if live.x_prev is None or not np.any(beta > 0):
         y, ev_y = live.x, live.ev
     else:
-        b = xp.asarray(beta.tolist(), dtype=live.x.dtype, device=array_api_compat.device(live.x))
-        y = xp.clip(live.x + xp.reshape(b, (-1, 1, 1, 1)) * (live.x - live.x_prev), min=0.0)
+        y = _extrapolate(engine, live, beta, xp)
         ev_y = engine.evaluate(y, live.haadf, live.counts, live.weights, xp=xp, mask=live.mask, **terms)
     # The sufficient-decrease test holds for a true proximal-gradient step, whose prox alone imposes x >= 0;
     # fixed steps keep the published method's projection before the prox.
@@ -72,17 +71,32 @@ def _advance(live: Live, eta: np.ndarray, beta: np.ndarray, params: FusionParams
     else:
         x_new, dual = engine.tv_prox(z, tv_weight, inner, dual=live.dual, **prox)
     ev_new = engine.evaluate(x_new, live.haadf, live.counts, live.weights, xp=xp, mask=live.mask, **terms)
-    d = x_new - y
-    moved2, size2 = _dots(d, d, xp), _dots(x_new, x_new, xp)
+    # d = x_new - y: |d|^2, |x_new|^2, <y - z, d> and <d, x_new - x_k>
+    moved2, size2, along, against = _step_products(engine, x_new, y, z, live.x, xp)
     bound = None
     if params.step == "lipschitz":
         # Beck & Teboulle's quadratic upper model of the smooth terms at y, evaluated at the new point;
         # the unprojected step z = y - eta grad f(y) gives the slope <grad f(y), d> without another gradient pass
-        slope = _dots(y - z, d, xp) / eta
-        bound = smooth_terms(ev_y, v) + slope + moved2 / (2.0 * eta)
+        bound = smooth_terms(ev_y, v) + along / eta + moved2 / (2.0 * eta)
     # O'Donoghue & Candes' gradient restart test: > 0 where the step turned against the momentum
-    turn = None if params.accel != "fista" or params.step != "lipschitz" else -_dots(d, x_new - live.x, xp)
+    turn = None if params.accel != "fista" or params.step != "lipschitz" else -against
     return _Trial(y, ev_y, x_new, ev_new, dual, np.sqrt(moved2), np.sqrt(size2), bound, turn)
+
+
+def _extrapolate(engine: Engine, live: Live, beta: np.ndarray, xp: Any) -> Any:
+    r"""Return :math:`y = P_{\ge 0}(x_k + \beta (x_k - x_{k-1}))`, by the engine's own pass if it has one."""
+    if hasattr(engine, "extrapolate"):
+        return engine.extrapolate(live.x, live.x_prev, beta, xp=xp)
+    b = xp.asarray(beta.tolist(), dtype=live.x.dtype, device=array_api_compat.device(live.x))
+    return xp.clip(live.x + xp.reshape(b, (-1, 1, 1, 1)) * (live.x - live.x_prev), min=0.0)
+
+
+def _step_products(engine: Engine, x_new: Any, y: Any, z: Any, x: Any, xp: Any) -> tuple[np.ndarray, ...]:
+    """Return the four inner products of a step per item (host, float64), by the engine's own pass if it has one."""
+    if hasattr(engine, "step_products"):
+        return engine.step_products(x_new, y, z, x, xp=xp)
+    d = x_new - y
+    return _dots(d, d, xp), _dots(x_new, x_new, xp), _dots(y - z, d, xp), _dots(d, x_new - x, xp)
 
 
 def _merge_trials(full: _Trial, part: _Trial, rows: np.ndarray, xp: Any, live: Live) -> _Trial:
