@@ -86,7 +86,7 @@ def test_device_arrays_are_refused_not_copied():
 
 
 def test_scratch_memory_is_bounded_across_batch_sizes(monkeypatch):
-    monkeypatch.setattr(numba_engine, "TILE_BYTES", 6 * 40 * 4 * 20)  # 40-pixel rows: bands of 12 rows, sweeps of 2
+    monkeypatch.setattr(numba_engine, "TILE_BYTES", 6 * 40 * 4 * 20)  # 40-pixel rows: bands of 16 rows, sweeps of 4
     engine = NumbaEngine()
     big = np.random.default_rng(5).random((3, 50, 40)).astype(np.float32)
     for f in (big, big[:1], big, big[:2]):
@@ -94,7 +94,7 @@ def test_scratch_memory_is_bounded_across_batch_sizes(monkeypatch):
     sizes = {role: a.size for (role, _), a in engine._scratch.arrays.items()}
     workers = 1 if big.size < numba_engine.PARALLEL_MIN_PIXELS else numba.get_num_threads()
     # each worker's tile (band and halos) and the hand-over of two dual iterates of the largest stack between sweeps
-    assert sizes == {"tiles": workers * 3 * 2 * (12 + 2 * 4) * 40, "sweeps": 2 * 3 * 2 * 2 * 50 * 40}
+    assert sizes == {"tiles": workers * 3 * 2 * (16 + 2 * 6) * 40, "sweeps": 2 * 3 * 2 * 2 * 50 * 40}
 
 
 @pytest.mark.parametrize("tile_rows", [3, 5, 9, 20, 60], ids=lambda r: f"{r}-rows")
@@ -168,6 +168,26 @@ def test_two_threads_fuse_at_once_under_any_threading_layer(layer):
     assert serial == str(chosen == "workqueue")
     if layer != "default":
         assert chosen == layer
+
+
+@pytest.mark.parametrize("band_depth", [(1, 1), (2, 3), (5, 8), (16, 4), (40, 2)], ids=str)
+def test_the_blocked_prox_on_every_worker_matches_generic_per_map_and_leaves_the_start_alone(monkeypatch, band_depth):
+    """Many (map, band) tasks over all threads, Huber and TV maps of their own weights, float32, no projection."""
+    monkeypatch.setattr(numba_engine, "tiling", lambda height, width, itemsize: band_depth)
+    rng = np.random.default_rng(9)
+    shape = (2, 2, 70, 300)  # above PARALLEL_MIN_PIXELS: every numba thread takes tasks
+    assert np.prod(shape) >= numba_engine.PARALLEL_MIN_PIXELS
+    f = (rng.random(shape) - 0.3).astype(np.float32)
+    start = rng.uniform(-0.5, 0.5, (2, 2, 2, 70, 300)).astype(np.float32)
+    kept = start.copy()
+    weight = np.array([[0.1, 0.3], [0.2, 0.05]])
+    delta = np.array([[0.0, 0.05], [0.1, 0.0]])  # Huber on two maps, TV on the others
+    for n_iter in (1, 9):
+        ours = NumbaEngine().tv_prox(f, weight, n_iter, nonneg=False, xp=npx, dual=start, huber_delta=delta)
+        ref = tv.tv_prox(f, weight, n_iter, nonneg=False, xp=npx, dual=start, huber_delta=delta)
+        for a, b in zip(ours, ref, strict=True):
+            np.testing.assert_allclose(a, b, **_tol(np.float32))
+    np.testing.assert_array_equal(start, kept)
 
 
 def test_a_solve_keeps_blas_on_one_thread_and_gives_the_limit_back():

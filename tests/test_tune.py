@@ -478,6 +478,17 @@ def test_held_out_calibration_undoes_a_known_affine_error():
     assert Folds(np.zeros((12, 10)), 3 * split, split, None, None).calibration(estimate) is None
 
 
+def test_an_element_whose_counts_resolve_no_structure_is_not_calibrated_without_simple_candidates():
+    sample = phantom((32, 32), dose=4.0, seed=6)
+    maps = sample.maps.copy()
+    maps[2] = np.random.default_rng(0).poisson(0.3, maps[2].shape)
+    with pytest.warns(UserWarning, match="with sigmas=None they keep the fusion"):
+        res = tune(sample.haadf, maps, elements=sample.elements, grid=SMALL_GRID, folds=2, widen=0, sigmas=None)
+    assert res.choice.method.sel(element="O").item() == "fusion"
+    assert (res.choice.slope.sel(element="O").item(), res.choice.offset.sel(element="O").item()) == (1.0, 0.0)
+    assert res.choice.slope.sel(element="Sr").item() != 1.0  # a resolved element is calibrated
+
+
 def test_tune_calibrate_returns_the_calibrated_maps_and_keeps_totals():
     sample = phantom((32, 32), dose=4.0, seed=5)
     kwargs = {"elements": sample.elements, "grid": SMALL_GRID, "folds": 3, "per_element": False, **SCREENED}

@@ -132,15 +132,16 @@ class FusionParams:
         ones and the prox becomes exact as the iterates settle.  Measured on
         two phantoms (3x128², 3 and 10 counts, two lattices), 5, 8, 10 and 15
         reached a 1e-4 objective gap in the same number of outer iterations
-        (within 3); with 5 the residual test did not stop one of them within
-        500 iterations, with 10 it stopped both (``docs/parameters.md``).
+        (within 3); with 5 the residual test (then at ``tol=1e-4``) did not stop
+        one of them within 500 iterations, with 10 it stopped both
+        (``docs/parameters.md``).
     n_dtv : int
         Inner iterations of the proximal operator when some map uses the
         directional prior ``"dtv"`` (every map of that stack gets them).
         Default 20: the anisotropic dual settles more slowly, and with 10
-        the residual test did not stop three of four such phantom fusions
-        within 500 iterations, where 20 stopped them after about 70
-        (``docs/parameters.md``).
+        the residual test (then at ``tol=1e-4``) did not stop three of four
+        such phantom fusions within 500 iterations, where 20 stopped them
+        after about 70 (``docs/parameters.md``).
     tv_method : {"fgp", "gp"}
         ``"fgp"``: the accelerated dual projection of Beck & Teboulle (default);
         ``"gp"``: the same without momentum, as the published reference code does.

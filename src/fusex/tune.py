@@ -519,6 +519,9 @@ def tune(
         for e, taken in enumerate([] if takes is None else takes):
             if taken >= 0:
                 calibration[e] = simple[2][taken, e]
+        if resolved is not None:
+            # with no simple candidate (sigmas=None) such an element keeps its fusion, uncalibrated all the same
+            calibration[~resolved] = (1.0, 0.0)
         choice = choice.assign(slope=("element", calibration[:, 0]), offset=("element", calibration[:, 1]))
     sources = [
         "fusion" if method == "fusion" else _choice.simple_label(sigma)

@@ -306,10 +306,12 @@ def tiling(height: int, width: int, itemsize: int) -> tuple[int, int]:
     rows either side, is kept within `TILE_BYTES`.  Maps that fit whole take one
     band, which needs no halo.  Deeper sweeps move less memory per iteration
     and recompute more halo rows; ``depth`` is an eighth of the rows that fit,
-    at most 8.
+    from 4 to 8, and a band has at least 16 rows (wide maps overrun the budget).
     """
     rows = max(1, TILE_BYTES // (6 * width * itemsize))
     if rows >= height:
         return height, 1
-    depth = min(8, max(1, rows // 8))
-    return max(rows - 2 * (depth + 2), depth), depth
+    # Rows too wide for a deep tile in the budget still get one of 4 iterations over 16 rows (beyond L2,
+    # in L3): a tile of one iteration copies its halo in and out for nothing, 2x slower than streaming.
+    depth = min(8, max(4, rows // 8))
+    return max(rows - 2 * (depth + 2), 16), depth
