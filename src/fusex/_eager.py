@@ -109,8 +109,8 @@ def fuse_arrays(
     if maps is None:
         raise TypeError("`maps` is missing: pass the elemental maps, or one xarray.Dataset holding HAADF and maps")
     run = RunOptions() if run is None else run
-    # The numba engine keeps BLAS on one thread (`NumbaEngine.session`); held from the input checks on, a
-    # fusion's every BLAS sum is the same whether or not another fusion runs alongside.
+    # BLAS on one thread (as `NumbaEngine.session` keeps it during a solve), from the input checks to the
+    # result: every BLAS sum of a fusion is then the same whether or not another runs alongside.
     with one_blas_thread() if isinstance(maps, np.ndarray) else contextlib.nullcontext():
         return _fuse_arrays(haadf, maps, params, run, start, elements, z, saturated, negative)
 

@@ -27,9 +27,9 @@ class Engine(Protocol):
 
     ``evaluate`` returns a `fusex.objectives.Evaluation`.  An engine may also
     have ``session()``, a context manager that `fusex.solver.solve` holds for
-    the whole solve, and `fusex.fuse` for its solves and the result's assembly
-    (the numba engine keeps NumPy's BLAS on one thread there; sessions may nest
-    and overlap across threads).
+    the whole solve (the numba engine keeps NumPy's BLAS on one thread there,
+    with `fusex._blas.one_blas_thread`; a fusion of NumPy arrays holds that
+    from its input checks to its result as well).
     """
 
     name: str

@@ -80,22 +80,6 @@ def _threads_for(pixels: int) -> Iterator[None]:
         numba.set_num_threads(previous)
 
 
-def _powers_and_logs(x: np.ndarray, x_pow_m1: np.ndarray, logs: np.ndarray, gm1: np.ndarray, eps: np.ndarray) -> None:
-    """x**(gamma-1) and log(x + eps) into ``x_pow_m1`` and ``logs``, per item (rows of the (n, E H W) arrays).
-
-    This stays on the calling thread: split over threads it ran 2x faster alone, but made a fusion
-    slower, as numba's idle OpenMP threads keep spinning on the same cores for a while after each kernel.
-    """
-    # NumPy's SIMD log and exp outrun numba's scalar libm calls several times over, and
-    # exp((gamma-1) log x) beats np.power, which leaves its fast path on the zeros of sparse maps.
-    # log 0 = -inf and exp(-inf) = 0 = 0**(gamma-1); for gamma = 1, 0 * -inf is NaN, overwritten by the caller.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        np.log(x, out=x_pow_m1)
-        np.multiply(x_pow_m1, gm1, out=x_pow_m1)
-    np.exp(x_pow_m1, out=x_pow_m1)
-    np.log(np.add(x, eps, out=logs), out=logs)
-
-
 def _host(x: Any, name: str) -> np.ndarray:
     if not isinstance(x, np.ndarray):
         raise TypeError(
@@ -146,14 +130,21 @@ class NumbaEngine(CompiledEngine):
         x = _host(x, "x")
         n_items = x.shape[0]
         dtype = x.dtype
-        gm1 = (item_values(gamma, n_items, np.float64) - 1.0).astype(dtype).reshape(-1, 1)
+        gm1 = (item_values(gamma, n_items, np.float64) - 1.0).astype(dtype).reshape(-1, 1, 1, 1)
+        # NumPy's SIMD log and exp outrun numba's scalar libm calls several times over, and
+        # exp((gamma-1) log x) beats np.power, which leaves its fast path on the zeros of sparse maps.
+        # They stay on this thread: split over threads they ran 2x faster alone but made a fusion slower,
+        # as numba's idle OpenMP threads keep spinning on the same cores for a while after each kernel.
         x_pow_m1 = np.empty_like(x)
-        logs = self._scratch.get("log", x.shape, dtype)
-        eps_items = item_values(eps, n_items, dtype).reshape(-1, 1)
-        flat = [a.reshape(n_items, -1) for a in (x, x_pow_m1, logs)]
-        _powers_and_logs(*flat, gm1, eps_items)
+        # log 0 = -inf and exp(-inf) = 0 = 0**(gamma-1); for gamma = 1, 0 * -inf is NaN, overwritten below.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.log(x, out=x_pow_m1)
+            np.multiply(x_pow_m1, gm1, out=x_pow_m1)
+        np.exp(x_pow_m1, out=x_pow_m1)
         for n in np.flatnonzero(gm1.reshape(-1) == 0):
             x_pow_m1[n] = 1
+        logs = self._scratch.get("log", x.shape, dtype)
+        np.log(np.add(x, item_values(eps, n_items, dtype).reshape(-1, 1, 1, 1), out=logs), out=logs)
         residual = np.empty((n_items, *x.shape[2:]), dtype=dtype)
         partials = self._scratch.get("partials", (n_items * x.shape[2], 1 + 2 * x.shape[1]), np.float64)
         directed = direction is not None and any_positive(strength)
@@ -248,11 +239,11 @@ class NumbaEngine(CompiledEngine):
         out = np.empty_like(maps)
         betas = momentum(n_iter, method, maps.dtype)
         directed = problem.guided and bool(np.any(problem.strengths != 0))
+        stand_in = np.zeros((1, 2, 1, 1), maps.dtype)  # one compiled version: an unused dual of the same type
         with _threads_for(maps.size), _parallel_region():
             if directed or n_iter == 0:
                 # The directional step runs one map per thread, each map's dual buffers in cache for all its iterations.
                 p = None if start is None else start.copy()  # the kernel writes the last dual back into it
-                stand_in = np.zeros((1, 2, 1, 1), maps.dtype)  # one compiled version: an unused dual of the same type
                 kernels.prox_maps(
                     maps,
                     problem.weights,
@@ -278,7 +269,6 @@ class NumbaEngine(CompiledEngine):
             state_shape = (2, n_maps, 2, 2, height, width) if height > band else (2, 1, 2, 2, 1, 1)
             state = self._scratch.get("sweeps", state_shape, maps.dtype)
             p = None if start is None else np.empty_like(start)
-            stand_in = np.zeros((1, 2, 1, 1), maps.dtype)
             keeps = problem.keeps if problem.guided else np.ones_like(problem.weights)
             kernels.blocked_prox(
                 maps,
