@@ -17,6 +17,7 @@ the oracle's and over the raw maps'.
 from __future__ import annotations
 
 import argparse
+import time
 import warnings
 
 import numpy as np
@@ -59,12 +60,15 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--criterion", choices=["mse", "nrmse", "deviance"], default=None)
     args = parser.parse_args()
-    print("| lattice | dose | seed | methods | fusion / oracle | fusion / raw | average / oracle | average / raw |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| lattice | dose | seed | methods | fusion / oracle | fusion / raw | average / oracle | average / raw "
+        "| tune (s) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     within = {key: 0 for key in ("fusion", "average")}
     below = dict(within)
     worst: dict[str, list[float]] = {key: [] for key in within}
-    cases = 0
+    cases, seconds = 0, 0.0
     fmt = lambda v: " ".join(f"{x:.2f}" for x in v)  # noqa: E731
     for lattice in args.lattices:
         for dose in args.doses:
@@ -75,9 +79,12 @@ def main() -> None:
                 raw = raw_nrmse(sample.maps.astype(np.float64), truth)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # edge warnings: the widening is part of what is measured
+                    start = time.perf_counter()
                     tuned = tune(
                         sample.haadf, sample.maps, elements=sample.elements, folds=args.folds, criterion=args.criterion
                     )
+                    took = time.perf_counter() - start
+                seconds += took
                 estimates = {
                     "fusion": raw_nrmse(np.asarray(tuned.result.to_input_units(), dtype=np.float64), truth),
                     "average": raw_nrmse(np.asarray(tuned.average, dtype=np.float64), truth),
@@ -90,8 +97,9 @@ def main() -> None:
                     worst[key].append(float((mine / best).max()))
                     cells += [fmt(mine / best), fmt(mine / raw)]
                 methods = "/".join(str(m) for m in tuned.choice.method.values)
-                print(f"| {lattice} | {dose:g} | {seed} | {methods} | " + " | ".join(cells) + " |", flush=True)
-    print()
+                row = f"| {lattice} | {dose:g} | {seed} | {methods} | " + " | ".join(cells) + f" | {took:.1f} |"
+                print(row, flush=True)
+    print(f"\ntune took {seconds:.1f} s over the {cases} cases")
     for key in within:
         print(
             f"{key}: {within[key]}/{cases} cases with every element within 15 % of the oracle; "

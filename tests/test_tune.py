@@ -358,8 +358,9 @@ def test_other_fields_can_be_searched_and_raw_units_are_fine():
         grid=SMALL_GRID,
         folds=2,
     )
-    # screened, every candidate has a score; only the finished ones have a converged one
-    assert np.all(np.isfinite(raw.scores.screened.values))
+    # screened, every candidate of the grid has a score (a widening only the lines through the picks);
+    # only the finished ones have a converged one
+    assert np.all(np.isfinite(raw.scores.screened.sel(**SMALL_GRID).values))
     np.testing.assert_array_equal(np.isfinite(raw.scores.total.values), raw.scores.finished.values)
 
 
@@ -376,6 +377,32 @@ def test_a_choice_on_the_edge_of_the_grid_warns_and_widens():
     with pytest.warns(UserWarning, match="on the edge of the grid .* and `widen` is 0"):
         fixed = tune(sample.haadf, sample.maps, elements=sample.elements, grid=grid, folds=2, widen=0, sigmas=None)
     assert fixed.scores.lambda_tv.size == 2
+
+
+def test_widening_searches_only_the_lines_through_the_picks_on_the_edge(monkeypatch):
+    sample = phantom((24, 24), dose=4.0, seed=1)
+    grid = {"lambda_tv": [1e-5, 2e-5], "lambda_chem": [0.005, 0.01, 0.02, 0.04]}
+    searched = []
+
+    def spy(holdout, base, candidates, *args, _search=_choice.search):
+        searched.append({name: values.tolist() for name, values in candidates.items()})
+        return _search(holdout, base, candidates, *args)
+
+    monkeypatch.setattr(_choice, "search", spy)
+    with pytest.warns(UserWarning, match="searching 4e-05 as well"):
+        res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=grid, folds=2, widen=1, sigmas=None)
+    first, *extensions = searched
+    assert first == grid and extensions
+    column = next(g for g in extensions if g["lambda_tv"] == [pytest.approx(4e-5)])
+    # the new lambda_tv at the lambda_chem of the elements' picks only, not the whole column
+    assert 1 <= len(column["lambda_chem"]) < len(grid["lambda_chem"])
+    scores = res.scores.mse.sel(lambda_tv=4e-5)
+    chem = res.scores.lambda_chem.values
+    done = np.isin(chem, column["lambda_chem"])
+    done, scores = done[np.isin(chem, grid["lambda_chem"])], scores.sel(lambda_chem=grid["lambda_chem"])  # not widened
+    assert np.isfinite(scores.values[done]).any() or res.scores.diverged.sel(lambda_tv=4e-5).values[done].any()
+    assert np.isnan(scores.values[~done]).all()
+    assert not res.scores.finished.sel(lambda_tv=4e-5, lambda_chem=grid["lambda_chem"]).values[~done].any()
 
 
 def test_maps_that_are_not_counts_are_tuned_by_a_pixel_holdout():

@@ -288,6 +288,35 @@ def _concat(surface: Surface, extra: Surface, axis: int, front: bool) -> Surface
     )
 
 
+def _embedded(sub: Surface, candidates: dict[str, np.ndarray], lines: dict[str, list[int]]) -> Surface:
+    """Place a search over a sub-grid (``lines``: its indices into ``candidates`` per axis) into the full plane.
+
+    The points it did not search are left unscored: NaN scores and weights, neither diverged nor finished.
+    """
+    names = list(candidates)
+    shape = tuple(len(sub.candidates[n]) if n not in lines else candidates[n].size for n in names)
+    positions = [np.arange(len(sub.candidates[n])) if n not in lines else np.asarray(lines[n]) for n in names]
+    at = np.ix_(*positions)
+
+    def spread(a: np.ndarray, fill: Any, lead: int = 0) -> np.ndarray:
+        out = np.full((*a.shape[:lead], *shape, *a.shape[lead + len(shape) :]), fill, dtype=a.dtype)
+        out[(slice(None),) * lead + at] = a
+        return out
+
+    return Surface(
+        {n: sub.candidates[n] if n not in lines else candidates[n] for n in names},
+        spread(sub.values, np.nan),
+        None if sub.parts is None else spread(sub.parts, np.nan, 1),
+        spread(sub.diverged, False),
+        spread(sub.weights, np.nan),
+        sub.elements,
+        spread(sub.screened, np.nan),
+        spread(sub.finished, False),
+        {tuple(int(p[i]) for p, i in zip(positions, index)): fits for index, fits in sub.maps.items()},
+        None if sub.calibration is None else spread(sub.calibration, np.nan),
+    )
+
+
 def _shifted(maps: dict[tuple[int, ...], Any], axis: int, by: int) -> dict[tuple[int, ...], Any]:
     """Return ``maps`` with the grid index along ``axis`` moved by ``by`` (the grid grew in front)."""
     return {(*index[:axis], index[axis] + by, *index[axis + 1 :]): fits for index, fits in maps.items()}
@@ -361,8 +390,19 @@ def widen(
                 UserWarning,
                 stacklevel=4,
             )
-            grid = {**surface.candidates, name: np.array([new])}
+            # only along the lines through the picks on this edge: the rest of the new plane would
+            # cost a search as large as the grid's and has no pick to move there
+            lines = {
+                other: sorted({chosen()[element][a] for element in who})
+                for a, other in enumerate(surface.candidates)
+                if a != axis
+            }
+            grid = {
+                other: np.array([new]) if other == name else values[lines[other]]
+                for other, values in surface.candidates.items()
+            }
             extra = search(holdout, base, grid, progress, common, screening, surface.screened)
+            extra = _embedded(extra, surface.candidates, lines)
             surface = _concat(surface, extra, axis, front=side == "low")
             notes.append(f"{name} {edge:g} -> {new:g}")
             if np.all(np.isnan(extra.values)):

@@ -52,7 +52,9 @@ same way, and an element whose fusion does not beat its best blur by more
 than one standard error of their paired difference gets the blur (or the raw
 map), labelled as such in the result, so the choice is never worse than
 simple *on the criterion*.  A choice on the edge of the grid warns
-and extends the grid one step beyond it, at most ``widen`` times.  The result
+and extends the grid one step beyond it, at most ``widen`` times, searched
+along the lines through the picks on that edge (the other fields at the values
+those elements picked), not over the whole new plane.  The result
 records the criterion and, per element, the score's standard error over the
 folds or masks and the margin to the runner-up with its paired standard error.
 
@@ -149,7 +151,8 @@ class TuneResult:
         :math:`\sum_e` deviance / signal variance); ``diverged``: candidates
         whose fit diverged in some fold (their scores are NaN); ``screened``
         (grid, ``element``): the criterion after the ``screen`` iterations
-        every candidate runs on the screened parts; ``finished``: the candidates that went on to
+        every candidate runs on the screened parts (NaN where a widening did
+        not search: only the lines through the picks on the edge); ``finished``: the candidates that went on to
         convergence (the others' criterion is NaN; see ``screen``); ``simple``
         (``sigma``, ``element``): the Gaussian blurs' scores (width 0: the raw
         map).  The grid values are the coordinates; attrs record the
