@@ -27,7 +27,9 @@ def _fuse(sample, params, choice=None, backend=None):
 def test_fista_reaches_the_fixed_point_of_plain_proximal_gradient(sample, backend):
     # Both with the Lipschitz step and warm duals, run far past convergence: only the path differs.
     # (the plain solver's stiff pixels, where the Poisson curvature is far above 1 / step, settle last)
-    tight = FusionParams(tol=0.0, n_iter=500)
+    # The objective is not convex: from the smoothed start the two settle on different stationary
+    # points here (5.329534 and 5.329576), from the counts on the same one.
+    tight = FusionParams(tol=0.0, n_iter=500, init="counts")
     for choice in backend.choices:
         fast = _fuse(sample, tight, choice, backend)
         plain = _fuse(sample, tight.replace(accel="none"), choice, backend)

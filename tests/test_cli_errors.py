@@ -189,6 +189,7 @@ EVERY_FIELD = {
     "background_modes": ("4", 4),
     "refit_every": ("5", 5),
     "rescale_totals": ("off", False),
+    "init": ("counts", "counts"),
 }
 
 

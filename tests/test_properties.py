@@ -223,7 +223,13 @@ def test_one_map_without_backtracking_diverges_loudly() -> None:
     # step too large; backtracking handles it (above), without it the solver must say so.
     maps, haadf = _one_pixel(1, 5, 5, (4, 4), 1.0, "same")
     params = fusex.FusionParams(
-        backtracking=False, step=1.0, accel="none", haadf_model="minmax", background=None, normalize="minmax"
+        backtracking=False,
+        step=1.0,
+        accel="none",
+        haadf_model="minmax",
+        background=None,
+        normalize="minmax",
+        init="counts",  # from the full-intensity pixel itself, not a blur of it
     )
     with pytest.raises(fusex.FusionDivergedError, match="step size 1"):
         fusex.fuse(haadf, maps, elements=["Sr"], params=params)

@@ -8,6 +8,7 @@ import fusex
 from fusex import ExponentialDecay, FusionDivergedError, FusionParams, PolynomialDecay
 from fusex.datasets import phantom
 from fusex.objectives import tv_magnitude
+from fusex.operators import binomial_smooth
 from fusex.xarray import label
 
 
@@ -168,7 +169,8 @@ def test_equal_per_element_weights_equal_shared_ones(backend):
 def test_the_objective_weighs_each_maps_terms_by_its_own_weights():
     sample = phantom((24, 24), seed=9)
     tv = {"Sr": 0.001, "Ti": 0.01, "O": 0.05}
-    res = fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params=FusionParams(n_iter=1, lambda_tv=tv))
+    params = FusionParams(n_iter=1, lambda_tv=tv, init="counts")
+    res = fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params=params)
     start = res.history.iloc[0]
     x0 = (sample.maps - sample.maps.min(axis=(1, 2), keepdims=True)) / np.ptp(sample.maps, axis=(1, 2), keepdims=True)
     per_map_tv = tv_magnitude(x0, npx).sum(axis=(1, 2))
@@ -176,6 +178,27 @@ def test_the_objective_weighs_each_maps_terms_by_its_own_weights():
     expected = start.haadf / 3 + res.params.lambda_chem * start.poisson + weighted
     assert start.tv == pytest.approx(per_map_tv.sum(), rel=1e-5)
     assert start.total == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_default_start_is_the_normalized_maps_blurred_twice_by_the_binomial_filter():
+    sample = phantom((24, 24), seed=9)
+    res = fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params=FusionParams(n_iter=1))
+    x0 = (sample.maps - sample.maps.min(axis=(1, 2), keepdims=True)) / np.ptp(sample.maps, axis=(1, 2), keepdims=True)
+    smoothed = binomial_smooth(binomial_smooth(x0, npx), npx)
+    assert smoothed.sum() == pytest.approx(x0.sum(), rel=1e-2)  # the blur keeps the mass (edges replicated)
+    assert res.history.iloc[0].tv == pytest.approx(tv_magnitude(smoothed, npx).sum(), rel=1e-5)
+
+
+def test_a_smoothed_start_ends_lower_than_one_at_the_counts_at_one_count_per_column():
+    sample = phantom((64, 64), lattice="rocksalt", dose=1.0, seed=8)
+    counts = np.round(sample.maps)
+    ends = {
+        init: fusex.fuse(
+            sample.haadf, counts, elements=sample.elements, params=FusionParams(init=init)
+        ).history.total.iloc[-1]
+        for init in ("counts", "smoothed")
+    }
+    assert ends["smoothed"] < ends["counts"]
 
 
 def test_per_element_weights_with_a_batch_equal_item_by_item():

@@ -121,6 +121,10 @@ DEFAULT_SCREEN = 10
 DEFAULT_KEEP = 2
 """Per element, how many of the best screened candidates `tune` solves to convergence."""
 
+DEFAULT_CONFIRM = 40
+"""Iterations after which a surviving candidate that has not converged goes on only if it scores best
+for some element among the survivors (the others are clearly losing)."""
+
 SCREEN_FOLDS = {"counts": 1, "masks": 2}
 """How many parts the screening runs on by default: one count split (a quarter of the counts held
 out), two pixel masks (an eighth of the pixels; one missed a fusion that won on the DyScO3 maps)."""
@@ -291,6 +295,7 @@ def tune(
     keep: int = DEFAULT_KEEP,
     screen_folds: int | None = None,
     calibrate: bool | None = None,
+    confirm: int | None = DEFAULT_CONFIRM,
 ) -> TuneResult:
     r"""Choose fusion parameters from the data alone, per element, never worse than a simple filter.
 
@@ -386,6 +391,14 @@ def tune(
         counts resolve no signal variance (see Warns) is not calibrated: its
         fitted slope would be noise.  Default None: on wherever that
         criterion applies (counts), off otherwise.
+    confirm : int or None
+        With screening: after this many further iterations on every part (default
+        `DEFAULT_CONFIRM`), a survivor that has not converged goes on to
+        convergence only if it scores best for some element among the survivors
+        there; the others stop, unfinished (``scores.finished`` False, NaN
+        scores): after as many iterations as most candidates need, another one
+        already beats them for every element.  None: every survivor is solved to
+        convergence.
 
     Returns
     -------
@@ -415,6 +428,10 @@ def tune(
         isinstance(screen_folds, bool) or not isinstance(screen_folds, int) or screen_folds < 1
     ):
         raise ValueError(f"`screen_folds` must be an integer >= 1 or None (the default), got {screen_folds!r}")
+    if confirm is not None and (isinstance(confirm, bool) or not isinstance(confirm, int) or confirm < 1):
+        raise ValueError(
+            f"`confirm` must be an integer >= 1 (iterations) or None (finish every survivor), got {confirm!r}"
+        )
     run = RunOptions(
         backend=backend,
         engine=engine,
@@ -467,7 +484,7 @@ def tune(
     common = {"elements": elements, "z": z, "saturated": saturated, "negative": negative, "run": run}
     if screen_folds is None:
         screen_folds = SCREEN_FOLDS["masks" if criterion == "jinvariant" else "counts"]
-    screening = None if screen is None else _choice.Screening(screen, keep, screen_folds)
+    screening = None if screen is None else _choice.Screening(screen, keep, screen_folds, confirm)
     surface = _choice.search(holdout, base, candidates, progress, common, screening)
     surface, widened = _choice.widen(holdout, base, surface, widen, per_element, progress, common, screening)
     total = holdout.total(surface.values)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..backends import Engine
 from ..inputs import FusionProblem
-from ..operators import haadf_weights
+from ..operators import binomial_smooth, haadf_weights
 from ..params import FusionParams
 from ..priors import directional_field
 from ..result import FusionDivergedError
@@ -136,7 +136,12 @@ def _solve(
     mask = problem.haadf_mask
     direction = _direction(problem, params, values, xp)
     terms = engine_terms(values, direction)
-    x0 = problem.counts if start is None else xp.where(xp.isnan(start), problem.counts, xp.clip(start, min=0.0))
+    x0 = problem.counts
+    if params.init == "smoothed":
+        # the counts' noise is far from any fixed point; a blur of them starts nearer the better ones
+        x0 = binomial_smooth(binomial_smooth(x0, xp), xp)
+    if start is not None:
+        x0 = xp.where(xp.isnan(start), x0, xp.clip(start, min=0.0))
     ev = engine.evaluate(x0, problem.haadf, problem.counts, weights, xp=xp, mask=mask, **terms)
     live = Live(
         np.arange(n_items),
