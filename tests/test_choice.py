@@ -53,21 +53,3 @@ def test_an_element_not_eligible_takes_its_simple_map_whatever_its_fusion_scores
     simple = (simple_parts.mean(axis=0), simple_parts)
     assert _choice.decide(_HoldOut(), [fusion], simple)[1].tolist() == [-1, -1]
     assert _choice.decide(_HoldOut(), [fusion], simple, np.array([True, False]))[1].tolist() == [-1, 0]
-
-
-def _run(values, pending):
-    return _choice._Run(np.asarray(values, dtype=np.float64), False, pending, None, None)
-
-
-def test_a_candidate_stopped_by_the_cap_goes_on_only_where_it_scores_best_for_some_element():
-    runs = {
-        (0,): _run([1.0, 2.0], False),  # converged: best for element 0
-        (1,): _run([1.5, 1.0], True),  # capped, best for element 1: goes on
-        (2,): _run([1.2, 1.1], True),  # capped, beaten for both elements: stops
-        (3,): _run([np.nan, np.nan], True),  # nothing to go on with
-    }
-    assert _choice._contenders([(1,), (2,), (3,)], runs) == [(1,)]
-    # an earlier search's converged scores (NaN: unscored) compete too
-    rivals = np.array([[[np.nan, np.nan]], [[2.0, 0.5]]])
-    assert _choice._contenders([(1,), (2,)], runs, rivals) == []
-    assert _choice._contenders([], runs) == []

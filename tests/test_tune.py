@@ -18,7 +18,7 @@ from fusex.tune import DEFAULT_GRID, split_counts, tune
 SMALL_GRID = {"lambda_tv": [0.002, 0.01, 0.05], "lambda_chem": [0.005, 0.02]}
 # the grid alone, every candidate solved: no screening, no widening, no simple candidates
 FAST = {"widen": 0, "sigmas": None, "screen": None}
-SCREENED = {**FAST, "screen": 20, "confirm": None}  # screening alone: every survivor finished
+SCREENED = {**FAST, "screen": 20}
 
 
 def _spy_on_fusions(monkeypatch, record):
@@ -128,12 +128,10 @@ def test_screening_on_some_folds_scores_them_as_the_full_hold_out_does(monkeypat
     calls.clear()
     on_two = tune(sample.haadf, sample.maps, screen_folds=2, **kwargs, **SCREENED)
     assert calls == [2, 3]
-    # a candidate both finish scores alike, whichever splits its fits started from (to 10 %: the objective
-    # is not convex, and a fit from a screened fit and one from the smoothed counts can stop on different
-    # stationary points; 6.5 % apart here)
+    # a candidate both finish scores alike, whichever splits its fits started from
     both = on_two.scores.finished.values & on_all.scores.finished.values
     assert both.any()
-    np.testing.assert_allclose(on_two.scores.mse.values[both], on_all.scores.mse.values[both], rtol=0.1)
+    np.testing.assert_allclose(on_two.scores.mse.values[both], on_all.scores.mse.values[both], rtol=0.05)
     # a subset keeps the full hold-out's K: a fold's part is the same whether the others are held or not
     counts = np.asarray(sample.maps)
     split = split_counts(counts, 3, np.random.default_rng(0))
@@ -195,7 +193,7 @@ def test_an_element_the_haadf_term_does_not_help_leaves_the_haadf_model():
 
 
 def test_per_element_picks_keep_other_grid_fields_at_the_shared_choice():
-    sample = phantom((32, 32), dose=4.0, seed=6)
+    sample = phantom((32, 32), dose=4.0, seed=5)
     grid = {"gamma": [1.5, 1.7, 1.9], "lambda_tv": [0.002, 0.005, 0.01, 0.02, 0.05]}
     # uncalibrated scores: their per-element optima differ in lambda_tv here
     res = tune(
@@ -360,9 +358,8 @@ def test_other_fields_can_be_searched_and_raw_units_are_fine():
         grid=SMALL_GRID,
         folds=2,
     )
-    # screened, every candidate of the grid has a score (a widening only the lines through the picks);
-    # only the finished ones have a converged one
-    assert np.all(np.isfinite(raw.scores.screened.sel(**SMALL_GRID).values))
+    # screened, every candidate has a score; only the finished ones have a converged one
+    assert np.all(np.isfinite(raw.scores.screened.values))
     np.testing.assert_array_equal(np.isfinite(raw.scores.total.values), raw.scores.finished.values)
 
 
@@ -381,62 +378,6 @@ def test_a_choice_on_the_edge_of_the_grid_warns_and_widens():
     with pytest.warns(UserWarning, match="on the edge of the grid .* and `widen` is 0"):
         fixed = tune(sample.haadf, sample.maps, elements=sample.elements, grid=grid, folds=2, widen=0, sigmas=None)
     assert fixed.scores.lambda_tv.size == 2
-
-
-def test_survivors_not_converged_after_confirm_go_on_only_where_they_score_best(monkeypatch):
-    sample = phantom((24, 24), dose=4.0, seed=1)
-    grid = {"lambda_tv": [0.001, 0.003, 0.01, 0.03, 0.1], "lambda_chem": [0.005, 0.02]}
-    stages = []
-
-    def spy(*args, _run=_choice._run):
-        runs = _run(*args)
-        stages.append(dict(runs))  # as it was: the search updates it with the second stage
-        return runs
-
-    monkeypatch.setattr(_choice, "_run", spy)
-    screened = {"grid": grid, "folds": 2, "widen": 0, "sigmas": None, "per_element": False, "screen": 2, "keep": 3}
-    screened["params"] = FusionParams(tol=1e-8, n_iter=60)  # nothing converges in one iteration
-    res = tune(sample.haadf, sample.maps, elements=sample.elements, confirm=1, **screened)
-    first = stages[0]
-    pending = [index for index, run in first.items() if run.pending]
-    best = np.nanmin([run.values for run in first.values()], axis=0)
-    going = {index for index in pending if np.any(first[index].values <= best)}
-    assert pending and going and len(going) < len(pending)  # one iteration: some go on, some stop
-    assert set(stages[1]) == going  # only they run again, from where they stopped
-    converged = {index for index, run in first.items() if not run.pending and not run.diverged}
-    finished = {tuple(int(i) for i in index) for index in np.argwhere(res.scores.finished.values)}
-    assert finished == converged | going
-    assert np.isnan(res.scores.total.values[tuple(np.array(sorted(set(pending) - going)).T)]).all()
-    # without `confirm` every survivor is solved to convergence
-    stages.clear()
-    full = tune(sample.haadf, sample.maps, elements=sample.elements, confirm=None, **screened)
-    assert len(stages) == 1 and full.scores.finished.values.sum() == len(first)
-
-
-def test_widening_searches_only_the_lines_through_the_picks_on_the_edge(monkeypatch):
-    sample = phantom((24, 24), dose=4.0, seed=1)
-    grid = {"lambda_tv": [1e-5, 2e-5], "lambda_chem": [0.005, 0.01, 0.02, 0.04]}
-    searched = []
-
-    def spy(holdout, base, candidates, *args, _search=_choice.search):
-        searched.append({name: values.tolist() for name, values in candidates.items()})
-        return _search(holdout, base, candidates, *args)
-
-    monkeypatch.setattr(_choice, "search", spy)
-    with pytest.warns(UserWarning, match="searching 4e-05 as well"):
-        res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=grid, folds=2, widen=1, sigmas=None)
-    first, *extensions = searched
-    assert first == grid and extensions
-    column = next(g for g in extensions if g["lambda_tv"] == [pytest.approx(4e-5)])
-    # the new lambda_tv at the lambda_chem of the elements' picks only, not the whole column
-    assert 1 <= len(column["lambda_chem"]) < len(grid["lambda_chem"])
-    scores = res.scores.mse.sel(lambda_tv=4e-5)
-    chem = res.scores.lambda_chem.values
-    done = np.isin(chem, column["lambda_chem"])
-    done, scores = done[np.isin(chem, grid["lambda_chem"])], scores.sel(lambda_chem=grid["lambda_chem"])  # not widened
-    assert np.isfinite(scores.values[done]).any() or res.scores.diverged.sel(lambda_tv=4e-5).values[done].any()
-    assert np.isnan(scores.values[~done]).all()
-    assert not res.scores.finished.sel(lambda_tv=4e-5, lambda_chem=grid["lambda_chem"]).values[~done].any()
 
 
 def test_maps_that_are_not_counts_are_tuned_by_a_pixel_holdout():

@@ -12,7 +12,7 @@ from .common import BACKENDS, FuseInputs, XPBenchmark
 #: The solvers compared: the default accelerated one, and the plain proximal gradient fusex had before it.
 SOLVERS: dict[str, dict[str, Any]] = {
     "fista": {},
-    "plain": {"accel": "none", "tv_warm": False, "step": 1.0, "n_tv": 15, "refit_every": 10},
+    "plain": {"accel": "none", "tv_warm": False, "step": 1.0, "n_tv": 15, "refit_every": 10, "init": "counts"},
 }
 
 GAP = 1e-4

@@ -85,17 +85,11 @@ class Screening:
     screening runs on the hold-out's first ``parts`` parts (None: all); the
     survivors' fits on the other parts start from their own data, never from
     another part's fit (which saw their held-out data).
-
-    With ``confirm``, the survivors first run at most ``confirm`` iterations on
-    every part; those the solver's rule has not stopped by then go on only if
-    they score best for some element among all survivors there (`_contenders`),
-    and the others are dropped like the screened-out ones (NaN, not finished).
     """
 
     iterations: int = 20
     keep: int = 2
     parts: int | None = None
-    confirm: int | None = None
 
 
 @dataclass(frozen=True)
@@ -130,14 +124,12 @@ def search(
     common: dict[str, Any],
     screening: Screening | None = None,
     against: np.ndarray | None = None,
-    rivals: np.ndarray | None = None,
 ) -> Surface:
     """Score every combination of ``candidates`` on ``holdout``, screening them first unless ``screening`` is None.
 
     ``against`` ``(..., E)`` are screened scores of an earlier search that
     this one extends (a widening): a candidate continues only if it ranks
-    among the ``keep`` best of both together; ``rivals`` ``(..., E)`` are that
-    search's converged scores, which a candidate stopped at ``confirm`` must beat.
+    among the ``keep`` best of both together.
     """
     if screening is None:
         return _solve_grid(holdout, base, candidates, progress, common)
@@ -151,72 +143,17 @@ def search(
         screened_on = replace(screened_on, calibrate=False)
     early = _solve_grid(screened_on, short, candidates, progress, common, screening.keep)
     chosen = survivors(early.screened, screening.keep, against)
-    points = [tuple(int(i) for i in index) for index in np.argwhere(chosen)]
-    maps = {index: early.maps[index] for index in points}
-    # A part that was not screened starts from its own counts (NaN): another part's fit saw
-    # this part's held-out counts, and would carry them into its fit.
-    for index in points:
-        fits = maps[index]
-        maps[index] = np.concatenate([fits, np.full((count - fits.shape[0], *fits.shape[1:]), np.nan, fits.dtype)])
-    confirm = screening.confirm
-    staged = confirm is not None and confirm < base.n_iter
-    done = _run(holdout, base.replace(n_iter=confirm) if staged else base, candidates, points, maps, progress, common)
-    dropped: set[tuple[int, ...]] = set()
-    if staged:
-        pending = [index for index, run in done.items() if run.pending]
-        going = _contenders(pending, done, rivals)
-        dropped = set(pending) - set(going)
-        if going:
-            rest = base.replace(n_iter=base.n_iter - confirm)
-            done.update(_run(holdout, rest, candidates, going, maps, progress, common))
     values = np.full_like(early.values, np.nan)
     parts = None if early.parts is None else np.full((count, *early.parts.shape[1:]), np.nan)
     diverged = early.diverged.copy()
     calibration = np.full((*early.values.shape, 2), np.nan) if calibrated else None
-    finished = np.zeros_like(chosen)
-    for index, run in done.items():
-        diverged[index] = run.diverged
-        if index in dropped:
-            del maps[index]  # not the best of any element after `confirm` iterations
-            continue
-        finished[index] = not run.diverged
-        values[index] = run.values
-        if parts is not None:
-            parts[(slice(None), *index)] = run.parts
-        if calibration is not None:
-            calibration[index] = run.calibration
-    return replace(
-        early, values=values, parts=parts, diverged=diverged, finished=finished, maps=maps, calibration=calibration
-    )
-
-
-@dataclass(frozen=True)
-class _Run:
-    """One candidate's fits on every part: scores ``(E,)``, parts, calibration; ``pending``: stopped by the cap."""
-
-    values: np.ndarray
-    diverged: bool
-    pending: bool
-    parts: np.ndarray | None
-    calibration: np.ndarray | None
-
-
-def _run(
-    holdout: HoldOut,
-    base: FusionParams,
-    candidates: dict[str, np.ndarray],
-    points: list[tuple[int, ...]],
-    maps: dict[tuple[int, ...], np.ndarray],
-    progress: bool,
-    common: dict[str, Any],
-) -> dict[tuple[int, ...], _Run]:
-    """Fit the grid ``points`` on every part of ``holdout`` from ``maps`` (updated in place), one batch per label."""
+    points = [tuple(int(i) for i in index) for index in np.argwhere(chosen)]
+    maps = {index: early.maps[index] for index in points}
     labels = [axis for axis, v in enumerate(candidates.values()) if v.dtype == object]
     names = list(candidates)
     groups: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
     for index in points:
         groups.setdefault(tuple(index[a] for a in labels), []).append(index)
-    out = {}
     for key, members in groups.items():
         fixed = {names[a]: str(candidates[names[a]][i]) for a, i in zip(labels, key)}
         varied = {
@@ -225,38 +162,24 @@ def _run(
             if a not in labels
         }
         start = np.stack([maps[index] for index in members], axis=1)
+        # A part that was not screened starts from its own counts (NaN): another part's fit saw
+        # this part's held-out counts, and would carry them into its fit.
+        unscreened = np.full((count - start.shape[0], *start.shape[1:]), np.nan, dtype=start.dtype)
+        start = np.concatenate([start, unscreened])
         scored = holdout.score(base.replace(**fixed, **varied), 1, progress, common, start=start)
         fitted = np.asarray(to_numpy(scored.fits.maps), dtype=np.float32)
-        capped = np.any(np.asarray(scored.fits.stop_reason) == "n_iter", axis=0)
         for j, index in enumerate(members):
+            values[index] = scored.values[j]
+            diverged[index] = scored.diverged[j]
             maps[index] = fitted[:, j]
-            out[index] = _Run(
-                scored.values[j],
-                bool(scored.diverged[j]),
-                bool(capped[j] and not scored.diverged[j]),
-                None if scored.parts is None else scored.parts[:, j],
-                None if scored.calibration is None else scored.calibration[j],
-            )
-    return out
-
-
-def _contenders(
-    pending: list[tuple[int, ...]], runs: dict[tuple[int, ...], _Run], rivals: np.ndarray | None = None
-) -> list[tuple[int, ...]]:
-    """Of the ``pending`` candidates (stopped by the cap), those whose score is some element's best.
-
-    Best of all ``runs`` and of the ``rivals`` ``(..., E)`` (scores of an earlier search; NaN ignored).
-
-    The others are clearly losing: after as many iterations as most candidates need to
-    converge, another candidate already scores better for every element.
-    """
-    if not pending:
-        return []
-    scores = np.stack([run.values for run in runs.values()])
-    if rivals is not None:
-        scores = np.concatenate([scores, np.reshape(rivals, (-1, scores.shape[-1]))])
-    best = np.nanmin(np.where(np.isfinite(scores), scores, np.inf), axis=0)
-    return [index for index in pending if np.any(runs[index].values <= best)]
+            if parts is not None:
+                parts[(slice(None), *index)] = scored.parts[:, j]
+            if calibration is not None:
+                calibration[index] = scored.calibration[j]
+    finished = chosen & ~diverged
+    return replace(
+        early, values=values, parts=parts, diverged=diverged, finished=finished, maps=maps, calibration=calibration
+    )
 
 
 def survivors(screened: np.ndarray, keep: int, against: np.ndarray | None = None) -> np.ndarray:
@@ -365,35 +288,6 @@ def _concat(surface: Surface, extra: Surface, axis: int, front: bool) -> Surface
     )
 
 
-def _embedded(sub: Surface, candidates: dict[str, np.ndarray], lines: dict[str, list[int]]) -> Surface:
-    """Place a search over a sub-grid (``lines``: its indices into ``candidates`` per axis) into the full plane.
-
-    The points it did not search are left unscored: NaN scores and weights, neither diverged nor finished.
-    """
-    names = list(candidates)
-    shape = tuple(len(sub.candidates[n]) if n not in lines else candidates[n].size for n in names)
-    positions = [np.arange(len(sub.candidates[n])) if n not in lines else np.asarray(lines[n]) for n in names]
-    at = np.ix_(*positions)
-
-    def spread(a: np.ndarray, fill: Any, lead: int = 0) -> np.ndarray:
-        out = np.full((*a.shape[:lead], *shape, *a.shape[lead + len(shape) :]), fill, dtype=a.dtype)
-        out[(slice(None),) * lead + at] = a
-        return out
-
-    return Surface(
-        {n: sub.candidates[n] if n not in lines else candidates[n] for n in names},
-        spread(sub.values, np.nan),
-        None if sub.parts is None else spread(sub.parts, np.nan, 1),
-        spread(sub.diverged, False),
-        spread(sub.weights, np.nan),
-        sub.elements,
-        spread(sub.screened, np.nan),
-        spread(sub.finished, False),
-        {tuple(int(p[i]) for p, i in zip(positions, index)): fits for index, fits in sub.maps.items()},
-        None if sub.calibration is None else spread(sub.calibration, np.nan),
-    )
-
-
 def _shifted(maps: dict[tuple[int, ...], Any], axis: int, by: int) -> dict[tuple[int, ...], Any]:
     """Return ``maps`` with the grid index along ``axis`` moved by ``by`` (the grid grew in front)."""
     return {(*index[:axis], index[axis] + by, *index[axis + 1 :]): fits for index, fits in maps.items()}
@@ -467,19 +361,8 @@ def widen(
                 UserWarning,
                 stacklevel=4,
             )
-            # only along the lines through the picks on this edge: the rest of the new plane would
-            # cost a search as large as the grid's and has no pick to move there
-            lines = {
-                other: sorted({chosen()[element][a] for element in who})
-                for a, other in enumerate(surface.candidates)
-                if a != axis
-            }
-            grid = {
-                other: np.array([new]) if other == name else values[lines[other]]
-                for other, values in surface.candidates.items()
-            }
-            extra = search(holdout, base, grid, progress, common, screening, surface.screened, surface.values)
-            extra = _embedded(extra, surface.candidates, lines)
+            grid = {**surface.candidates, name: np.array([new])}
+            extra = search(holdout, base, grid, progress, common, screening, surface.screened)
             surface = _concat(surface, extra, axis, front=side == "low")
             notes.append(f"{name} {edge:g} -> {new:g}")
             if np.all(np.isnan(extra.values)):

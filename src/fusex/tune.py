@@ -52,9 +52,7 @@ same way, and an element whose fusion does not beat its best blur by more
 than one standard error of their paired difference gets the blur (or the raw
 map), labelled as such in the result, so the choice is never worse than
 simple *on the criterion*.  A choice on the edge of the grid warns
-and extends the grid one step beyond it, at most ``widen`` times, searched
-along the lines through the picks on that edge (the other fields at the values
-those elements picked), not over the whole new plane.  The result
+and extends the grid one step beyond it, at most ``widen`` times.  The result
 records the criterion and, per element, the score's standard error over the
 folds or masks and the margin to the runner-up with its paired standard error.
 
@@ -115,15 +113,18 @@ DEFAULT_GRID: dict[str, tuple[Any, ...]] = {
 :math:`1/E` by default; 0: no HAADF term), 60 in all.  Coarse on purpose: a choice on an edge widens the
 grid (``widen``), and the scores' noise (``choice.score_se``) is rarely below a factor of 3 in a weight."""
 
+DEFAULT_PARAMS = FusionParams(init="counts")
+"""`tune`'s parameters when none are given: fusex's defaults, but every fit starts at its counts.
+The search was settled that way; with its fits started at the smoothed counts (`FusionParams.init`,
+the default of `fusex.fuse`) the accuracy benchmark met fewer targets (at one count per column the
+dominant element's Gaussian / ``auto`` fell 1.47 -> 1.18 and 1.47 -> 1.24; see the tuning docs)."""
+
 DEFAULT_SCREEN = 10
 """Solver iterations every grid candidate runs before `tune` keeps only the promising ones."""
 
 DEFAULT_KEEP = 2
 """Per element, how many of the best screened candidates `tune` solves to convergence."""
 
-DEFAULT_CONFIRM = 40
-"""Iterations after which a surviving candidate that has not converged goes on only if it scores best
-for some element among the survivors (the others are clearly losing)."""
 
 SCREEN_FOLDS = {"counts": 1, "masks": 2}
 """How many parts the screening runs on by default: one count split (a quarter of the counts held
@@ -155,8 +156,7 @@ class TuneResult:
         :math:`\sum_e` deviance / signal variance); ``diverged``: candidates
         whose fit diverged in some fold (their scores are NaN); ``screened``
         (grid, ``element``): the criterion after the ``screen`` iterations
-        every candidate runs on the screened parts (NaN where a widening did
-        not search: only the lines through the picks on the edge); ``finished``: the candidates that went on to
+        every candidate runs on the screened parts; ``finished``: the candidates that went on to
         convergence (the others' criterion is NaN; see ``screen``); ``simple``
         (``sigma``, ``element``): the Gaussian blurs' scores (width 0: the raw
         map).  The grid values are the coordinates; attrs record the
@@ -295,7 +295,6 @@ def tune(
     keep: int = DEFAULT_KEEP,
     screen_folds: int | None = None,
     calibrate: bool | None = None,
-    confirm: int | None = DEFAULT_CONFIRM,
 ) -> TuneResult:
     r"""Choose fusion parameters from the data alone, per element, never worse than a simple filter.
 
@@ -318,7 +317,9 @@ def tune(
     elements, z :
         As in `fusex.fuse`.
     params : FusionParams, optional
-        Parameters of every fit; the grid overrides its fields.  Default `FusionParams()`.
+        Parameters of every fit; the grid overrides its fields.  Default
+        `DEFAULT_PARAMS`: `FusionParams()` with every fit started at its counts
+        (``init="counts"``).
     grid : mapping, optional
         Field name -> candidate values, for any of ``gamma``, ``lambda_haadf``
         (``None`` stands for the params' own value), ``lambda_chem``,
@@ -391,14 +392,6 @@ def tune(
         counts resolve no signal variance (see Warns) is not calibrated: its
         fitted slope would be noise.  Default None: on wherever that
         criterion applies (counts), off otherwise.
-    confirm : int or None
-        With screening: after this many further iterations on every part (default
-        `DEFAULT_CONFIRM`), a survivor that has not converged goes on to
-        convergence only if it scores best for some element among the survivors
-        there; the others stop, unfinished (``scores.finished`` False, NaN
-        scores): after as many iterations as most candidates need, another one
-        already beats them for every element.  None: every survivor is solved to
-        convergence.
 
     Returns
     -------
@@ -413,7 +406,7 @@ def tune(
         fusion can be shown to beat a flat map there).
 
     """
-    base = FusionParams() if params is None else params
+    base = DEFAULT_PARAMS if params is None else params
     if not isinstance(base, FusionParams):
         raise TypeError(f"`params` must be a FusionParams (or None), got {type(base).__name__}")
     if criterion is not None and criterion not in CRITERIA:
@@ -428,10 +421,6 @@ def tune(
         isinstance(screen_folds, bool) or not isinstance(screen_folds, int) or screen_folds < 1
     ):
         raise ValueError(f"`screen_folds` must be an integer >= 1 or None (the default), got {screen_folds!r}")
-    if confirm is not None and (isinstance(confirm, bool) or not isinstance(confirm, int) or confirm < 1):
-        raise ValueError(
-            f"`confirm` must be an integer >= 1 (iterations) or None (finish every survivor), got {confirm!r}"
-        )
     run = RunOptions(
         backend=backend,
         engine=engine,
@@ -484,7 +473,7 @@ def tune(
     common = {"elements": elements, "z": z, "saturated": saturated, "negative": negative, "run": run}
     if screen_folds is None:
         screen_folds = SCREEN_FOLDS["masks" if criterion == "jinvariant" else "counts"]
-    screening = None if screen is None else _choice.Screening(screen, keep, screen_folds, confirm)
+    screening = None if screen is None else _choice.Screening(screen, keep, screen_folds)
     surface = _choice.search(holdout, base, candidates, progress, common, screening)
     surface, widened = _choice.widen(holdout, base, surface, widen, per_element, progress, common, screening)
     total = holdout.total(surface.values)
