@@ -514,3 +514,23 @@ def test_tune_calibrate_returns_the_calibrated_maps_and_keeps_totals():
     assert "slope" not in tune(sample.haadf, sample.maps / 7.0, **kwargs).choice  # not counts: no calibration
     with pytest.raises(ValueError, match="`calibrate=True` needs count splitting"):
         tune(sample.haadf, sample.maps / 7.0, calibrate=True, **kwargs)
+
+
+def test_without_params_the_search_and_the_refit_start_at_the_counts(monkeypatch):
+    # the search was settled with fits started at the counts; `fuse` alone starts at their blur
+    sample = phantom((24, 24), dose=4.0, seed=1)
+    inits = []
+    _spy = importlib.import_module("fusex._folds").fuse_arrays
+
+    def spy(haadf, maps, **kwargs):
+        inits.append(kwargs["params"].init)
+        return _spy(haadf, maps, **kwargs)
+
+    monkeypatch.setattr(importlib.import_module("fusex._folds"), "fuse_arrays", spy)
+    res = tune(sample.haadf, sample.maps, elements=sample.elements, grid=SMALL_GRID, folds=2, **FAST)
+    assert inits and set(inits) == {"counts"} and res.params.init == "counts"
+    assert res.result.params.init == "counts" and FusionParams().init == "smoothed"
+    mine = tune(
+        sample.haadf, sample.maps, elements=sample.elements, params=FusionParams(), grid=SMALL_GRID, folds=2, **FAST
+    )
+    assert mine.params.init == "smoothed"
