@@ -125,7 +125,6 @@ DEFAULT_SCREEN = 10
 DEFAULT_KEEP = 2
 """Per element, how many of the best screened candidates `tune` solves to convergence."""
 
-
 SCREEN_FOLDS = {"counts": 1, "masks": 2}
 """How many parts the screening runs on by default: one count split (a quarter of the counts held
 out), two pixel masks (an eighth of the pixels; one missed a fusion that won on the DyScO3 maps)."""
