@@ -50,7 +50,7 @@ def test_gain_offset_and_background_are_recovered(backend, xp):
     background = np.stack([0.3 + 0.2 * basis[1] - 0.1 * basis[4], -0.5 + 0.4 * basis[0]])
     haadf = background + np.array([2.5, 0.7])[:, None, None] * model
     to = backend.asarray
-    a, fitted = fit_haadf(to(haadf), to(model), None, to(basis), gain=True, xp=xp)
+    a, fitted = fit_haadf(to(haadf), to(model), None, 3, gain=True, xp=xp)
     np.testing.assert_allclose(a, [2.5, 0.7], rtol=1e-8)
     np.testing.assert_allclose(backend.numpy(fitted), background, atol=1e-8)
 
@@ -60,7 +60,7 @@ def test_minmax_model_holds_gain_and_offset(backend, xp):
     basis = background_basis((10, 10), 2)
     haadf = model + 0.25 * basis[2] + 3.0  # the offset is not the background's to take
     to = backend.asarray
-    a, fitted = fit_haadf(to(haadf), to(model), None, to(basis), gain=False, xp=xp)
+    a, fitted = fit_haadf(to(haadf), to(model), None, 2, gain=False, xp=xp)
     np.testing.assert_array_equal(a, [1.0])
     np.testing.assert_allclose(backend.numpy(fitted)[0], 0.25 * basis[2], atol=1e-8)
 
@@ -71,15 +71,33 @@ def test_masked_pixels_do_not_pull_the_fit(backend, xp):
     haadf[0, 3, 4] = 1e3  # a saturated pixel, masked out
     mask = np.ones_like(haadf)
     mask[0, 3, 4] = 0.0
-    basis = np.zeros((0, 12, 12))
     to = backend.asarray
-    a, _ = fit_haadf(to(haadf), to(model), to(mask), to(basis), gain=True, xp=xp)
+    a, _ = fit_haadf(to(haadf), to(model), to(mask), 0, gain=True, xp=xp)
     np.testing.assert_allclose(a, [1.5], rtol=1e-8)
+
+
+def test_a_masked_fit_with_a_background_is_the_least_squares_fit_of_the_pixels_left(backend, xp):
+    rng = np.random.default_rng(4)
+    model = rng.random((2, 14, 11))
+    basis = background_basis((14, 11), 3)
+    haadf = 0.2 + 0.3 * basis[2] - 0.2 * basis[5] + np.array([1.3, 0.6])[:, None, None] * model
+    haadf += 0.01 * rng.standard_normal(haadf.shape)
+    mask = (rng.random(haadf.shape) > 0.2).astype(np.float64)
+    haadf[mask == 0] = 50.0  # saturated pixels, masked out
+    to = backend.asarray
+    a, fitted = fit_haadf(to(haadf), to(model), to(mask), 3, gain=True, xp=xp)
+    for i in range(2):
+        keep = mask[i].ravel() > 0
+        design = np.column_stack([np.ones(haadf[i].size), basis.reshape(8, -1).T, model[i].ravel()])[keep]
+        coef = np.linalg.lstsq(design, haadf[i].ravel()[keep], rcond=None)[0]
+        np.testing.assert_allclose(a[i], coef[-1], rtol=1e-6)
+        expected = (np.column_stack([np.ones(haadf[i].size), basis.reshape(8, -1).T]) @ coef[:-1]).reshape(14, 11)
+        np.testing.assert_allclose(backend.numpy(fitted)[i], expected, atol=1e-6)
 
 
 def test_an_anticorrelated_image_switches_the_haadf_term_off():
     model = np.random.default_rng(3).random((1, 8, 8))
-    a, fitted = fit_haadf(1.0 - model, model, None, background_basis((8, 8), 2), gain=True, xp=np)
+    a, fitted = fit_haadf(1.0 - model, model, None, 2, gain=True, xp=np)
     assert a[0] == 0.0
     np.testing.assert_allclose(fitted.mean(), (1.0 - model).mean())
 

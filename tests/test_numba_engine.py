@@ -232,3 +232,18 @@ def test_the_step_start_and_products_match_the_generic_solver_code(dtype):
     for a, b in zip(ours, generic, strict=True):
         assert a.dtype == np.float64 and a.shape == (3,)
         np.testing.assert_allclose(a, b, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_powers_and_logs_of_a_batch_match_numpy_item_by_item_across_chunks(monkeypatch):
+    monkeypatch.setattr(numba_engine, "UFUNC_CHUNK", 7)  # chunks that cut across maps and items
+    rng = np.random.default_rng(5)
+    x = rng.random((4, 2, 3, 5)).astype(np.float32)
+    x[x < 0.3] = 0.0
+    gm1 = np.array([0.7, 0.7, 0.0, 0.6])  # the third item has gamma = 1: x**0 = 1, also at x = 0
+    eps = np.array([0.01, 0.01, 0.01, 0.1], dtype=np.float32)
+    powers, logs = np.empty_like(x), np.empty_like(x)
+    numba_engine._powers_and_logs(x, gm1, eps, powers, logs)
+    for n in range(4):
+        np.testing.assert_allclose(powers[n], np.power(x[n], np.float32(gm1[n])), rtol=2e-6)
+        np.testing.assert_allclose(logs[n], np.log(x[n] + eps[n]), rtol=2e-6)
+    assert np.all(powers[2] == 1.0)

@@ -6,6 +6,7 @@ import pytest
 
 import fusex
 from fusex import ExponentialDecay, FusionDivergedError, FusionParams, PolynomialDecay
+from fusex._eager import fuse_arrays
 from fusex.datasets import phantom
 from fusex.objectives import tv_magnitude
 from fusex.operators import binomial_smooth
@@ -337,3 +338,22 @@ def test_any_other_callback_answer_raises_naming_callback(sample, answer):
 def _fuse_with_callback(sample, callback):
     params = FusionParams(n_iter=3, tol=0.0)
     return fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params=params, callback=callback)
+
+
+@pytest.mark.parametrize("holes", [False, True])
+def test_a_given_start_replaces_the_start_of_init_wherever_it_is_not_nan(holes):
+    sample = phantom((24, 24), seed=13)
+    start = np.full((1, *sample.maps.shape), 0.3, dtype=sample.maps.dtype)
+    if holes:
+        start[0, 1] = np.nan  # this map starts from its counts, smoothed or not as init says
+    maps = {
+        init: fuse_arrays(
+            sample.haadf,
+            sample.maps,
+            elements=sample.elements,
+            params=FusionParams(n_iter=2, tol=0.0, init=init),
+            start=start,
+        ).maps
+        for init in ("counts", "smoothed")
+    }
+    assert np.array_equal(maps["counts"], maps["smoothed"]) != holes

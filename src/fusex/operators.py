@@ -18,11 +18,12 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from ._xp import to_numpy
+from ._xp import convert, to_numpy
 
 __all__ = [
     "HaadfDesign",
     "background_basis",
+    "background_factors",
     "binomial_smooth",
     "divergence",
     "fit_haadf",
@@ -123,6 +124,22 @@ def haadf_model(x_pow: Any, weights: Any, xp: ModuleType) -> Any:
     return xp.sum(weights * x_pow, axis=-3)
 
 
+def background_factors(shape: tuple[int, int], modes: int) -> tuple[np.ndarray, np.ndarray]:
+    r"""Return the row and column cosines whose products are the functions of `background_basis`.
+
+    Row :math:`k` of the first array is :math:`\cos(\pi k (i + \tfrac12) / H)` over the ``H``
+    rows, of the second the same over the ``W`` columns; row 0 of each is 1, so their
+    product :math:`(0, 0)` is the constant of the offset :math:`c`.
+
+    Returns
+    -------
+    rows, cols : numpy.ndarray, shapes (max(modes, 1), H) and (max(modes, 1), W)
+        float64.
+
+    """
+    return tuple(np.cos(np.pi * np.arange(max(modes, 1))[:, None] * (np.arange(n) + 0.5) / n) for n in shape)
+
+
 def background_basis(shape: tuple[int, int], modes: int) -> np.ndarray:
     r"""Smooth, zero-mean functions spanning the HAADF background :math:`B`: low cosine modes.
 
@@ -135,6 +152,8 @@ def background_basis(shape: tuple[int, int], modes: int) -> np.ndarray:
     eigenfunctions of the Laplacian), so :math:`B` varies over no less than
     about ``H / (modes - 1)`` pixels and cannot follow atomic columns or
     particles.  Each has zero sum, so the offset :math:`c` stays separate.
+    They are products of the rows of `background_factors`, in the order
+    :math:`(k, l)` = (0, 1), (0, 2), ..., (1, 0), ... (row-major, the constant left out).
 
     Returns
     -------
@@ -142,8 +161,9 @@ def background_basis(shape: tuple[int, int], modes: int) -> np.ndarray:
         float64; empty (0, H, W) for ``modes <= 1``.
 
     """
-    rows, cols = (np.cos(np.pi * np.arange(modes)[:, None] * (np.arange(n) + 0.5) / n) for n in shape)
-    functions = [np.outer(rows[k], cols[m]) for k in range(modes) for m in range(modes) if k or m]
+    rows, cols = background_factors(shape, modes)
+    n = rows.shape[0]
+    functions = [np.outer(rows[k], cols[m]) for k in range(n) for m in range(n) if k or m]
     return np.stack(functions) if functions else np.zeros((0, *shape))
 
 
@@ -158,7 +178,7 @@ def binomial_smooth(u: Any, xp: ModuleType) -> Any:
     return u
 
 
-def fit_haadf(haadf: Any, model: Any, mask: Any, basis: Any, *, gain: bool, xp: ModuleType) -> tuple[np.ndarray, Any]:
+def fit_haadf(haadf: Any, model: Any, mask: Any, modes: int, *, gain: bool, xp: ModuleType) -> tuple[np.ndarray, Any]:
     r"""Least-squares gain :math:`a`, offset :math:`c` and smooth background :math:`B` of each item's HAADF image.
 
     Minimizes, for each item and the current element part :math:`M` of the model,
@@ -181,8 +201,9 @@ def fit_haadf(haadf: Any, model: Any, mask: Any, basis: Any, *, gain: bool, xp: 
         The (normalized) HAADF images :math:`b_H` and :math:`M = \sum_e w_e x_e^\gamma`.
     mask : array (n, H, W) or None
         The HAADF term's pixel mask :math:`m` (None: every pixel counts).
-    basis : array (K, H, W)
-        The background functions :math:`\varphi_k` (`background_basis`), on the device; K may be 0.
+    modes : int
+        Cosine modes per axis of the background functions :math:`\varphi_k`
+        (`background_basis`: :math:`K` = ``modes**2 - 1``; 0 or 1: none).
     gain : bool
         Fit :math:`a` and :math:`c` (True), or hold :math:`a = 1`, :math:`c = 0` and fit :math:`B` only.
     xp : namespace
@@ -196,7 +217,7 @@ def fit_haadf(haadf: Any, model: Any, mask: Any, basis: Any, *, gain: bool, xp: 
         :math:`c + B`, in the images' namespace and dtype.
 
     """
-    return HaadfDesign(haadf, mask, basis, gain=gain, xp=xp).fit(model, np.arange(haadf.shape[0]))
+    return HaadfDesign(haadf, mask, modes, gain=gain, xp=xp).fit(model, np.arange(haadf.shape[0]))
 
 
 class HaadfDesign:
@@ -205,65 +226,78 @@ class HaadfDesign:
     The columns :math:`1, \varphi_1 \dots \varphi_K` and the images do not
     change while the maps do, so their Gram matrix :math:`G` and right-hand side
     are kept; a fit at a new model :math:`M` needs only the inner products of
-    :math:`M` with them, :math:`\lVert M \rVert^2` and :math:`\langle M, b_H \rangle`
-    (one pass over the model instead of building the design matrix again).
+    :math:`M` with them, :math:`\lVert M \rVert^2` and :math:`\langle M, b_H \rangle`.
+    The columns are products :math:`r_k(i)\, c_l(j)` of row and column cosines
+    (`background_factors`; :math:`r_0 = c_0 = 1` is the offset's), so all the
+    inner products with an image :math:`u` are the small matrix :math:`R\, u\, C^T`,
+    and a background is :math:`R^T \beta\, C`: a pass over the image each,
+    however many columns, and no column is ever stored as an image.
     The items of a fit are rows of the arrays given here (``items``), so a
     solver can refit the items still iterating.
     """
 
-    def __init__(self, haadf: Any, mask: Any, basis: Any, *, gain: bool, xp: ModuleType) -> None:
+    def __init__(self, haadf: Any, mask: Any, modes: int, *, gain: bool, xp: ModuleType) -> None:
         n, h, w = haadf.shape
         self.gain, self.xp, self.dtype = gain, xp, haadf.dtype
         self.device = array_api_compat.device(haadf)
-        columns = [xp.ones((1, h * w), dtype=haadf.dtype, device=self.device)] if gain else []
-        if basis.shape[0]:
-            columns.append(xp.reshape(basis, (basis.shape[0], h * w)))
-        self.columns = xp.concat(columns, axis=0) if columns else None  # (C, HW), unmasked
-        self.mask = None if mask is None else xp.reshape(mask, (n, h * w))
-        self.haadf = xp.reshape(haadf, (n, h * w))
-        self.shape = (h, w)
-        if self.columns is None:
+        rows, cols = background_factors((h, w), modes)
+        m = rows.shape[0]
+        # Columns in the order of `background_basis`, the offset's (k, l) = (0, 0) first where it is fitted.
+        self.keep = np.array([k * m + j for k in range(m) for j in range(m) if (k or j) or gain], dtype=np.intp)
+        self.modes = m
+        self.mask = mask
+        self.haadf = haadf
+        if not self.keep.size:
             return
-        cols = self.columns
-        if self.mask is None:
-            gram = to_numpy(xp.matmul(cols, xp.matrix_transpose(cols))).astype(np.float64)
-            self.gram = np.broadcast_to(gram, (n, *gram.shape))
-            rhs = to_numpy(xp.matmul(self.haadf[:, None, :], xp.matrix_transpose(cols)))
-            self.rhs = np.asarray(rhs, dtype=np.float64)[:, 0, :]
+        self.rows = xp.astype(convert(rows, xp, self.device), self.dtype)  # (m, H)
+        self.cols_t = xp.astype(convert(cols.T.copy(), xp, self.device), self.dtype)  # (W, m)
+        # sum_ij m^2 r_k r_k' c_l c_l': pairs of rows, m^2, pairs of columns, item by item (m^4 products each).
+        # Without a mask the same products of a plane of ones, so an item gets the Gram matrix it gets
+        # under a mask of ones (a batch with masks gives its unmasked items one).
+        pairs_r = convert((rows[:, None, :] * rows[None, :, :]).reshape(m * m, h), xp, self.device)
+        pairs_c = convert((cols[:, None, :] * cols[None, :, :]).reshape(m * m, w).T.copy(), xp, self.device)
+        pairs_r, pairs_c = xp.astype(pairs_r, self.dtype), xp.astype(pairs_c, self.dtype)
+        keep = np.ix_(self.keep, self.keep)
+
+        def gram(weights: Any) -> np.ndarray:
+            four = np.asarray(to_numpy(xp.matmul(xp.matmul(pairs_r, weights), pairs_c)), dtype=np.float64)
+            return four.reshape(m, m, m, m).transpose(0, 2, 1, 3).reshape(m * m, m * m)[keep]
+
+        if mask is None:
+            self.gram = np.broadcast_to(
+                gram(xp.ones((h, w), dtype=self.dtype, device=self.device)), (n, len(self.keep), len(self.keep))
+            )
+            self.rhs = self._products(haadf)[:, self.keep]
         else:
-            # item by item: the masked columns m * phi_k of the whole batch would be C more planes per item
-            grams, rhss = [], []
-            for i in range(n):
-                masked = cols * self.mask[i, ...][None, :]
-                grams.append(to_numpy(xp.matmul(masked, xp.matrix_transpose(masked))))
-                rhss.append(to_numpy(xp.matmul(masked, (self.mask[i, ...] * self.haadf[i, ...])[:, None]))[:, 0])
-            self.gram = np.asarray(np.stack(grams), dtype=np.float64)
-            self.rhs = np.asarray(np.stack(rhss), dtype=np.float64)
+            squared = mask * mask
+            self.gram = np.stack([gram(squared[i, ...]) for i in range(n)])
+            self.rhs = self._products(squared * haadf)[:, self.keep]
+
+    def _products(self, images: Any) -> np.ndarray:
+        r"""Return the products :math:`\langle u, r_k c_l \rangle` of each image ``(n, H, W)``: ``(n, m*m)``, host."""
+        xp = self.xp
+        products = xp.matmul(xp.matmul(self.rows, images), self.cols_t)  # (n, m, m), item by item
+        return np.asarray(to_numpy(products), dtype=np.float64).reshape(images.shape[0], -1)
 
     def fit(self, model: Any, items: np.ndarray) -> tuple[np.ndarray, Any]:
         """Return the gains ``(n,)`` and backgrounds :math:`c + B` of rows ``items`` at ``model`` ``(n, H, W)``."""
         xp = self.xp
         n = len(items)
-        if self.columns is None:
+        if not self.keep.size:
             return np.ones(n), xp.zeros_like(model)
         rows = xp.asarray(np.asarray(items).tolist(), device=self.device)
-        flat = xp.reshape(model, (n, -1))
         image = xp.take(self.haadf, rows, axis=0)
-        # Products item by item ((n, 1, HW) @ (HW, C)): one (n, HW) product's rounding would depend on n,
-        # and an item of a batch must get the result it gets alone.
-        columns_t = xp.matrix_transpose(self.columns)
         if self.mask is not None:
             m = xp.take(self.mask, rows, axis=0)
-            flat, image = flat * m, image * m
+            model, image = model * m, image * m
             # <m M, m phi_k>: the columns under the mask squared, as in the Gram matrix
-            cross = to_numpy(xp.matmul((flat * m)[:, None, :], columns_t))
+            cross = self._products(model * m)[:, self.keep]
         else:
-            cross = to_numpy(xp.matmul(flat[:, None, :], columns_t))
-        cross = np.asarray(cross, dtype=np.float64)[:, 0, :]  # (n, C)
+            cross = self._products(model)[:, self.keep]
         gram_s, rhs_s = self.gram[items], self.rhs[items]
         if self.gain:
-            mm = np.asarray(to_numpy(xp.sum(flat * flat, axis=-1)), dtype=np.float64)
-            mb = np.asarray(to_numpy(xp.sum(flat * image, axis=-1)), dtype=np.float64)
+            mm = np.asarray(to_numpy(xp.sum(model * model, axis=(-2, -1))), dtype=np.float64)
+            mb = np.asarray(to_numpy(xp.sum(model * image, axis=(-2, -1))), dtype=np.float64)
             c = gram_s.shape[-1]
             gram = np.empty((n, c + 1, c + 1))
             gram[:, :c, :c], gram[:, :c, c], gram[:, c, :c], gram[:, c, c] = gram_s, cross, cross, mm
@@ -277,9 +311,12 @@ class HaadfDesign:
         else:
             a = np.ones(n)
             coef = np.stack([_solve(g, r) for g, r in zip(gram_s, rhs_s - cross, strict=True)])
-        beta = xp.asarray(coef.tolist(), dtype=self.dtype, device=self.device)
-        background = xp.matmul(beta[:, None, :], self.columns)
-        return a, xp.reshape(background, (n, *self.shape))
+        beta = np.zeros((n, self.modes * self.modes))
+        beta[:, self.keep] = coef
+        beta = xp.reshape(xp.asarray(beta.ravel().tolist(), dtype=self.dtype, device=self.device), (n, self.modes, -1))
+        # R^T beta C, item by item
+        background = xp.matmul(xp.matmul(xp.matrix_transpose(self.rows), beta), xp.matrix_transpose(self.cols_t))
+        return a, background
 
 
 def _solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:

@@ -38,7 +38,9 @@ __all__ = ["PARALLEL_MIN_PIXELS", "TILE_BYTES", "NumbaEngine", "serialized", "ti
 
 PARALLEL_MIN_PIXELS = 256 * 256
 """Maps with fewer pixels run on one thread: below this, waking the other threads costs about
-what they save, and far more when other processes keep the cores busy."""
+what they save, and far more when other processes keep the cores busy.  The TV prox counts its
+pixels once per dual iteration, since it wakes the threads once for all of them (3 x 128 x 128
+maps, 10 iterations: 0.82 ms on one thread, 0.59 ms on two)."""
 
 TILE_BYTES = 1 << 20
 """The most a worker's tile of the blocked TV prox may hold (six dual planes of its rows): half
@@ -130,21 +132,10 @@ class NumbaEngine(CompiledEngine):
         x = _host(x, "x")
         n_items = x.shape[0]
         dtype = x.dtype
-        gm1 = (item_values(gamma, n_items, np.float64) - 1.0).astype(dtype).reshape(-1, 1, 1, 1)
-        # NumPy's SIMD log and exp outrun numba's scalar libm calls several times over, and
-        # exp((gamma-1) log x) beats np.power, which leaves its fast path on the zeros of sparse maps.
-        # They stay on this thread: split over threads they ran 2x faster alone but made a fusion slower,
-        # as numba's idle OpenMP threads keep spinning on the same cores for a while after each kernel.
         x_pow_m1 = np.empty_like(x)
-        # log 0 = -inf and exp(-inf) = 0 = 0**(gamma-1); for gamma = 1, 0 * -inf is NaN, overwritten below.
-        with np.errstate(divide="ignore", invalid="ignore"):
-            np.log(x, out=x_pow_m1)
-            np.multiply(x_pow_m1, gm1, out=x_pow_m1)
-        np.exp(x_pow_m1, out=x_pow_m1)
-        for n in np.flatnonzero(gm1.reshape(-1) == 0):
-            x_pow_m1[n] = 1
         logs = self._scratch.get("log", x.shape, dtype)
-        np.log(np.add(x, item_values(eps, n_items, dtype).reshape(-1, 1, 1, 1), out=logs), out=logs)
+        gm1 = item_values(gamma, n_items, np.float64) - 1.0
+        _powers_and_logs(x, gm1, item_values(eps, n_items, dtype), x_pow_m1, logs)
         residual = np.empty((n_items, *x.shape[2:]), dtype=dtype)
         partials = self._scratch.get("partials", (n_items * x.shape[2], 1 + 2 * x.shape[1]), np.float64)
         directed = direction is not None and any_positive(strength)
@@ -240,7 +231,7 @@ class NumbaEngine(CompiledEngine):
         betas = momentum(n_iter, method, maps.dtype)
         directed = problem.guided and bool(np.any(problem.strengths != 0))
         stand_in = np.zeros((1, 2, 1, 1), maps.dtype)  # one compiled version: an unused dual of the same type
-        with _threads_for(maps.size), _parallel_region():
+        with _threads_for(maps.size * max(n_iter, 1)), _parallel_region():
             if directed or n_iter == 0:
                 # The directional step runs one map per thread, each map's dual buffers in cache for all its iterations.
                 p = None if start is None else start.copy()  # the kernel writes the last dual back into it
@@ -287,6 +278,45 @@ class NumbaEngine(CompiledEngine):
                 work,
             )
         return out, p
+
+
+UFUNC_CHUNK = 1 << 16
+"""Elements per NumPy call in `_powers_and_logs`: its five passes then run on a chunk held in the L2
+cache (about 0.8 MB of float32 in three arrays) instead of streaming the whole stack five times (a
+3 x 512 x 512 stack: 1.51 -> 1.20 ms; 60 x 3 x 256 x 256: 37.5 -> 23.0 ms)."""
+
+
+def _powers_and_logs(x: np.ndarray, gm1: np.ndarray, eps: np.ndarray, x_pow_m1: np.ndarray, logs: np.ndarray) -> None:
+    r"""Write :math:`x^{\gamma - 1}` and :math:`\log(x + \varepsilon)` of each item (``gm1`` is :math:`\gamma - 1`).
+
+    NumPy's SIMD log and exp outrun numba's scalar libm calls several times over, and
+    :math:`\exp((\gamma - 1) \log x)` beats ``np.power``, which leaves its fast path on the zeros
+    of sparse maps.  They stay on this thread: split over threads they ran 2x faster alone but
+    made a fusion slower, as numba's idle OpenMP threads keep spinning on the same cores for a
+    while after each kernel.  Items of equal :math:`\gamma` and :math:`\varepsilon` run together,
+    in chunks of `UFUNC_CHUNK` elements.
+    """
+    n_items = x.shape[0]
+    x, x_pow_m1, logs = (a.reshape(n_items, -1) for a in (x, x_pow_m1, logs))
+    first = 0
+    while first < n_items:
+        last = first + 1
+        while last < n_items and gm1[last] == gm1[first] and eps[last] == eps[first]:
+            last += 1
+        g, e = x.dtype.type(gm1[first]), eps[first]
+        xs, ps, ls = (a[first:last].reshape(-1) for a in (x, x_pow_m1, logs))
+        for lo in range(0, xs.size, UFUNC_CHUNK):
+            chunk = slice(lo, lo + UFUNC_CHUNK)
+            xc, pc, lc = xs[chunk], ps[chunk], ls[chunk]
+            if g == 0:
+                pc[...] = 1  # x**0 = 1, also at x = 0, where 0 * log 0 would be NaN
+            else:
+                with np.errstate(divide="ignore"):  # log 0 = -inf, and exp(-inf) = 0 = 0**(gamma-1)
+                    np.log(xc, out=pc)
+                np.multiply(pc, g, out=pc)
+                np.exp(pc, out=pc)
+            np.log(np.add(xc, e, out=lc), out=lc)
+        first = last
 
 
 def tiling(height: int, width: int, itemsize: int) -> tuple[int, int]:

@@ -27,7 +27,7 @@ from .._per_item import per_item
 from .._xp import to_numpy
 from ..backends import Engine
 from ..inputs import FusionProblem
-from ..operators import HaadfDesign, background_basis, binomial_smooth, haadf_model
+from ..operators import HaadfDesign, binomial_smooth, haadf_model
 from ..params import FusionParams
 from ._live import Live, take_rows
 from ._objective import engine_terms, objective
@@ -68,10 +68,8 @@ class HaadfFit:
             return None
         xp, haadf = problem.xp, problem.haadf
         modes = params.background_modes if params.background == "smooth" else 0
-        host = background_basis(tuple(haadf.shape[-2:]), modes)
-        basis = xp.reshape(xp.asarray(host.ravel().tolist(), dtype=haadf.dtype, device=problem.device), host.shape)
         n = haadf.shape[0]
-        design = HaadfDesign(haadf, problem.haadf_mask, basis, gain=gain, xp=xp)
+        design = HaadfDesign(haadf, problem.haadf_mask, modes, gain=gain, xp=xp)
         return cls(haadf, design, params.refit_every, weights, np.ones(n))
 
     def due(self, iteration: int) -> bool:

@@ -137,11 +137,12 @@ def _solve(
     direction = _direction(problem, params, values, xp)
     terms = engine_terms(values, direction)
     x0 = problem.counts
-    if params.init == "smoothed":
+    holes = start is None or bool(xp.any(xp.isnan(start)))
+    if params.init == "smoothed" and holes:
         # the counts' noise is far from any fixed point; a blur of them starts nearer the better ones
         x0 = binomial_smooth(binomial_smooth(x0, xp), xp)
     if start is not None:
-        x0 = xp.where(xp.isnan(start), x0, xp.clip(start, min=0.0))
+        x0 = xp.where(xp.isnan(start), x0, xp.clip(start, min=0.0)) if holes else xp.clip(start, min=0.0)
     ev = engine.evaluate(x0, problem.haadf, problem.counts, weights, xp=xp, mask=mask, **terms)
     live = Live(
         np.arange(n_items),
