@@ -70,17 +70,21 @@ def test_a_run_of_rising_objectives_restarts_the_momentum_and_cuts_the_step(samp
     # the step tests see the smooth terms only, so an inexact prox can let the objective rise step after step:
     # rises are faked from iteration 6 on, as if accepted steps had each raised it
     rises = loop.RISES_BEFORE_RESTART + extra
-    steps, momenta = [], []
-    step = loop.step_with_backtracking
+    steps, momenta, totals = [], [], []
+    step, real_refit = loop.step_with_backtracking, loop.refit
 
     def spy(live, eta, beta, *args):
-        steps.append(float(eta[0])), momenta.append(float(beta[0]))
-        trial, total, backtracks, restarted = step(live, eta, beta, *args)
+        steps.append(float(eta[0])), momenta.append(float(beta[0])), totals.append(np.copy(live.total))
+        return step(live, eta, beta, *args)
+
+    def rising(stepped, *args, **kwargs):
+        # the refit after each step gives the objective the solver compares
+        real_refit(stepped, *args, **kwargs)
         if 6 <= len(steps) < 6 + rises:
-            total = live.total + 1.0
-        return trial, total, backtracks, restarted
+            stepped.total = totals[-1] + 1.0
 
     monkeypatch.setattr(loop, "step_with_backtracking", spy)
+    monkeypatch.setattr(loop, "refit", rising)
     _fuse(sample, FusionParams(tol=0.0, n_iter=8 + rises, backtracking=False))
     growth = np.array(steps[1:]) / np.array(steps[:-1])
     # the step grows by STEP_GROWTH after every step until the third rise in a row, is cut there and at every

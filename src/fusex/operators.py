@@ -320,5 +320,10 @@ class HaadfDesign:
 
 
 def _solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """Least-squares solution of the normal equations; ``lstsq`` so a degenerate column (a zero map) does no harm."""
+    """Least-squares solution of the normal equations; ``lstsq`` so a degenerate column (a zero map) does no harm.
+
+    NaN where they are not finite (a diverged iterate), for the solver to report rather than ``lstsq`` to fail.
+    """
+    if not (np.all(np.isfinite(gram)) and np.all(np.isfinite(rhs))):
+        return np.full(rhs.shape, np.nan)
     return np.linalg.lstsq(gram, rhs, rcond=None)[0]

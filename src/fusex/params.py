@@ -240,6 +240,10 @@ class FusionParams:
         parts are kept), and refitting every iteration reached a 1e-4
         objective gap in 40 iterations of a 3x128² phantom where every 10th
         took 261, since the maps then wait for the gain and background.
+        With 1 each accelerated step also refits at its extrapolated point,
+        so that the solver minimizes the objective minimized over the fit
+        (variable projection, ``docs/theory.md``): 1.3-1.5x fewer iterations
+        to a 1e-4 gap again.
     rescale_totals : bool
         Scale each fused map, after the last iteration, to the Poisson
         maximum-likelihood total of its shape, :math:`\sum b_e / \sum x_e`

@@ -72,9 +72,17 @@ class HaadfFit:
         design = HaadfDesign(haadf, problem.haadf_mask, modes, gain=gain, xp=xp)
         return cls(haadf, design, params.refit_every, weights, np.ones(n))
 
+    @property
+    def each_step(self) -> bool:
+        """Whether the fit follows every step: refitted at each accelerated step's start and at its end."""
+        return self.every == 1
+
     def due(self, iteration: int) -> bool:
-        """Whether to refit before iteration ``iteration`` (0-based; the start's fit is made by the set-up)."""
-        return self.every > 0 and iteration > 0 and iteration % self.every == 0
+        """Whether to refit before iteration ``iteration`` (0-based; the start's fit is made by the set-up).
+
+        Never when the fit follows `each_step`: the steps refit themselves.
+        """
+        return self.every > 1 and iteration > 0 and iteration % self.every == 0
 
     def apply(self, live: Live, xp: ModuleType, *, smooth: bool = False, x_pow: Any = None) -> Any:
         r"""Refit at the live iterate, rewrite its ``haadf``, ``weights`` and ``background``, return :math:`a M(x)`.

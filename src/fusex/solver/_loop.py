@@ -6,7 +6,7 @@ import contextlib
 import math
 import numbers
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import array_api_compat
@@ -182,8 +182,14 @@ def _solve(
             eta = 1.0 / v["curvature"] if lipschitz else v["shrink"] * step_size(schedule, k)
             t_next = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * v["t"] ** 2))
             beta = (v["t"] - 1.0) / t_next if params.accel == "fista" else np.zeros(live.items.size)
-            trial, total_new, backtracks, restarted = step_with_backtracking(live, eta, beta, params, engine, xp)
-            history.record(k + 1, problem.items[live.items], *terms_per_item(trial.ev), total_new, eta, backtracks)
+            trial, total_new, backtracks, restarted = step_with_backtracking(live, eta, beta, params, engine, xp, fit)
+            stepped = replace(live, x=trial.x, ev=trial.ev, total=total_new)
+            if fit is not None and fit.each_step:
+                # the objective recorded, compared and returned is then the one minimized over the fit;
+                # a step whose objective is no longer finite keeps it, for the divergence test to see
+                refit(stepped, fit, engine, xp)
+                total_new = np.where(np.isfinite(total_new), stepped.total, total_new)
+            history.record(k + 1, problem.items[live.items], *terms_per_item(stepped.ev), total_new, eta, backtracks)
             improved = total_new <= live.total
             v["rises"] = np.where(improved, 0, v["rises"] + 1)
             v["above"] = np.where(total_new > v["start"], v["above"] + 1, 0)
@@ -201,7 +207,8 @@ def _solve(
                 grown = np.maximum(v["curvature"] / STEP_GROWTH, v["least_curvature"])
                 v["curvature"] = np.where(rising, cut, np.where(backtracks == 0, grown, v["curvature"]))
             residual = moved / np.maximum(size, 1e-30)
-            live.x_prev, live.x, live.ev, live.total, live.dual = live.x, trial.x, trial.ev, total_new, trial.dual
+            live.x_prev, live.x, live.ev, live.total, live.dual = live.x, trial.x, stepped.ev, total_new, trial.dual
+            live.haadf, live.weights, live.background = stepped.haadf, stepped.weights, stepped.background
             diverged = _diverged(live, params)
             if diverged.any() and on_divergence == "raise":
                 row = int(np.flatnonzero(diverged)[0])

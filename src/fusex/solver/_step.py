@@ -6,11 +6,17 @@ and goes to :math:`x_{k+1} = \operatorname{prox}_{\eta \lambda_{TV} TV,\ x \ge 0
 onto :math:`x \ge 0` before the prox, as the published method does); a step
 that fails its test is redone without momentum or with a smaller :math:`\eta`,
 item by item.
+
+Where the HAADF model is refitted every iteration, an accelerated step refits it at
+:math:`y` too, before the gradient (variable projection): :math:`f` is then the data
+terms minimized over the gain, offset and background, whose gradient at :math:`y` is that
+of the terms at the fit of :math:`y`, and the step and its sufficient-decrease test
+both use that fit.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import array_api_compat
@@ -20,6 +26,7 @@ from .._xp import to_numpy
 from ..backends import Engine
 from ..objectives import Evaluation
 from ..params import FusionParams
+from ._haadf_fit import HaadfFit, refit
 from ._live import Live, merge_evaluations, merge_rows
 from ._objective import compact, engine_terms, objective, prior_terms, smooth_terms
 
@@ -51,18 +58,37 @@ class _Trial:
     turn: np.ndarray | None = None
 
 
-def _advance(live: Live, eta: np.ndarray, beta: np.ndarray, params: FusionParams, engine: Engine, xp: Any) -> _Trial:
-    r"""Step from :math:`y = P_{\ge 0}(x_k + \beta (x_k - x_{k-1}))` (:math:`x_k` itself where :math:`\beta = 0`)."""
+def _advance(
+    live: Live,
+    eta: np.ndarray,
+    beta: np.ndarray,
+    params: FusionParams,
+    engine: Engine,
+    xp: Any,
+    fit: HaadfFit | None = None,
+) -> _Trial:
+    r"""Step from :math:`y = P_{\ge 0}(x_k + \beta (x_k - x_{k-1}))` (:math:`x_k` itself where :math:`\beta = 0`).
+
+    With ``fit`` (refitted every iteration) the HAADF model is refitted at :math:`y` for this step alone:
+    the live state keeps the fit at :math:`x_k`.
+    """
     v = live.values
     terms = engine_terms(v, live.direction)
+    model = live  # whose HAADF image and weights the step uses
     if live.x_prev is None or not np.any(beta > 0):
         y, ev_y = live.x, live.ev
     else:
         y = _extrapolate(engine, live, beta, xp)
         ev_y = engine.evaluate(y, live.haadf, live.counts, live.weights, xp=xp, mask=live.mask, **terms)
+        if fit is not None and fit.each_step:
+            # Refit at y itself: alternating the fit with steps made from the fit at x_k took 1.3-1.5x the
+            # iterations to a 1e-4 gap, and two 192-256 px rock salts never got there (docs/parameters.md).
+            model = replace(live, x=y, ev=ev_y)
+            refit(model, fit, engine, xp)
+            ev_y = model.ev
     # The sufficient-decrease test holds for a true proximal-gradient step, whose prox alone imposes x >= 0;
     # fixed steps keep the published method's projection before the prox.
-    z = _gradient_step(engine, y, ev_y, live, eta, xp, nonneg=params.step != "lipschitz")
+    z = _gradient_step(engine, y, ev_y, model, eta, xp, nonneg=params.step != "lipschitz")
     tv_weight = compact(eta[:, None] * v["lambda_tv"])
     prox = {"method": params.tv_method, "nonneg": True, "xp": xp, **prior_terms(v, live.direction)}
     inner = params.n_dtv if live.direction is not None else params.n_tv
@@ -70,7 +96,7 @@ def _advance(live: Live, eta: np.ndarray, beta: np.ndarray, params: FusionParams
         x_new, dual = engine.tv_prox(z, tv_weight, inner, **prox), None
     else:
         x_new, dual = engine.tv_prox(z, tv_weight, inner, dual=live.dual, **prox)
-    ev_new = engine.evaluate(x_new, live.haadf, live.counts, live.weights, xp=xp, mask=live.mask, **terms)
+    ev_new = engine.evaluate(x_new, model.haadf, live.counts, model.weights, xp=xp, mask=live.mask, **terms)
     # d = x_new - y: |d|^2, |x_new|^2, <y - z, d> and <d, x_new - x_k>
     moved2, size2, along, against = _step_products(engine, x_new, y, z, live.x, xp)
     bound = None
@@ -128,7 +154,13 @@ def _merge_host(full: np.ndarray, part: np.ndarray, rows: np.ndarray) -> np.ndar
 
 
 def step_with_backtracking(
-    live: Live, eta: np.ndarray, beta: np.ndarray, params: FusionParams, engine: Engine, xp: Any
+    live: Live,
+    eta: np.ndarray,
+    beta: np.ndarray,
+    params: FusionParams,
+    engine: Engine,
+    xp: Any,
+    fit: HaadfFit | None = None,
 ) -> tuple[_Trial, np.ndarray, np.ndarray, np.ndarray]:
     r"""One step of every live item, redone until it is accepted (``eta`` and ``beta`` are updated).
 
@@ -144,9 +176,10 @@ def step_with_backtracking(
     + \lVert x_{k+1} - y \rVert^2 / (2\eta)` of the smooth terms :math:`f`
     (the item's curvature estimate :math:`1/\eta` grows with each cut),
     otherwise a fall of the objective.  Returns the step, the new
-    objectives, the backtracks and which items restarted.
+    objectives, the backtracks and which items restarted.  ``fit``: the HAADF fit,
+    refitted at each accelerated step's start (`_advance`).
     """
-    trial = _advance(live, eta, beta, params, engine, xp)
+    trial = _advance(live, eta, beta, params, engine, xp, fit)
     total_new = objective(trial.ev, live.values)
     backtracks = np.zeros(live.items.size)
     restarted = np.zeros(live.items.size, dtype=bool)
@@ -174,7 +207,7 @@ def step_with_backtracking(
         else:
             break
         part = live.subset(retry, xp)
-        redone = _advance(part, eta[retry], beta[retry], params, engine, xp)
+        redone = _advance(part, eta[retry], beta[retry], params, engine, xp, fit)
         trial = _merge_trials(trial, redone, retry, xp, live)
         total_new[retry] = objective(redone.ev, part.values)
     return trial, total_new, backtracks, restarted
