@@ -289,3 +289,24 @@ def test_the_background_holds_what_each_setting_fits(backend, params, fitted):
     else:  # the offset c alone: one value over the image
         assert abs(background[0, 0]) > 1e-3
         np.testing.assert_allclose(background, background[0, 0], rtol=1e-6)
+
+
+def test_the_recorded_haadf_term_is_minimized_over_the_fit_at_every_iterate():
+    # variable projection: each step ends with a refit at its new iterate, so the HAADF term the history
+    # holds is the least-squares residual of the image over offset, background and gain at those maps
+    seen = []
+    res = fusex.fuse(
+        SMALL.haadf,
+        SMALL.maps,
+        elements=SMALL.elements,
+        params=FusionParams(n_iter=8, tol=0.0),
+        callback=lambda k, state: seen.append(np.array(state.maps, dtype=np.float64)),
+    )
+    image = _normalized_haadf(res)
+    basis = background_basis(image.shape, res.params.background_modes).reshape(-1, image.size)
+    for k, maps in enumerate(seen, start=1):
+        model = np.tensordot(np.asarray(res.weights), maps**res.params.gamma, axes=1)
+        design = np.column_stack([np.ones(image.size), basis.T, model.ravel()])
+        coef = np.linalg.lstsq(design, image.ravel(), rcond=None)[0]
+        least = 0.5 * np.sum((image.ravel() - design @ coef) ** 2)
+        assert res.history.haadf.iloc[k] == pytest.approx(least, rel=1e-4)
