@@ -49,8 +49,6 @@ class HaadfFit:
         Refit every this many iterations (0: only at the start).
     weights : array (n, E, 1, 1)
         The HAADF weights :math:`w_e` of each item, before the gain enters them.
-    a : numpy.ndarray (n,)
-        The latest gain of each item.
 
     """
 
@@ -58,7 +56,6 @@ class HaadfFit:
     design: HaadfDesign
     every: int
     weights: Any
-    a: np.ndarray
 
     @classmethod
     def start(cls, problem: FusionProblem, params: FusionParams, weights: Any) -> HaadfFit | None:
@@ -68,9 +65,8 @@ class HaadfFit:
             return None
         xp, haadf = problem.xp, problem.haadf
         modes = params.background_modes if params.background == "smooth" else 0
-        n = haadf.shape[0]
         design = HaadfDesign(haadf, problem.haadf_mask, modes, gain=gain, xp=xp)
-        return cls(haadf, design, params.refit_every, weights, np.ones(n))
+        return cls(haadf, design, params.refit_every, weights)
 
     @property
     def each_step(self) -> bool:
@@ -99,7 +95,6 @@ class HaadfFit:
             x_pow = x ** per_item(live.values["gamma"], x, xp)
         model = haadf_model(x_pow, weights, xp)
         a, background = self.design.fit(model, live.items)
-        self.a[live.items] = a
         gain = per_item(a, model, xp)
         live.haadf = take_rows(self.raw, live.items, xp) - background
         live.background = background

@@ -82,7 +82,7 @@ def _advance(
         ev_y = engine.evaluate(y, live.haadf, live.counts, live.weights, xp=xp, mask=live.mask, **terms)
         if fit is not None and fit.each_step:
             # Refit at y itself: alternating the fit with steps made from the fit at x_k took 1.3-1.5x the
-            # iterations to a 1e-4 gap, and two 192-256 px rock salts never got there (docs/parameters.md).
+            # iterations to a 1e-4 gap, and two 192-256 px rock salts never got there (docs/theory.md).
             model = replace(live, x=y, ev=ev_y)
             refit(model, fit, engine, xp)
             ev_y = model.ev
