@@ -60,9 +60,10 @@ class FusionResult:
         What the HAADF fit attributed to signal no map holds (support film,
         thickness, unlisted elements): the offset and smooth background
         :math:`c + B = c + \sum_k \beta_k \varphi_k` (`fusex.operators.background_basis`)
-        of each item, from the fit in force at its last iteration (made at
-        the maps before that iteration's step), in the units, library and
-        device of ``haadf_model``.  So ``haadf_model + haadf_background`` is
+        of each item, from the fit at its last iterate (with ``refit_every=1``,
+        the default: the solver refits after every step; otherwise the last
+        refit's, made at the maps before a later step), in the units, library
+        and device of ``haadf_model``.  So ``haadf_model + haadf_background`` is
         the whole model :math:`c + B + a M(x)` the HAADF term compares with
         the normalized image :math:`b_H`.  ``haadf_model="fitted"`` fits
         :math:`c` (and :math:`B` with ``background="smooth"``); ``"minmax"``
