@@ -310,3 +310,15 @@ def test_the_recorded_haadf_term_is_minimized_over_the_fit_at_every_iterate():
         coef = np.linalg.lstsq(design, image.ravel(), rcond=None)[0]
         least = 0.5 * np.sum((image.ravel() - design @ coef) ** 2)
         assert res.history.haadf.iloc[k] == pytest.approx(least, rel=1e-4)
+
+
+def test_a_model_that_overflowed_gives_a_nan_fit_not_a_refused_gain():
+    rng = np.random.default_rng(6)
+    model = rng.random((2, 8, 8)).astype(np.float32)
+    model[0, 0, 0] = np.nan
+    model[1] *= np.float32(3e19)  # finite, but its squares overflow float32
+    haadf = 0.2 + rng.random((2, 8, 8)).astype(np.float32)
+    with np.errstate(all="ignore"):
+        a, background = fit_haadf(haadf, model, None, 3, gain=True, xp=np)
+    assert np.all(np.isnan(a)) and np.all(np.isnan(background))
+    # (a gain that comes out <= 0 is still refused: test_an_anticorrelated_image_switches_the_haadf_term_off)

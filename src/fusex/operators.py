@@ -304,7 +304,8 @@ class HaadfDesign:
             rhs = np.concatenate([rhs_s, mb[:, None]], axis=1)
             coef = np.stack([_solve(g, r) for g, r in zip(gram, rhs, strict=True)])
             a = coef[:, -1].copy()
-            for i in np.flatnonzero(~(a > 0)):
+            # a gain <= 0 is refused; a NaN one (a model that overflowed) stays NaN, for the solver to report
+            for i in np.flatnonzero(a <= 0):
                 coef[i, :-1] = _solve(gram_s[i], rhs_s[i])
                 a[i] = 0.0
             coef = coef[:, :-1]

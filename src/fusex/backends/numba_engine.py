@@ -311,7 +311,8 @@ def _powers_and_logs(x: np.ndarray, gm1: np.ndarray, eps: np.ndarray, x_pow_m1: 
             if g == 0:
                 pc[...] = 1  # x**0 = 1, also at x = 0, where 0 * log 0 would be NaN
             else:
-                with np.errstate(divide="ignore"):  # log 0 = -inf, and exp(-inf) = 0 = 0**(gamma-1)
+                # log 0 = -inf, and exp(-inf) = 0 = 0**(gamma-1); a negative x (a direct call) gives NaN quietly
+                with np.errstate(divide="ignore", invalid="ignore"):
                     np.log(xc, out=pc)
                 np.multiply(pc, g, out=pc)
                 np.exp(pc, out=pc)
