@@ -247,3 +247,35 @@ def test_powers_and_logs_of_a_batch_match_numpy_item_by_item_across_chunks(monke
         np.testing.assert_allclose(powers[n], np.power(x[n], np.float32(gm1[n])), rtol=2e-6)
         np.testing.assert_allclose(logs[n], np.log(x[n] + eps[n]), rtol=2e-6)
     assert np.all(powers[2] == 1.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("masked", [False, True], ids=["all-pixels", "masked"])
+def test_the_haadf_fit_passes_match_the_generic_fit_code(dtype, masked):
+    from fusex.operators import haadf_model
+
+    rng = np.random.default_rng(11)
+    x = rng.random((3, 2, 17, 23)).astype(dtype)
+    x[x < 0.2] = 0.0
+    x_pow_m1 = (x ** dtype(0.7)).astype(dtype)
+    weights = rng.random((3, 2, 1, 1)).astype(dtype)
+    image, background = (rng.random((3, 17, 23)).astype(dtype) for _ in range(2))
+    mask = (rng.random((3, 17, 23)) > 0.2).astype(dtype) if masked else None
+    m = np.ones_like(image) if mask is None else mask
+    engine = NumbaEngine()
+    model, squares, cross = engine.haadf_moments(x, x_pow_m1, weights, image, mask, xp=npx)
+    expected = haadf_model(x * x_pow_m1, weights, npx)
+    assert model.dtype == dtype and squares.dtype == cross.dtype == np.float64
+    np.testing.assert_allclose(model, expected, **_tol(dtype))
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(squares, np.sum((m * expected) ** 2, axis=(1, 2)), rtol=rtol)
+    np.testing.assert_allclose(cross, np.sum(m * expected * m * image, axis=(1, 2)), rtol=rtol)
+
+    gain = np.array([0.5, 1.5, np.nan])  # a NaN gain (a model that overflowed) must reach the objective
+    haadf, residual, squares = engine.haadf_residual(image, background, model, gain, mask, xp=npx)
+    r = (image - background) - gain.astype(dtype)[:, None, None] * model
+    np.testing.assert_allclose(haadf, image - background, **_tol(dtype))
+    np.testing.assert_allclose(residual[:2], (m * r)[:2], **_tol(dtype))
+    np.testing.assert_allclose(squares[:2], np.sum(m * r * r, axis=(1, 2))[:2], rtol=rtol)
+    assert np.isnan(squares[2]) and np.all(np.isnan(residual[2][m[2] > 0]))
+    assert not np.shares_memory(haadf, image) and not np.shares_memory(residual, background)

@@ -279,25 +279,28 @@ class HaadfDesign:
         products = xp.matmul(xp.matmul(self.rows, images), self.cols_t)  # (n, m, m), item by item
         return np.asarray(to_numpy(products), dtype=np.float64).reshape(images.shape[0], -1)
 
-    def fit(self, model: Any, items: np.ndarray) -> tuple[np.ndarray, Any]:
-        """Return the gains ``(n,)`` and backgrounds :math:`c + B` of rows ``items`` at ``model`` ``(n, H, W)``."""
+    def fit(
+        self, model: Any, items: np.ndarray, moments: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, Any]:
+        r"""Return the gains ``(n,)`` and backgrounds :math:`c + B` of rows ``items`` at ``model`` ``(n, H, W)``.
+
+        ``moments``, when given, are :math:`\sum m^2 M^2` and :math:`\sum m^2 M b_H` of each item
+        (host, float64), computed with the model by an engine's own pass; otherwise they are computed here.
+        """
         xp = self.xp
         n = len(items)
         if not self.keep.size:
             return np.ones(n), xp.zeros_like(model)
         rows = xp.asarray(np.asarray(items).tolist(), device=self.device)
-        image = xp.take(self.haadf, rows, axis=0)
-        if self.mask is not None:
-            m = xp.take(self.mask, rows, axis=0)
-            model, image = model * m, image * m
+        m = None if self.mask is None else xp.take(self.mask, rows, axis=0)
+        if m is not None:
             # <m M, m phi_k>: the columns under the mask squared, as in the Gram matrix
-            cross = self._products(model * m)[:, self.keep]
+            cross = self._products(model * m * m)[:, self.keep]
         else:
             cross = self._products(model)[:, self.keep]
         gram_s, rhs_s = self.gram[items], self.rhs[items]
         if self.gain:
-            mm = np.asarray(to_numpy(xp.sum(model * model, axis=(-2, -1))), dtype=np.float64)
-            mb = np.asarray(to_numpy(xp.sum(model * image, axis=(-2, -1))), dtype=np.float64)
+            mm, mb = self._moments(model, rows, m) if moments is None else moments
             c = gram_s.shape[-1]
             gram = np.empty((n, c + 1, c + 1))
             gram[:, :c, :c], gram[:, :c, c], gram[:, c, :c], gram[:, c, c] = gram_s, cross, cross, mm
@@ -318,6 +321,16 @@ class HaadfDesign:
         # R^T beta C, item by item
         background = xp.matmul(xp.matmul(xp.matrix_transpose(self.rows), beta), xp.matrix_transpose(self.cols_t))
         return a, background
+
+    def _moments(self, model: Any, rows: Any, m: Any) -> tuple[np.ndarray, np.ndarray]:
+        r""":math:`\sum m^2 M^2` and :math:`\sum m^2 M b_H` of each item (mask ``m``), on the host in float64."""
+        xp = self.xp
+        image = xp.take(self.haadf, rows, axis=0)
+        if m is not None:
+            model, image = model * m, image * m
+        mm = np.asarray(to_numpy(xp.sum(model * model, axis=(-2, -1))), dtype=np.float64)
+        mb = np.asarray(to_numpy(xp.sum(model * image, axis=(-2, -1))), dtype=np.float64)
+        return mm, mb
 
 
 def _solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:

@@ -193,6 +193,75 @@ def evaluate(
 
 
 @nb.njit(parallel=True, **_JIT)
+def haadf_moments(x, x_pow_m1, weights, image, mask, masked, model, partials):  # pragma: no cover
+    r"""HAADF model :math:`M = \sum_e w_e x_e x_e^{\gamma-1}` of each item and the moments of its fit.
+
+    ``x`` and ``x_pow_m1`` are (B, E, H, W), ``weights`` (B, E); writes ``model``
+    (B, H, W) and per-row float64 sums into ``partials`` (B * H, 2):
+    :math:`m^2 M^2` and :math:`m^2 M b` with the image ``image`` (B, H, W), and
+    ``mask`` (B, H, W) :math:`m` when ``masked`` (otherwise :math:`m = 1` and
+    ``mask`` is not read).
+    """
+    B, E, H, W = x.shape
+    zero = x.dtype.type(0)
+    for t in prange(B * H):
+        n = t // H
+        i = t - n * H
+        row = model[n, i]
+        for j in range(W):
+            row[j] = zero
+        for e in range(E):
+            w = weights[n, e]
+            for j in range(W):
+                row[j] += w * x_pow_m1[n, e, i, j] * x[n, e, i, j]
+        squares = cross = 0.0
+        if masked:
+            m = mask[n, i]
+            for j in range(W):
+                q = m[j] * m[j] * row[j]
+                squares += q * row[j]
+                cross += q * image[n, i, j]
+        else:
+            for j in range(W):
+                squares += row[j] * row[j]
+                cross += row[j] * image[n, i, j]
+        partials[t, 0] = squares
+        partials[t, 1] = cross
+
+
+@nb.njit(parallel=True, **_JIT)
+def haadf_residual(raw, background, model, gain, mask, masked, haadf, residual, partials):  # pragma: no cover
+    r"""Form the HAADF term at a new fit: :math:`b_H - B`, the residual :math:`m (b_H - B - a M)`, its squares.
+
+    Per item ``gain`` :math:`a`; writes ``haadf`` (:math:`b_H - B`) and
+    ``residual`` (B, H, W), and per-row float64 sums of :math:`m\,(b_H - B - a M)^2`
+    into ``partials`` (B * H,), ``mask`` :math:`m` as in `evaluate`.
+    """
+    B, H, W = raw.shape
+    for t in prange(B * H):
+        n = t // H
+        i = t - n * H
+        a = gain[n]
+        squares = 0.0
+        if masked:
+            m = mask[n, i]
+            for j in range(W):
+                h = raw[n, i, j] - background[n, i, j]
+                haadf[n, i, j] = h
+                r = h - a * model[n, i, j]
+                squares += m[j] * r * r
+                residual[n, i, j] = m[j] * r
+        else:
+            for j in range(W):
+                h = raw[n, i, j] - background[n, i, j]
+                haadf[n, i, j] = h
+                r = h - a * model[n, i, j]
+                squares += r * r
+                residual[n, i, j] = r
+        partials[t] = squares
+
+
+@nb.njit(parallel=True, **_JIT)
 def gradient_step(x, counts, weights, x_pow_m1, residual, coef_h, coef_c, eps, floor, out):  # pragma: no cover
     """Out = max(x - coef_c (1 - b/(x+eps)) + coef_h w x**(gamma-1) r, floor).
 

@@ -91,6 +91,11 @@ def _host(x: Any, name: str) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
+def _stand_in(mask: Any, dtype: np.dtype) -> np.ndarray:
+    """``mask`` on the host in ``dtype``, or a one-pixel stand-in the kernels do not read (one compiled version)."""
+    return np.ones((1, 1, 1), dtype) if mask is None else _host(mask, "mask").astype(dtype, copy=False)
+
+
 class NumbaEngine(CompiledEngine):
     """Compiled CPU kernels with per-instance scratch memory (make one per solve)."""
 
@@ -155,8 +160,7 @@ class NumbaEngine(CompiledEngine):
                 logs,
                 residual,
                 partials,
-                # Without a mask the kernel reads none; a one-pixel stand-in of x's dtype keeps one compiled version.
-                np.ones((1, 1, 1), dtype) if mask is None else _host(mask, "mask").astype(dtype, copy=False),
+                _stand_in(mask, dtype),
                 mask is not None,
             )
         sums = partials.reshape(n_items, x.shape[2], -1).sum(axis=1)
@@ -221,6 +225,61 @@ class NumbaEngine(CompiledEngine):
             kernels.step_products(x_new, _host(y, "y"), _host(z, "z"), _host(x, "x"), partials)
         sums = partials.reshape(n_items, height, 4).sum(axis=1)
         return tuple(sums[:, k].copy() for k in range(4))
+
+    def haadf_moments(
+        self, x: Any, x_pow_m1: Any, weights: Any, image: Any, mask: Any = None, *, xp: ModuleType
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r"""Return the HAADF model :math:`M = \sum_e w_e x_e^\gamma` and its fit's moments, in one pass.
+
+        :math:`x^\gamma` is formed as :math:`x \cdot x^{\gamma-1}` from an evaluation's
+        ``x_pow_m1``; ``weights`` (B, E, 1, 1) are :math:`w_e`.  The moments are
+        :math:`\sum m^2 M^2` and :math:`\sum m^2 M b` of each item (float64, host) with the
+        image ``image`` :math:`b` and ``mask`` :math:`m` (None: 1), those of
+        `fusex.operators.HaadfDesign.fit`.
+        """
+        x = _host(x, "x")
+        n_items, _, height = x.shape[:3]
+        model = np.empty((n_items, *x.shape[2:]), dtype=x.dtype)
+        partials = self._scratch.get("moments", (n_items * height, 2), np.float64)
+        with _threads_for(x[:, 0].size), _parallel_region():
+            kernels.haadf_moments(
+                x,
+                _host(x_pow_m1, "x_pow_m1"),
+                _host(weights, "weights").reshape(n_items, -1),
+                _host(image, "image"),
+                _stand_in(mask, x.dtype),
+                mask is not None,
+                model,
+                partials,
+            )
+        sums = partials.reshape(n_items, height, 2).sum(axis=1)
+        return model, sums[:, 0].copy(), sums[:, 1].copy()
+
+    def haadf_residual(
+        self, raw: Any, background: Any, model: Any, gain: np.ndarray, mask: Any = None, *, xp: ModuleType
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r"""Return :math:`b_H - B`, the residual :math:`m (b_H - B - a M)` and :math:`\sum m (b_H - B - a M)^2`.
+
+        One pass over each item's images: ``gain`` holds the gains :math:`a` (host,
+        one per item), ``mask`` :math:`m` (None: 1); the squares are float64 on the host.
+        """
+        raw = _host(raw, "raw")
+        n_items, height = raw.shape[:2]
+        haadf, residual = np.empty_like(raw), np.empty_like(raw)
+        partials = self._scratch.get("squares", (n_items * height,), np.float64)
+        with _threads_for(raw.size), _parallel_region():
+            kernels.haadf_residual(
+                raw,
+                _host(background, "background"),
+                _host(model, "model"),
+                np.asarray(gain, dtype=raw.dtype),
+                _stand_in(mask, raw.dtype),
+                mask is not None,
+                haadf,
+                residual,
+                partials,
+            )
+        return haadf, residual, partials.reshape(n_items, height).sum(axis=1)
 
     def _in(self, x: Any, name: str) -> np.ndarray:
         return _host(x, name)

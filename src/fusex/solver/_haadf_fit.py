@@ -80,26 +80,33 @@ class HaadfFit:
         """
         return self.every > 1 and iteration > 0 and iteration % self.every == 0
 
-    def apply(self, live: Live, xp: ModuleType, *, smooth: bool = False, x_pow: Any = None) -> Any:
-        r"""Refit at the live iterate, rewrite its ``haadf``, ``weights`` and ``background``, return :math:`a M(x)`.
+    def apply(
+        self, live: Live, xp: ModuleType, *, smooth: bool = False, engine: Engine | None = None
+    ) -> tuple[np.ndarray, Any, Any]:
+        r"""Refit at the live iterate, rewrite its ``weights`` and ``background``; return :math:`a, M(x), c + B`.
 
-        ``smooth`` fits on the iterate smoothed by `fusex.operators.binomial_smooth`:
-        the start's iterate is the noisy counts, whose :math:`M(x)` would
-        bias the least-squares gain low (noise in a regressor attenuates its
-        coefficient) and so inflate the maps.  ``x_pow``, when given, is
-        :math:`x^\gamma` of the live iterate (an evaluation has it), saving its computation.
+        The gains :math:`a` are on the host, one per item.  ``smooth`` fits on the
+        iterate smoothed by `fusex.operators.binomial_smooth`: the start's
+        iterate is the noisy counts, whose :math:`M(x)` would bias the
+        least-squares gain low (noise in a regressor attenuates its coefficient)
+        and so inflate the maps.  Otherwise :math:`x^\gamma = x \cdot x^{\gamma-1}` comes from the
+        live evaluation, and an ``engine`` with its own pass forms :math:`M` and the fit's moments in it.
         """
-        x = binomial_smooth(live.x, xp) if smooth else live.x
         weights = take_rows(self.weights, live.items, xp)
-        if x_pow is None:
-            x_pow = x ** per_item(live.values["gamma"], x, xp)
-        model = haadf_model(x_pow, weights, xp)
-        a, background = self.design.fit(model, live.items)
-        gain = per_item(a, model, xp)
-        live.haadf = take_rows(self.raw, live.items, xp) - background
+        if smooth:
+            x = binomial_smooth(live.x, xp)
+            model = haadf_model(x ** per_item(live.values["gamma"], x, xp), weights, xp)
+            a, background = self.design.fit(model, live.items)
+        elif hasattr(engine, "haadf_moments"):
+            image = take_rows(self.raw, live.items, xp)
+            model, *moments = engine.haadf_moments(live.x, live.ev.x_pow_m1, weights, image, live.mask, xp=xp)
+            a, background = self.design.fit(model, live.items, tuple(moments))
+        else:
+            model = haadf_model(live.x * live.ev.x_pow_m1, weights, xp)
+            a, background = self.design.fit(model, live.items)
         live.background = background
         live.weights = per_item(a, weights, xp) * weights
-        return gain * model
+        return a, model, background
 
 
 def refit(live: Live, fit: HaadfFit, engine: Engine, xp: Any, *, smooth: bool = False) -> None:
@@ -109,22 +116,28 @@ def refit(live: Live, fit: HaadfFit, engine: Engine, xp: Any, *, smooth: bool = 
     the objective never rises at a refit (see ``docs/theory.md``).  Only the
     HAADF term changes: its residual :math:`r = m(b_H - c - B - aM)` is formed
     from the new fit and :math:`x^\gamma = x \cdot x^{\gamma-1}` of the last
-    evaluation, so a refit costs a pass over the maps, not an evaluation.
+    evaluation, so a refit costs a pass over the maps, not an evaluation
+    (the numba engine's kernels make it two passes in all).
     The start's fit (``smooth``) is fitted on a smoothed iterate and
     evaluated in full.
     """
+    a, model, background = fit.apply(live, xp, smooth=smooth, engine=engine)
+    raw = take_rows(fit.raw, live.items, xp)
     if smooth:
-        fit.apply(live, xp, smooth=True)
+        live.haadf = raw - background
         terms = engine_terms(live.values, live.direction)
         live.ev = engine.evaluate(live.x, live.haadf, live.counts, live.weights, xp=xp, mask=live.mask, **terms)
     else:
-        model = fit.apply(live, xp, x_pow=live.x * live.ev.x_pow_m1)
-        residual = live.haadf - model
-        if live.mask is not None:
-            squares = xp.sum(live.mask * residual * residual, axis=(-2, -1))
-            residual = live.mask * residual
+        if hasattr(engine, "haadf_residual"):
+            live.haadf, residual, squares = engine.haadf_residual(raw, background, model, a, live.mask, xp=xp)
         else:
-            squares = xp.sum(residual * residual, axis=(-2, -1))
-        haadf = 0.5 * np.asarray(to_numpy(squares), dtype=np.float64)
-        live.ev = replace(live.ev, haadf=haadf, residual=residual)
+            live.haadf = raw - background
+            residual = live.haadf - per_item(a, model, xp) * model
+            if live.mask is not None:
+                squares = xp.sum(live.mask * residual * residual, axis=(-2, -1))
+                residual = live.mask * residual
+            else:
+                squares = xp.sum(residual * residual, axis=(-2, -1))
+            squares = np.asarray(to_numpy(squares), dtype=np.float64)
+        live.ev = replace(live.ev, haadf=0.5 * squares, residual=residual)
     live.total = objective(live.ev, live.values)
