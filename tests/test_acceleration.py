@@ -203,3 +203,72 @@ def test_batch_items_equal_their_solo_fusions_with_acceleration():
         solo = fusex.fuse(sample.haadf, sample.maps, elements=sample.elements, params=params.replace(lambda_tv=tv))
         assert batch.n_iter[i] == solo.n_iter
         np.testing.assert_allclose(batch.maps[i], solo.maps, rtol=1e-4, atol=1e-5)
+
+
+def _prox_iterations(monkeypatch):
+    """Record the inner iterations and the number of maps of every prox call of the numba engine."""
+    from fusex.backends.numba_engine import NumbaEngine
+
+    calls = []
+    real = NumbaEngine.tv_prox
+
+    def counting(self, f, weight, n_iter, **kwargs):
+        calls.append((f.shape[0], n_iter))
+        return real(self, f, weight, n_iter, **kwargs)
+
+    monkeypatch.setattr(NumbaEngine, "tv_prox", counting)
+    return calls
+
+
+CLIMBING = phantom((48, 48), dose=3.0, seed=0)  # with lambda_chem 0.04 and lambda_tv 0.1 its objective climbs
+
+
+def test_an_objective_that_climbs_gets_more_inner_iterations_and_then_stops(monkeypatch):
+    pytest.importorskip("numba")
+    params = FusionParams(lambda_chem=0.04, lambda_tv=0.1, n_iter=500)
+    calls = _prox_iterations(monkeypatch)
+    monkeypatch.setattr(loop, "MAX_INNER_FACTOR", 1)  # the inner iterations held at n_tv: the run never stops
+    held = fusex.fuse(CLIMBING.haadf, CLIMBING.maps, elements=CLIMBING.elements, params=params, engine="numba")
+    assert held.stop_reason == "n_iter" and {n for _, n in calls} == {params.n_tv}
+    total = held.history.total.to_numpy()
+    assert total[-1] > total.min() + 1e-5 * abs(total.min())  # the objective climbed above its lowest and stayed
+
+    calls.clear()
+    monkeypatch.setattr(loop, "MAX_INNER_FACTOR", 8)
+    grown = fusex.fuse(CLIMBING.haadf, CLIMBING.maps, elements=CLIMBING.elements, params=params, engine="numba")
+    inner = [n for _, n in calls]
+    assert grown.stop_reason == "tol" and grown.n_iter < 100
+    assert set(inner) <= {10, 20, 40, 80} and max(inner) > params.n_tv and inner == sorted(inner)
+    assert grown.history.total.iloc[-1] < total[-1]
+
+
+def test_items_of_a_batch_keep_their_own_inner_iterations(monkeypatch):
+    pytest.importorskip("numba")
+    params = FusionParams(lambda_chem=0.04, lambda_tv=[0.003, 0.1], n_iter=200)
+    calls = _prox_iterations(monkeypatch)
+    batch = fusex.fuse(CLIMBING.haadf, CLIMBING.maps, elements=CLIMBING.elements, params=params, engine="numba")
+    solos = []
+    for tv in (0.003, 0.1):
+        calls.clear()
+        one = params.replace(lambda_tv=tv)
+        solo = fusex.fuse(CLIMBING.haadf, CLIMBING.maps, elements=CLIMBING.elements, params=one, engine="numba")
+        solos.append((solo, [n for _, n in calls]))
+    (steady, steady_inner), (_, climbing_inner) = solos
+    assert set(steady_inner) == {params.n_tv}
+    # the second item's inner iterations grow while the first still iterates
+    assert climbing_inner.index(2 * params.n_tv) < steady.n_iter
+    for i, (solo, _) in enumerate(solos):
+        assert batch.n_iter[i] == solo.n_iter
+        np.testing.assert_array_equal(batch.maps[i], solo.maps)
+
+
+def test_the_generic_engine_splits_a_batch_by_inner_iterations_too():
+    torch = pytest.importorskip("torch")
+
+    params = FusionParams(lambda_chem=0.04, lambda_tv=[0.003, 0.1], n_iter=120)
+    haadf, maps = (torch.asarray(a) for a in (CLIMBING.haadf, CLIMBING.maps))
+    batch = fusex.fuse(haadf, maps, elements=CLIMBING.elements, params=params)
+    for i, tv in enumerate([0.003, 0.1]):
+        solo = fusex.fuse(haadf, maps, elements=CLIMBING.elements, params=params.replace(lambda_tv=tv))
+        assert batch.n_iter[i] == solo.n_iter
+        np.testing.assert_allclose(batch.maps[i].numpy(), solo.maps.numpy(), rtol=1e-5, atol=1e-6)

@@ -27,14 +27,26 @@ from ..backends import Engine
 from ..objectives import Evaluation
 from ..params import FusionParams
 from ._haadf_fit import HaadfFit, refit
-from ._live import Live, merge_evaluations, merge_rows
+from ._live import Live, merge_evaluations, merge_rows, take_rows
 from ._objective import compact, engine_terms, objective, prior_terms, smooth_terms
 
-__all__ = ["MIN_CURVATURE", "STEP_GROWTH", "first_curvature", "step_with_backtracking"]
+__all__ = [
+    "MAX_INNER_FACTOR",
+    "MIN_CURVATURE",
+    "STEP_GROWTH",
+    "first_curvature",
+    "inner_iterations",
+    "step_with_backtracking",
+]
 
 STEP_GROWTH = 1.1
 """With ``step="lipschitz"``, the factor by which an item's step grows after an iteration that needed no
 backtrack, so the step follows the curvature down as well as up (one backtrack per ~7 iterations at most)."""
+
+MAX_INNER_FACTOR = 8
+"""With ``step="lipschitz"``, the most an item's prox inner iterations grow to, as a multiple of ``n_tv``
+(the directional prior's ``n_dtv`` grows to the same number): they double each time its objective climbs
+``CLIMB`` above its lowest value so far (`fusex.solver._loop`)."""
 
 MIN_CURVATURE = 1e-3
 """Floor of the curvature estimate, so that flat data terms (zero weights) still give finite steps."""
@@ -89,13 +101,7 @@ def _advance(
     # The sufficient-decrease test holds for a true proximal-gradient step, whose prox alone imposes x >= 0;
     # fixed steps keep the published method's projection before the prox.
     z = _gradient_step(engine, y, ev_y, model, eta, xp, nonneg=params.step != "lipschitz")
-    tv_weight = compact(eta[:, None] * v["lambda_tv"])
-    prox = {"method": params.tv_method, "nonneg": True, "xp": xp, **prior_terms(v, live.direction)}
-    inner = params.n_dtv if live.direction is not None else params.n_tv
-    if live.dual is None:
-        x_new, dual = engine.tv_prox(z, tv_weight, inner, **prox), None
-    else:
-        x_new, dual = engine.tv_prox(z, tv_weight, inner, dual=live.dual, **prox)
+    x_new, dual = _prox(engine, z, eta, live, params, xp)
     ev_new = engine.evaluate(x_new, model.haadf, live.counts, model.weights, xp=xp, mask=live.mask, **terms)
     # d = x_new - y: |d|^2, |x_new|^2, <y - z, d> and <d, x_new - x_k>
     moved2, size2, along, against = _step_products(engine, x_new, y, z, live.x, xp)
@@ -107,6 +113,66 @@ def _advance(
     # O'Donoghue & Candes' gradient restart test: > 0 where the step turned against the momentum
     turn = None if params.accel != "fista" or params.step != "lipschitz" else -against
     return _Trial(y, ev_y, x_new, ev_new, dual, np.sqrt(moved2), np.sqrt(size2), bound, turn)
+
+
+def _prox(engine: Engine, z: Any, eta: np.ndarray, live: Live, params: FusionParams, xp: Any) -> tuple[Any, Any]:
+    r"""Return the prior's prox of each item's ``z`` with weight :math:`\eta \lambda_{TV}`, and its last dual.
+
+    Each item runs its own number of inner iterations (`inner_iterations`): items that share
+    one go through the engine together, so an item's prox is the same in a batch as alone.
+    """
+    counts = inner_iterations(live.values, params, live.direction is not None)
+    groups = np.unique(counts)
+    if groups.size == 1:
+        return _prox_rows(engine, z, eta, live.values, live.direction, live.dual, int(groups[0]), params, xp)
+    x_new = xp.zeros_like(z)
+    dual = None if live.dual is None else xp.zeros_like(live.dual)
+    for count in groups:
+        rows = np.flatnonzero(counts == count)
+        x_part, dual_part = _prox_rows(
+            engine,
+            take_rows(z, rows, xp),
+            eta[rows],
+            {key: value[rows] for key, value in live.values.items()},
+            None if live.direction is None else take_rows(live.direction, rows, xp),
+            None if live.dual is None else take_rows(live.dual, rows, xp),
+            int(count),
+            params,
+            xp,
+        )
+        x_new = merge_rows(x_new, x_part, rows, xp, in_place=True)
+        if dual is not None:
+            dual = merge_rows(dual, dual_part, rows, xp, in_place=True)
+    return x_new, dual
+
+
+def _prox_rows(
+    engine: Engine,
+    z: Any,
+    eta: np.ndarray,
+    values: dict[str, np.ndarray],
+    direction: Any,
+    dual: Any,
+    inner: int,
+    params: FusionParams,
+    xp: Any,
+) -> tuple[Any, Any]:
+    tv_weight = compact(eta[:, None] * values["lambda_tv"])
+    prox = {"method": params.tv_method, "nonneg": True, "xp": xp, **prior_terms(values, direction)}
+    if dual is None:
+        return engine.tv_prox(z, tv_weight, inner, **prox), None
+    return engine.tv_prox(z, tv_weight, inner, dual=dual, **prox)
+
+
+def inner_iterations(values: dict[str, np.ndarray], params: FusionParams, directed: bool) -> np.ndarray:
+    """Return each item's inner iterations of the prox: ``n_tv`` (``n_dtv`` for directional TV) times its factor.
+
+    The factor (``values["inner"]``, 1 at the start) is raised by the solver loop where warm,
+    inexact proxes let the objective climb.
+    """
+    base = params.n_dtv if directed else params.n_tv
+    most = max(base, MAX_INNER_FACTOR * params.n_tv)
+    return np.minimum(base * values["inner"], most).astype(np.int64)
 
 
 def _extrapolate(engine: Engine, live: Live, beta: np.ndarray, xp: Any) -> Any:
