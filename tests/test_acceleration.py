@@ -227,19 +227,21 @@ def test_an_objective_that_climbs_gets_more_inner_iterations_and_then_stops(monk
     pytest.importorskip("numba")
     params = FusionParams(lambda_chem=0.04, lambda_tv=0.1, n_iter=500)
     calls = _prox_iterations(monkeypatch)
-    monkeypatch.setattr(loop, "MAX_INNER_FACTOR", 1)  # the inner iterations held at n_tv: the run never stops
-    held = fusex.fuse(CLIMBING.haadf, CLIMBING.maps, elements=CLIMBING.elements, params=params, engine="numba")
+    held_params = params.replace(tv_growth=1)  # the inner iterations held at n_tv: the run never stops
+    held = fusex.fuse(CLIMBING.haadf, CLIMBING.maps, elements=CLIMBING.elements, params=held_params, engine="numba")
     assert held.stop_reason == "n_iter" and {n for _, n in calls} == {params.n_tv}
     total = held.history.total.to_numpy()
     assert total[-1] > total.min() + 1e-5 * abs(total.min())  # the objective climbed above its lowest and stayed
 
     calls.clear()
-    monkeypatch.setattr(loop, "MAX_INNER_FACTOR", 8)
     grown = fusex.fuse(CLIMBING.haadf, CLIMBING.maps, elements=CLIMBING.elements, params=params, engine="numba")
     inner = [n for _, n in calls]
     assert grown.stop_reason == "tol" and grown.n_iter < 100
     assert set(inner) <= {10, 20, 40, 80} and max(inner) > params.n_tv and inner == sorted(inner)
     assert grown.history.total.iloc[-1] < total[-1]
+    recorded = grown.history.tv_iterations.to_numpy()
+    assert recorded[0] == 0 and np.all(np.diff(recorded[1:]) >= 0) and recorded.max() == max(inner)
+    assert set(held.history.tv_iterations.iloc[1:]) == {params.n_tv}
 
 
 def test_items_of_a_batch_keep_their_own_inner_iterations(monkeypatch):

@@ -142,11 +142,13 @@ def test_take_and_merge_rows(backend, xp):
 def test_history_table_per_item():
     history = History()
     zeros = np.zeros(2)
-    history.record(0, np.array([0, 1]), zeros, zeros, zeros, np.array([5.0, 6.0]), zeros, zeros)
-    history.record(1, np.array([1]), *[np.array([1.0])] * 6)
+    history.record(0, np.array([0, 1]), zeros, zeros, zeros, np.array([5.0, 6.0]), zeros, zeros, zeros)
+    history.record(1, np.array([1]), *[np.array([1.0])] * 7)
     table = history.frame(batched=True)
     assert table.index.names == ["item", "iteration"] and len(table) == 3
     assert history.frame(batched=False, item=1)["total"].tolist() == [6.0, 1.0]
+    with pytest.raises(ValueError, match="7 columns"):
+        history.record(2, np.array([1]), *[np.array([1.0])] * 6)
 
 
 def test_minibatches_give_the_same_results(backend):

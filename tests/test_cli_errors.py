@@ -172,6 +172,7 @@ EVERY_FIELD = {
     "n_iter": ("3", 3),
     "n_tv": ("10", 10),
     "n_dtv": ("30", 30),
+    "tv_growth": ("2", 2),
     "tv_method": ("GP", "gp"),
     "eps": ("0.1", 0.1),
     "haadf_weights": ("1.0", (1.0,)),

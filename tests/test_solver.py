@@ -25,7 +25,7 @@ def _fuse(sample, **params):
 def test_history_records_every_term_and_the_step(sample):
     res = _fuse(sample, n_iter=12, tol=0.0, step=ExponentialDecay(1.0, 0.1))
     h = res.history
-    assert list(h.columns) == ["haadf", "poisson", "tv", "total", "step", "backtracks"]
+    assert list(h.columns) == ["haadf", "poisson", "tv", "total", "step", "backtracks", "tv_iterations"]
     assert len(h) == 13 and res.n_iter == 12 and h.index[0] == 0
     lam_h, p = 1 / 3, res.params
     np.testing.assert_allclose(h.total, lam_h * h.haadf + p.lambda_chem * h.poisson + p.lambda_tv * h.tv, rtol=1e-12)

@@ -538,3 +538,24 @@ def test_without_params_the_search_and_the_refit_start_at_the_counts(monkeypatch
         sample.haadf, sample.maps, elements=sample.elements, params=FusionParams(), grid=SMALL_GRID, folds=2, **FAST
     )
     assert mine.params.init == "smoothed"
+
+
+def test_the_candidates_are_scored_without_growing_inner_iterations_and_the_choice_is_fitted_with_them(monkeypatch):
+    sample = phantom((24, 24), dose=4.0, seed=1)
+    folds_module = importlib.import_module("fusex._folds")
+    tune_module = importlib.import_module("fusex.tune")
+    scored, fitted = [], []
+
+    def spy(calls, real):
+        def call(haadf, maps, **kwargs):
+            calls.append(kwargs["params"].tv_growth)
+            return real(haadf, maps, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(folds_module, "fuse_arrays", spy(scored, folds_module.fuse_arrays))
+    monkeypatch.setattr(tune_module, "fuse_arrays", spy(fitted, tune_module.fuse_arrays))
+    params = FusionParams(tv_growth=4)
+    res = tune(sample.haadf, sample.maps, elements=sample.elements, params=params, grid=SMALL_GRID, folds=2, **FAST)
+    assert scored and set(scored) == {1}
+    assert fitted == [4] and res.params.tv_growth == 4 and res.result.params.tv_growth == 4

@@ -134,7 +134,8 @@ class FusionParams:
         reached a 1e-4 objective gap in the same number of outer iterations
         (within 3); with 5 the residual test (then at ``tol=1e-4``) did not stop
         one of them within 500 iterations, with 10 it stopped both
-        (``docs/parameters.md``).
+        (``docs/parameters.md``).  They grow where the objective climbs
+        (``tv_growth``).
     n_dtv : int
         Inner iterations of the proximal operator when some map uses the
         directional prior ``"dtv"`` (every map of that stack gets them).
@@ -142,6 +143,16 @@ class FusionParams:
         the residual test (then at ``tol=1e-4``) did not stop three of four
         such phantom fusions within 500 iterations, where 20 stopped them
         after about 70 (``docs/parameters.md``).
+    tv_growth : int
+        With ``step="lipschitz"``, the most the prior's inner iterations
+        grow, as a multiple of ``n_tv``: an item whose objective climbs more
+        than 1e-5 (relative) above its lowest value so far gets twice the
+        inner iterations for the rest of its solve, up to ``tv_growth * n_tv``
+        (``n_dtv`` grows to the same number).  Default 8; 1 never grows them.
+        The inexact warm prox can otherwise let accepted steps trade the prior
+        for the data for hundreds of iterations, the residual test never
+        stopping them (``docs/parameters.md``).  `fusex.tune` scores its
+        candidates with 1 and fits its choice with this value.
     tv_method : {"fgp", "gp"}
         ``"fgp"``: the accelerated dual projection of Beck & Teboulle (default);
         ``"gp"``: the same without momentum, as the published reference code does.
@@ -304,6 +315,7 @@ class FusionParams:
     n_iter: int = 500
     n_tv: int = 10
     n_dtv: int = 20
+    tv_growth: int = 8
     tv_method: Literal["fgp", "gp"] = "fgp"
     eps: float | Sequence[float] = 0.01
     haadf_weights: str | Sequence[float] = "zgamma_sum"
@@ -562,10 +574,14 @@ def _check_params(p: FusionParams) -> None:
     strengths = values("dtv_strength")
     require(bool(np.all((strengths >= 0) & (strengths <= 1))), "dtv_strength", "must lie in [0, 1]")
     require(number("dtv_eta") > 0, "dtv_eta", "must be > 0 (relative to the largest HAADF gradient)")
-    for name in ("n_iter", "n_tv", "n_dtv", "max_backtracks", "divergence_patience", "background_modes", "refit_every"):
+    counts = ("n_iter", "n_tv", "n_dtv", "tv_growth", "max_backtracks", "divergence_patience")
+    for name in (*counts, "background_modes", "refit_every"):
         value = getattr(p, name)
-        if _is_bool(value) or not isinstance(value, numbers.Integral) or value < (1 if name == "n_iter" else 0):
-            raise ValueError(f"FusionParams.{name} must be a non-negative integer (n_iter >= 1), got {value!r}")
+        least = 1 if name in ("n_iter", "tv_growth") else 0
+        if _is_bool(value) or not isinstance(value, numbers.Integral) or value < least:
+            raise ValueError(
+                f"FusionParams.{name} must be a non-negative integer (n_iter and tv_growth >= 1), got {value!r}"
+            )
         object.__setattr__(p, name, int(value))
     for name in ("backtracking", "rescale_totals"):
         if not _is_bool(getattr(p, name)):

@@ -7,7 +7,7 @@ import pandas as pd
 
 __all__ = ["HISTORY_COLUMNS", "History"]
 
-HISTORY_COLUMNS = ("haadf", "poisson", "tv", "total", "step", "backtracks")
+HISTORY_COLUMNS = ("haadf", "poisson", "tv", "total", "step", "backtracks", "tv_iterations")
 
 
 class History:
@@ -18,6 +18,8 @@ class History:
 
     def record(self, iteration: int, items: np.ndarray, *columns: np.ndarray) -> None:
         """Add one row per item in ``items`` (columns as in `HISTORY_COLUMNS`)."""
+        if len(columns) != len(HISTORY_COLUMNS):
+            raise ValueError(f"a history row has {len(HISTORY_COLUMNS)} columns {HISTORY_COLUMNS}, got {len(columns)}")
         self._blocks.append((iteration, items.copy(), tuple(np.array(c, dtype=np.float64) for c in columns)))
 
     @classmethod
@@ -34,7 +36,8 @@ class History:
         iterations = np.concatenate([np.full(len(b[1]), b[0]) for b in self._blocks])
         data = {name: np.concatenate([b[2][c] for b in self._blocks]) for c, name in enumerate(HISTORY_COLUMNS)}
         table = pd.DataFrame({"item": items, "iteration": iterations, **data})
-        table["backtracks"] = table["backtracks"].astype(np.int64)
+        for count in ("backtracks", "tv_iterations"):
+            table[count] = table[count].astype(np.int64)
         if item is not None:
             table = table[table["item"] == item]
         if not batched or item is not None:

@@ -75,14 +75,15 @@ class FusionResult:
     history : pandas.DataFrame
         One row per iteration (row 0 is the starting point) with columns
         ``haadf``, ``poisson``, ``tv`` (the unweighted terms), ``total`` (the
-        weighted objective), ``step`` (the step size used) and
-        ``backtracks``.
+        weighted objective), ``step`` (the step size used), ``backtracks``
+        and ``tv_iterations`` (the prior's inner iterations per prox: ``n_tv``,
+        or ``n_dtv``, doubled where the objective climbed; 0 at the start).
     params : FusionParams
         The parameters, with ``lambda_haadf`` resolved to its value.
     n_iter : int or numpy.ndarray
         Iterations run.
     converged : bool or numpy.ndarray
-        True when the relative change of the objective fell below ``params.tol``.
+        True where the relative fixed-point residual fell below ``params.tol``.
     stop_reason : str or numpy.ndarray
         ``"tol"``, ``"n_iter"``, ``"callback"``, or ``"diverged"`` for items
         stopped by ``fuse(..., on_divergence="mark")``.

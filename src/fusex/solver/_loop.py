@@ -25,7 +25,13 @@ from ._haadf_fit import HaadfFit, refit
 from ._live import Live
 from ._objective import engine_terms, objective, terms_per_item
 from ._outcome import Outcome
-from ._step import MAX_INNER_FACTOR, MIN_CURVATURE, STEP_GROWTH, first_curvature, step_with_backtracking
+from ._step import (
+    MIN_CURVATURE,
+    STEP_GROWTH,
+    first_curvature,
+    inner_iterations,
+    step_with_backtracking,
+)
 
 __all__ = ["IterationState", "solve"]
 
@@ -161,7 +167,7 @@ def _solve(
         refit(live, fit, engine, xp, smooth=True)
     live.values["start"] = live.total.copy()
     history = History()
-    history.record(0, problem.items, *terms_per_item(live.ev), live.total, np.full(n_items, math.nan), zeros)
+    history.record(0, problem.items, *terms_per_item(live.ev), live.total, np.full(n_items, math.nan), zeros, zeros)
     outcome = Outcome(n_items, rescale_totals=params.rescale_totals)
     batched = problem.batch_shape != ()
 
@@ -180,6 +186,7 @@ def _solve(
             if fit is not None and fit.due(k):
                 refit(live, fit, engine, xp)
             v = live.values
+            inner = inner_iterations(v, params, live.direction is not None)
             eta = 1.0 / v["curvature"] if lipschitz else v["shrink"] * step_size(schedule, k)
             t_next = 0.5 * (1.0 + np.sqrt(1.0 + 4.0 * v["t"] ** 2))
             beta = (v["t"] - 1.0) / t_next if params.accel == "fista" else np.zeros(live.items.size)
@@ -190,7 +197,9 @@ def _solve(
                 # a step whose objective is no longer finite keeps it, for the divergence test to see
                 refit(stepped, fit, engine, xp)
                 total_new = np.where(np.isfinite(total_new), stepped.total, total_new)
-            history.record(k + 1, problem.items[live.items], *terms_per_item(stepped.ev), total_new, eta, backtracks)
+            history.record(
+                k + 1, problem.items[live.items], *terms_per_item(stepped.ev), total_new, eta, backtracks, inner
+            )
             improved = total_new <= live.total
             v["rises"] = np.where(improved, 0, v["rises"] + 1)
             v["above"] = np.where(total_new > v["start"], v["above"] + 1, 0)
@@ -205,7 +214,7 @@ def _solve(
                 # (3 x 256^2, lambda_chem 0.04, lambda_tv 0.1: 500 iterations, +1.8e-4 over the last 430; with
                 # the inner iterations doubled at each climb it stops after 71, lower). Without climbs, no change.
                 climbed = total_new > v["lowest"] + CLIMB * np.abs(v["lowest"])
-                v["inner"] = np.where(climbed, np.minimum(2.0 * v["inner"], MAX_INNER_FACTOR), v["inner"])
+                v["inner"] = np.where(climbed, np.minimum(2.0 * v["inner"], params.tv_growth), v["inner"])
                 v["lowest"] = np.where(climbed, total_new, np.fmin(v["lowest"], total_new))
             v["t"] = np.where(restarted, _T_AFTER_RESTART, np.where(turned | rising, 1.0, t_next))
             moved, size = trial.moved, trial.size

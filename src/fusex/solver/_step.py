@@ -31,7 +31,6 @@ from ._live import Live, merge_evaluations, merge_rows, take_rows
 from ._objective import compact, engine_terms, objective, prior_terms, smooth_terms
 
 __all__ = [
-    "MAX_INNER_FACTOR",
     "MIN_CURVATURE",
     "STEP_GROWTH",
     "first_curvature",
@@ -42,11 +41,6 @@ __all__ = [
 STEP_GROWTH = 1.1
 """With ``step="lipschitz"``, the factor by which an item's step grows after an iteration that needed no
 backtrack, so the step follows the curvature down as well as up (one backtrack per ~7 iterations at most)."""
-
-MAX_INNER_FACTOR = 8
-"""With ``step="lipschitz"``, the most an item's prox inner iterations grow to, as a multiple of ``n_tv``
-(the directional prior's ``n_dtv`` grows to the same number): they double each time its objective climbs
-``CLIMB`` above its lowest value so far (`fusex.solver._loop`)."""
 
 MIN_CURVATURE = 1e-3
 """Floor of the curvature estimate, so that flat data terms (zero weights) still give finite steps."""
@@ -167,11 +161,12 @@ def _prox_rows(
 def inner_iterations(values: dict[str, np.ndarray], params: FusionParams, directed: bool) -> np.ndarray:
     """Return each item's inner iterations of the prox: ``n_tv`` (``n_dtv`` for directional TV) times its factor.
 
-    The factor (``values["inner"]``, 1 at the start) is raised by the solver loop where warm,
-    inexact proxes let the objective climb.
+    The factor (``values["inner"]``, 1 at the start) is raised by the solver loop, up to
+    ``params.tv_growth``, where warm, inexact proxes let the objective climb; the count never
+    passes ``tv_growth * n_tv`` (the directional prior's ``n_dtv`` grows to it too).
     """
     base = params.n_dtv if directed else params.n_tv
-    most = max(base, MAX_INNER_FACTOR * params.n_tv)
+    most = max(base, params.tv_growth * params.n_tv)
     return np.minimum(base * values["inner"], most).astype(np.int64)
 
 
