@@ -279,10 +279,11 @@ ENGINES: tuple[EngineRecord, ...] = (
         requirements="numba.txt",
         factory=_numba,
         reports=("numba",),
-        # scripts/memory.py, 3 x 2048 x 2048 float32: 127 bytes per pixel and element (the accelerated step's
+        # scripts/memory.py, 3 x 2048 x 2048 float32: 129.5 bytes per pixel and element (the accelerated step's
         # iterates and evaluations, the TV prox's tiles and hand-over of two dual iterates between sweeps, and
-        # per item the HAADF image, background and residual of the refit at the step's start)
-        arrays_per_item=(30.0, 6.0),
+        # per item the HAADF image, background and residual of the refit at the step's start, and the model
+        # and new image and residual of its fused passes)
+        arrays_per_item=(30.0, 8.0),
     ),
     EngineRecord(
         name="cuda",
