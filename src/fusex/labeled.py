@@ -31,7 +31,7 @@ The result Dataset, built in one place for both, holds
   range, so ``haadf_model + haadf_background`` is the whole HAADF model in
   the image's units;
 * ``history_haadf``, ``history_poisson``, ``history_tv``, ``history_total``,
-  ``history_step``, ``history_backtracks`` along ``iteration`` (after the
+  ``history_step``, ``history_backtracks``, ``history_tv_iterations`` along ``iteration`` (after the
   batch dimensions; NaN after an item stopped).  A lazy result's
   ``iteration`` runs to the cap ``n_iter`` (its chunks are fused later, so
   it cannot know where they stop), an eager one's to the last iteration run;

@@ -81,7 +81,7 @@ class HaadfFit:
         return self.every > 1 and iteration > 0 and iteration % self.every == 0
 
     def apply(
-        self, live: Live, xp: ModuleType, *, smooth: bool = False, engine: Engine | None = None
+        self, live: Live, xp: ModuleType, raw: Any, *, smooth: bool = False, engine: Engine | None = None
     ) -> tuple[np.ndarray, Any, Any]:
         r"""Refit at the live iterate, rewrite its ``weights`` and ``background``; return :math:`a, M(x), c + B`.
 
@@ -90,7 +90,8 @@ class HaadfFit:
         iterate is the noisy counts, whose :math:`M(x)` would bias the
         least-squares gain low (noise in a regressor attenuates its coefficient)
         and so inflate the maps.  Otherwise :math:`x^\gamma = x \cdot x^{\gamma-1}` comes from the
-        live evaluation, and an ``engine`` with its own pass forms :math:`M` and the fit's moments in it.
+        live evaluation, and an ``engine`` with its own pass forms :math:`M` and the fit's moments in it,
+        from ``raw``, the live items' rows of `raw`.
         """
         weights = take_rows(self.weights, live.items, xp)
         if smooth:
@@ -98,8 +99,7 @@ class HaadfFit:
             model = haadf_model(x ** per_item(live.values["gamma"], x, xp), weights, xp)
             a, background = self.design.fit(model, live.items)
         elif hasattr(engine, "haadf_moments"):
-            image = take_rows(self.raw, live.items, xp)
-            model, *moments = engine.haadf_moments(live.x, live.ev.x_pow_m1, weights, image, live.mask, xp=xp)
+            model, *moments = engine.haadf_moments(live.x, live.ev.x_pow_m1, weights, raw, live.mask, xp=xp)
             a, background = self.design.fit(model, live.items, tuple(moments))
         else:
             model = haadf_model(live.x * live.ev.x_pow_m1, weights, xp)
@@ -121,8 +121,8 @@ def refit(live: Live, fit: HaadfFit, engine: Engine, xp: Any, *, smooth: bool = 
     The start's fit (``smooth``) is fitted on a smoothed iterate and
     evaluated in full.
     """
-    a, model, background = fit.apply(live, xp, smooth=smooth, engine=engine)
     raw = take_rows(fit.raw, live.items, xp)
+    a, model, background = fit.apply(live, xp, raw, smooth=smooth, engine=engine)
     if smooth:
         live.haadf = raw - background
         terms = engine_terms(live.values, live.direction)
