@@ -560,7 +560,9 @@ def targets(cases: list[Case]) -> list[str]:
         "the element that dominates a phantom's HAADF image at least 1.3x better than the data-chosen",
         "Gaussian at 3 and 10 counts per column (the ratio Gaussian / auto is shown); every total within",
         "3 % of the counts (maps that are not counts: no total to keep); on DyScO3, a loss at most the",
-        "Gaussian's for every element.",
+        "Gaussian's for every element. How much better than the Gaussian the dominant element can get on",
+        "these phantoms, with references that know the truth: "
+        "[tuning](tuning.md#how-much-room-the-dominant-element-has).",
         "",
         "| case | worse than raw / Gaussian | dominant element, Gaussian / auto | totals, worst "
         "| DyScO3 loss, auto - Gaussian | met |",
