@@ -322,3 +322,28 @@ def test_a_model_that_overflowed_gives_a_nan_fit_not_a_refused_gain():
         a, background = fit_haadf(haadf, model, None, 3, gain=True, xp=np)
     assert np.all(np.isnan(a)) and np.all(np.isnan(background))
     # (a gain that comes out <= 0 is still refused: test_an_anticorrelated_image_switches_the_haadf_term_off)
+
+
+def test_a_zero_model_leaves_the_background_to_fit_the_image_alone():
+    # zero maps: the model's column is degenerate, so the normal equations are singular
+    rng = np.random.default_rng(8)
+    haadf = rng.random((1, 12, 10))
+    a, background = fit_haadf(haadf, np.zeros_like(haadf), None, 3, gain=True, xp=np)
+    design = np.stack([np.ones(haadf[0].size), *(b.ravel() for b in background_basis((12, 10), 3))], axis=1)
+    coef = np.linalg.lstsq(design, haadf[0].ravel(), rcond=None)[0]
+    assert a[0] == 0.0
+    np.testing.assert_allclose(background[0].ravel(), design @ coef, atol=1e-12)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_a_batch_fits_each_item_exactly_as_it_fits_alone(masked):
+    rng = np.random.default_rng(9)
+    haadf, model = rng.random((5, 16, 12)), rng.random((5, 16, 12))
+    mask = (rng.random((5, 16, 12)) > 0.2).astype(np.float64) if masked else None
+    a, background = fit_haadf(haadf, model, mask, 3, gain=True, xp=np)
+    for i in range(5):
+        alone = fit_haadf(
+            haadf[i : i + 1], model[i : i + 1], None if mask is None else mask[i : i + 1], 3, gain=True, xp=np
+        )
+        assert a[i] == alone[0][0]
+        np.testing.assert_array_equal(background[i], alone[1][0])

@@ -272,6 +272,10 @@ class HaadfDesign:
             squared = mask * mask
             self.gram = np.stack([gram(squared[i, ...]) for i in range(n)])
             self.rhs = self._products(squared * haadf)[:, self.keep]
+        # The fixed columns' part of every fit: G^+ and G^+ rhs once, so that a fit with the model's column
+        # bordering G is a few products (its Schur complement) for all items at once, not a lstsq per item.
+        self.pinv = _pinv(self.gram)
+        self.base = _apply(self.pinv, self.rhs)
 
     def _products(self, images: Any) -> np.ndarray:
         r"""Return the products :math:`\langle u, r_k c_l \rangle` of each image ``(n, H, W)``: ``(n, m*m)``, host."""
@@ -298,23 +302,13 @@ class HaadfDesign:
             cross = self._products(model * m * m)[:, self.keep]
         else:
             cross = self._products(model)[:, self.keep]
-        gram_s, rhs_s = self.gram[items], self.rhs[items]
+        pinv, base = self.pinv[items], self.base[items]
         if self.gain:
             mm, mb = self._moments(model, rows, m) if moments is None else moments
-            c = gram_s.shape[-1]
-            gram = np.empty((n, c + 1, c + 1))
-            gram[:, :c, :c], gram[:, :c, c], gram[:, c, :c], gram[:, c, c] = gram_s, cross, cross, mm
-            rhs = np.concatenate([rhs_s, mb[:, None]], axis=1)
-            coef = np.stack([_solve(g, r) for g, r in zip(gram, rhs, strict=True)])
-            a = coef[:, -1].copy()
-            # a gain <= 0 is refused; a NaN one (a model that overflowed) stays NaN, for the solver to report
-            for i in np.flatnonzero(a <= 0):
-                coef[i, :-1] = _solve(gram_s[i], rhs_s[i])
-                a[i] = 0.0
-            coef = coef[:, :-1]
+            coef, a = _bordered(pinv, base, cross, mm, mb)
         else:
             a = np.ones(n)
-            coef = np.stack([_solve(g, r) for g, r in zip(gram_s, rhs_s - cross, strict=True)])
+            coef = base - _apply(pinv, cross)
         beta = np.zeros((n, self.modes * self.modes))
         beta[:, self.keep] = coef
         beta = xp.reshape(xp.asarray(beta.ravel().tolist(), dtype=self.dtype, device=self.device), (n, self.modes, -1))
@@ -333,11 +327,66 @@ class HaadfDesign:
         return mm, mb
 
 
-def _solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """Least-squares solution of the normal equations; ``lstsq`` so a degenerate column (a zero map) does no harm.
+def _pinv(gram: np.ndarray) -> np.ndarray:
+    """Return the pseudo-inverses of the fixed columns' Gram matrices ``(n, c, c)``.
 
-    NaN where they are not finite (a diverged iterate), for the solver to report rather than ``lstsq`` to fail.
+    NaN for an item whose matrix is not finite.  ``pinv`` (an eigendecomposition cut at machine
+    precision, as ``lstsq`` cuts) so that a degenerate column (a mask that
+    hides a cosine's support) does no harm.
     """
-    if not (np.all(np.isfinite(gram)) and np.all(np.isfinite(rhs))):
-        return np.full(rhs.shape, np.nan)
-    return np.linalg.lstsq(gram, rhs, rcond=None)[0]
+    finite = np.all(np.isfinite(gram), axis=(-2, -1))
+    out = np.full(gram.shape, np.nan)
+    if np.any(finite):
+        out[finite] = np.linalg.pinv(gram[finite], hermitian=True)
+    return out
+
+
+def _apply(matrices: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Return ``matrices[i] @ vectors[i]`` for every item.
+
+    By products and row sums, so an item's result never depends on the others: a batch fits each item as it
+    fits alone.
+    """
+    return np.sum(matrices * vectors[:, None, :], axis=-1)
+
+
+def _bordered(
+    pinv: np.ndarray, base: np.ndarray, cross: np.ndarray, mm: np.ndarray, mb: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Solve the normal equations with the model's column bordering the fixed ones, every item at once.
+
+    With the fixed columns' Gram matrix :math:`G` (pseudo-inverse ``pinv``), their right-hand side
+    :math:`r` (``base`` :math:`= G^+ r`), the model's products with them :math:`q` (``cross``), with
+    itself :math:`\lVert M \rVert^2` (``mm``) and with the image (``mb``), the least-squares solution is
+
+    .. math::
+
+        a = \frac{\langle M, b_H\rangle - q^T G^+ r}{\lVert M\rVert^2 - q^T G^+ q}, \qquad
+        \beta = G^+ (r - a q),
+
+    by the Schur complement of :math:`G`.  A gain that comes out :math:`\le 0` (the maps do not explain
+    the image), or a model within the fixed columns' span (a complement at rounding level: zero maps), is
+    refused: :math:`a = 0`, :math:`\beta = G^+ r`.  A NaN gain (a model that overflowed) stays NaN, for
+    the solver to report.
+
+    Returns
+    -------
+    coef : numpy.ndarray (n, c)
+        :math:`\beta`, the fixed columns' coefficients.
+    a : numpy.ndarray (n,)
+        The gains.
+
+    """
+    g_q = _apply(pinv, cross)
+    complement = mm - np.sum(cross * g_q, axis=-1)
+    numerator = mb - np.sum(cross * base, axis=-1)
+    resolved = complement > 1e-12 * np.maximum(mm, 1e-300)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(resolved, numerator / np.where(resolved, complement, 1.0), 0.0)
+    bad = ~(np.isfinite(mm) & np.isfinite(mb) & np.all(np.isfinite(cross), axis=-1))
+    a = np.where(bad, np.nan, a)
+    refused = a <= 0
+    a = np.where(refused, 0.0, a)
+    coef = base - a[:, None] * g_q
+    coef = np.where(bad[:, None], np.nan, coef)
+    return coef, a
