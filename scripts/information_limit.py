@@ -13,13 +13,14 @@ element, at raw scale against the expected counts:
   element's true column support (background elsewhere), width chosen by the truth;
 - **blend**: the best mix ``a * Gaussian + (1 - a) * HAADF inversion``, both widths and ``a``
   chosen by the truth;
-- **fusion, truth-chosen**: the best of fusex's fusions over a grid finer than `tune`'s (prior,
-  ``lambda_tv``, ``lambda_haadf``, the Huber width), chosen by the truth.
+- **fusion, truth-chosen**: the best of fusex's fusions over `FUSION_GRID` (TV and Huber at two
+  widths, over ``lambda_tv`` x ``lambda_haadf``), chosen by the truth: finer than `tune`'s grid in
+  ``lambda_tv``, narrower in the rest, so not exhaustive.
 
 The first three use what no method is given (the truth's support, the simulation's gain and
 exponent, the truth to choose); they are a reference point for what a pixel-wise use of the
-HAADF image plus a blur can reach, not a bound on every method (a fit of the lattice's Gaussian
-columns would do better). Each figure is a mean over seeds with its standard error.
+HAADF image plus a blur can reach, not a bound on every method (one that models the columns'
+shape, for one, uses what they do not). Each figure is a mean over seeds with its standard error.
 
     python scripts/information_limit.py                    # 2 lattices x 2 doses x 4 seeds, 192 x 192
     python scripts/information_limit.py --out docs/figures/information-limit.md

@@ -189,7 +189,8 @@ def fit_haadf(haadf: Any, model: Any, mask: Any, modes: int, *, gain: bool, xp: 
 
     over :math:`a`, :math:`c` and :math:`\beta` in closed form (normal
     equations of at most ``2 + K`` unknowns, solved on the host).  A gain that
-    comes out :math:`\le 0` (the maps do not explain the image) is refused:
+    comes out :math:`\le 0` (the maps do not explain the image), or a model
+    the offset and background already span (zero maps), is refused:
     :math:`a` is then 0 and :math:`c, \beta` fit the image alone, which turns
     the HAADF term off for that item (see `docs/theory.md`).  A solver that
     refits often keeps a `HaadfDesign` instead, which does the part that does
