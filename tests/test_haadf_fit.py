@@ -347,3 +347,14 @@ def test_a_batch_fits_each_item_exactly_as_it_fits_alone(masked):
         )
         assert a[i] == alone[0][0]
         np.testing.assert_array_equal(background[i], alone[1][0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_model_the_background_already_spans_is_refused_in_either_precision(dtype):
+    # 1 + a cosine mode: the offset and background columns hold it, so the gain is undetermined
+    rng = np.random.default_rng(10)
+    mode = background_basis((24, 20), 3)[0]
+    haadf = (0.5 + 0.2 * mode + 0.01 * rng.random((24, 20)))[None].astype(dtype)
+    a, background = fit_haadf(haadf, (1.0 + mode)[None].astype(dtype), None, 3, gain=True, xp=np)
+    assert a[0] == 0.0
+    np.testing.assert_allclose(background, fit_haadf(haadf, np.zeros_like(haadf), None, 3, gain=True, xp=np)[1])

@@ -276,6 +276,9 @@ class HaadfDesign:
         # The fixed columns' part of every fit: G^+ and G^+ rhs once, so that a fit with the model's column
         # bordering G is a few products (its Schur complement) for all items at once, not a lstsq per item.
         self.pinv = _pinv(self.gram)
+        # the model's products come in the images' dtype: a complement below their rounding is no information
+        eps = np.finfo(np.asarray(to_numpy(haadf[0, 0, :1])).dtype).eps
+        self.rounding = max(1e-12, 64.0 * float(eps))
         self.base = _apply(self.pinv, self.rhs)
 
     def _products(self, images: Any) -> np.ndarray:
@@ -306,7 +309,7 @@ class HaadfDesign:
         pinv, base = self.pinv[items], self.base[items]
         if self.gain:
             mm, mb = self._moments(model, rows, m) if moments is None else moments
-            coef, a = _bordered(pinv, base, cross, mm, mb)
+            coef, a = _bordered(pinv, base, cross, mm, mb, self.rounding)
         else:
             a = np.ones(n)
             coef = base - _apply(pinv, cross)
@@ -352,7 +355,7 @@ def _apply(matrices: np.ndarray, vectors: np.ndarray) -> np.ndarray:
 
 
 def _bordered(
-    pinv: np.ndarray, base: np.ndarray, cross: np.ndarray, mm: np.ndarray, mb: np.ndarray
+    pinv: np.ndarray, base: np.ndarray, cross: np.ndarray, mm: np.ndarray, mb: np.ndarray, rounding: float
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""Solve the normal equations with the model's column bordering the fixed ones, every item at once.
 
@@ -366,9 +369,10 @@ def _bordered(
         \beta = G^+ (r - a q),
 
     by the Schur complement of :math:`G`.  A gain that comes out :math:`\le 0` (the maps do not explain
-    the image), or a model within the fixed columns' span (a complement at rounding level: zero maps), is
-    refused: :math:`a = 0`, :math:`\beta = G^+ r`.  A NaN gain (a model that overflowed) stays NaN, for
-    the solver to report.
+    the image), or a model within the fixed columns' span (a complement below ``rounding`` times
+    :math:`\lVert M\rVert^2`, the rounding of products in the images' dtype: zero maps), is refused:
+    :math:`a = 0`, :math:`\beta = G^+ r`.  A NaN gain (a model that overflowed) stays NaN, for the
+    solver to report.
 
     Returns
     -------
@@ -381,7 +385,7 @@ def _bordered(
     g_q = _apply(pinv, cross)
     complement = mm - np.sum(cross * g_q, axis=-1)
     numerator = mb - np.sum(cross * base, axis=-1)
-    resolved = complement > 1e-12 * np.maximum(mm, 1e-300)
+    resolved = complement > rounding * np.maximum(mm, 1e-300)
     with np.errstate(divide="ignore", invalid="ignore"):
         a = np.where(resolved, numerator / np.where(resolved, complement, 1.0), 0.0)
     bad = ~(np.isfinite(mm) & np.isfinite(mb) & np.all(np.isfinite(cross), axis=-1))
