@@ -120,6 +120,7 @@ def one_phantom(lattice: str, dose: float, size: int, seed: int, auto: bool) -> 
         "fusion": fusion,
         "auto": chosen,
         "label": label,
+        "element": sample.elements[dominant],
     }
 
 
@@ -152,13 +153,12 @@ def main() -> None:
     ]
     for lattice, dose in itertools.product(args.lattices, args.doses):
         rows = [one_phantom(lattice, dose, args.size, seed, args.auto) for seed in args.seeds]
-        element = list(LATTICES[lattice])[int(np.argmax(fusex.elements.atomic_numbers(list(LATTICES[lattice]))))]
         column = {k: [float(r[k]) for r in rows] for k in ("gaussian", "haadf", "blend", "fusion", "auto")}
         ratio_blend = [g / b for g, b in zip(column["gaussian"], column["blend"])]
         ratio_fusion = [g / f for g, f in zip(column["gaussian"], column["fusion"])]
         ratio_auto = [g / a for g, a in zip(column["gaussian"], column["auto"])]
         lines.append(
-            f"| {lattice}, {dose:g} counts/column | {element} | {mean_se(column['gaussian'])} "
+            f"| {lattice}, {dose:g} counts/column | {rows[0]['element']} | {mean_se(column['gaussian'])} "
             f"| {mean_se(column['haadf'])} | {mean_se(column['blend'])} | {mean_se(column['fusion'])} "
             f"| {mean_se(ratio_blend)} | {mean_se(ratio_fusion)} | {mean_se(column['auto'])} "
             f"| {mean_se(ratio_auto)} | {rows[0]['label']} |"

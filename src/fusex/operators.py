@@ -276,10 +276,9 @@ class HaadfDesign:
         # The fixed columns' part of every fit: G^+ and G^+ rhs once, so that a fit with the model's column
         # bordering G is a few products (its Schur complement) for all items at once, not a lstsq per item.
         self.pinv = _pinv(self.gram)
-        # the model's products come in the images' dtype: a complement below their rounding is no information
-        eps = np.finfo(np.asarray(to_numpy(haadf[0, 0, :1])).dtype).eps
-        self.rounding = max(1e-12, 64.0 * float(eps))
         self.base = _apply(self.pinv, self.rhs)
+        # the model's products come in the images' dtype: a complement below their rounding is no information
+        self.rounding = max(1e-12, 64.0 * float(xp.finfo(self.dtype).eps))
 
     def _products(self, images: Any) -> np.ndarray:
         r"""Return the products :math:`\langle u, r_k c_l \rangle` of each image ``(n, H, W)``: ``(n, m*m)``, host."""
@@ -389,9 +388,7 @@ def _bordered(
     with np.errstate(divide="ignore", invalid="ignore"):
         a = np.where(resolved, numerator / np.where(resolved, complement, 1.0), 0.0)
     bad = ~(np.isfinite(mm) & np.isfinite(mb) & np.all(np.isfinite(cross), axis=-1))
-    a = np.where(bad, np.nan, a)
-    refused = a <= 0
-    a = np.where(refused, 0.0, a)
+    a = np.where(bad, np.nan, np.where(a <= 0, 0.0, a))
     coef = base - a[:, None] * g_q
     coef = np.where(bad[:, None], np.nan, coef)
     return coef, a
