@@ -12,6 +12,7 @@ the oracle's and over the raw maps'.
     python scripts/tune_accuracy.py                 # 2 lattices x 3 doses x 6 seeds, 96 x 96
     python scripts/tune_accuracy.py --size 128 --seeds 1 2
     python scripts/tune_accuracy.py --criterion deviance   # another held-out score
+    python scripts/tune_accuracy.py --size 192 --screen-window none   # screen the whole image
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 import fusex
 from fusex.baselines import gaussian
 from fusex.datasets import phantom, raw_nrmse
-from fusex.tune import DEFAULT_GRID, tune
+from fusex.tune import DEFAULT_GRID, DEFAULT_SCREEN_WINDOW, tune
 
 SIGMAS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
 """Widths (pixels) of the Gaussian blurs the oracle may pick."""
@@ -59,6 +60,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5, 6])
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--criterion", choices=["mse", "nrmse", "deviance"], default=None)
+    parser.add_argument(
+        "--screen-window",
+        type=lambda text: None if text == "none" else int(text),
+        default=DEFAULT_SCREEN_WINDOW,
+        help="tune's screen_window: side of the central window screened ('none': the whole image)",
+    )
     args = parser.parse_args()
     print(
         "| lattice | dose | seed | methods | fusion / oracle | fusion / raw | average / oracle | average / raw "
@@ -81,7 +88,12 @@ def main() -> None:
                     warnings.simplefilter("ignore")  # edge warnings: the widening is part of what is measured
                     start = time.perf_counter()
                     tuned = tune(
-                        sample.haadf, sample.maps, elements=sample.elements, folds=args.folds, criterion=args.criterion
+                        sample.haadf,
+                        sample.maps,
+                        elements=sample.elements,
+                        folds=args.folds,
+                        criterion=args.criterion,
+                        screen_window=args.screen_window,
                     )
                     took = time.perf_counter() - start
                 seconds += took

@@ -39,11 +39,13 @@ def batch(sample):
 
 def test_a_batch_counts_saturated_pixels_per_item_and_item_keeps_its_own(sample, batch):
     haadf, maps = batch
-    with pytest.warns(UserWarning, match="8 saturated"):
+    with pytest.warns(
+        UserWarning, match=r"8 saturated pixels \(at 65535, the largest uint16 value\) over its 3 images;"
+    ):
         res = fusex.fuse(haadf, maps, elements=sample.elements, params=PARAMS)
     np.testing.assert_array_equal(res.saturated, [5, 0, 3])
     assert [res.item(i).saturated for i in range(3)] == [5, 0, 3]
-    with pytest.warns(UserWarning, match="3 saturated"):
+    with pytest.warns(UserWarning, match=r"3 saturated pixels \(at 65535, the largest uint16 value\);"):
         alone = fusex.fuse(haadf[2], maps[2], elements=sample.elements, params=PARAMS)
     assert alone.saturated == res.item(2).saturated == 3
     labeled = fusex.fuse(

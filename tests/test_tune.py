@@ -119,6 +119,72 @@ def test_screening_finishes_only_the_best_screened_candidates_from_where_they_st
         tune(sample.haadf, sample.maps, screen_folds=0, **kwargs)
 
 
+def test_central_window_cuts_only_an_image_larger_than_it():
+    assert _choice.central_window((32, 40), 16) == (slice(8, 24), slice(12, 28))
+    assert _choice.central_window((10, 40), 16) == (slice(0, 10), slice(12, 28))
+    assert _choice.central_window((16, 16), 16) is None
+    assert _choice.central_window((300, 300), None) is None
+
+
+def test_screening_on_a_window_screens_its_pixels_and_solves_survivors_on_the_whole_image(monkeypatch):
+    sample = phantom((32, 40), dose=4.0, seed=2)
+    haadf = np.round(sample.haadf / sample.haadf.max() * 60000).astype(np.uint16)
+    # two saturated pixels outside the window and one inside: "auto" needs two, so only the whole image finds it
+    haadf[0, 0] = haadf[31, 39] = haadf[16, 20] = np.iinfo(np.uint16).max
+    calls = []
+    module = importlib.import_module("fusex._folds")
+
+    def spy(image, maps, _fuse=module.fuse_arrays, **kwargs):
+        calls.append((np.asarray(maps), kwargs.get("start"), kwargs["saturated"]))
+        return _fuse(image, maps, **kwargs)
+
+    monkeypatch.setattr(module, "fuse_arrays", spy)
+    kwargs = {"elements": sample.elements, "grid": SMALL_GRID, "folds": 3, "per_element": False, "refit": False}
+    with pytest.warns(UserWarning) as caught:
+        res = tune(haadf, sample.maps, keep=1, screen_window=16, seed=5, **kwargs, **SCREENED)
+    # said once, for the image (not for every fit of it, nor for the window's share)
+    saturation = [str(w.message) for w in caught if "saturated pixels" in str(w.message)]
+    assert len(saturation) == 1 and "has 3 saturated pixels (at 65535" in saturation[0]
+    (screened, screen_start, screen_mask), *finishing = calls
+    split = split_counts(np.asarray(sample.maps), 3, np.random.default_rng(5))
+    fit = (np.asarray(sample.maps)[None] - split)[:1, :, 8:24, 12:28]
+    np.testing.assert_array_equal(screened, np.broadcast_to(fit[:, None, None], screened.shape))
+    expected_mask = np.zeros((16, 16), dtype=bool)
+    expected_mask[8, 8] = True
+    assert screen_start is None
+    np.testing.assert_array_equal(np.asarray(screen_mask), expected_mask)
+    # every survivor is solved on the whole image, from its own counts (no fit of the window to start from)
+    assert finishing and all(maps.shape[-2:] == (32, 40) and start is None for maps, start, _ in finishing)
+    assert all(mask == "auto" for _, _, mask in finishing)
+    finished = res.scores.finished.values
+    assert finished.any() and np.all(np.isfinite(res.scores.mse.values[finished]))
+    with pytest.raises(ValueError, match="`screen_window` must be an integer >= 8"):
+        tune(haadf, sample.maps, screen_window=4, **kwargs)
+    with pytest.raises(ValueError, match="`screen_window` must be an integer >= 8"):
+        tune(haadf, sample.maps, screen_window=True, **kwargs)
+
+
+def test_a_pixel_hold_out_screens_a_window_of_its_masked_maps(monkeypatch):
+    sample = phantom((32, 40), dose=4.0, seed=2)
+    maps = np.asarray(sample.maps, dtype=np.float64) / sample.maps.max()
+    shapes = []
+    module = importlib.import_module("fusex._folds")
+
+    def spy(image, maps, _fuse=module.fuse_arrays, **kwargs):
+        shapes.append((np.shape(image)[-2:], np.shape(maps)[0], kwargs.get("start") is None))
+        return _fuse(image, maps, **kwargs)
+
+    monkeypatch.setattr(module, "fuse_arrays", spy)
+    kwargs = {"elements": sample.elements, "grid": SMALL_GRID, "folds": 4, "per_element": False, "refit": False}
+    res = tune(sample.haadf, maps, keep=1, screen_window=16, **kwargs, **SCREENED)
+    assert res.scores.attrs["score"] == "jinvariant"
+    # two of the four masks screened on the window, then all four on the whole image, from the masked maps
+    assert shapes[0] == ((16, 16), 2, True)
+    assert len(shapes) > 1 and all(shape == ((32, 40), 4, True) for shape in shapes[1:])
+    finished = res.scores.finished.values
+    assert finished.any() and np.all(np.isfinite(res.scores.jinvariant.values[finished]))
+
+
 def test_screening_on_some_folds_scores_them_as_the_full_hold_out_does(monkeypatch):
     sample = phantom((24, 24), dose=4.0, seed=3)
     calls = []

@@ -18,7 +18,8 @@ import numpy as np
 import xarray as xr
 
 from ._folds import HoldOut
-from ._xp import to_numpy
+from ._quirks import SATURATION_WARNING, host_saturation_mask
+from ._xp import convert, to_numpy
 from .params import PER_ELEMENT_FIELDS, FusionParams
 
 PER_ELEMENT_LABELS = ("prior",)
@@ -84,12 +85,16 @@ class Screening:
     in `Surface.values`, their screened ones in `Surface.screened`).  The
     screening runs on the hold-out's first ``parts`` parts (None: all); the
     survivors' fits on the other parts start from their own data, never from
-    another part's fit (which saw their held-out data).
+    another part's fit (which saw their held-out data).  With ``window``, it
+    runs on the central ``window`` x ``window`` pixels of a larger image only
+    (`central_window`), and every survivor starts again from its own data on
+    the whole image.
     """
 
     iterations: int = 20
     keep: int = 2
     parts: int | None = None
+    window: int | None = None
 
 
 @dataclass(frozen=True)
@@ -141,14 +146,19 @@ def search(
         # Screening ranks fits as they are: a calibration of 10-iteration fits rescues candidates
         # whose converged fits score badly, and they would crowd out the good ones.
         screened_on = replace(screened_on, calibrate=False)
-    early = _solve_grid(screened_on, short, candidates, progress, common, screening.keep)
+    cut = central_window(holdout.image.shape, screening.window)
+    screening_common = common
+    if cut is not None:
+        screened_on = screened_on.window(*cut)
+        screening_common = {**common, "saturated": _window_saturated(common["saturated"], holdout, *cut)}
+    early = _solve_grid(screened_on, short, candidates, progress, screening_common, screening.keep)
     chosen = survivors(early.screened, screening.keep, against)
     values = np.full_like(early.values, np.nan)
     parts = None if early.parts is None else np.full((count, *early.parts.shape[1:]), np.nan)
     diverged = early.diverged.copy()
     calibration = np.full((*early.values.shape, 2), np.nan) if calibrated else None
     points = [tuple(int(i) for i in index) for index in np.argwhere(chosen)]
-    maps = {index: early.maps[index] for index in points}
+    maps = {} if cut is not None else {index: early.maps[index] for index in points}
     labels = [axis for axis, v in enumerate(candidates.values()) if v.dtype == object]
     names = list(candidates)
     groups: dict[tuple[int, ...], list[tuple[int, ...]]] = {}
@@ -161,11 +171,13 @@ def search(
             for a, name in enumerate(names)
             if a not in labels
         }
-        start = np.stack([maps[index] for index in members], axis=1)
-        # A part that was not screened starts from its own counts (NaN): another part's fit saw
-        # this part's held-out counts, and would carry them into its fit.
-        unscreened = np.full((count - start.shape[0], *start.shape[1:]), np.nan, dtype=start.dtype)
-        start = np.concatenate([start, unscreened])
+        start = None
+        if cut is None:
+            start = np.stack([maps[index] for index in members], axis=1)
+            # A part that was not screened starts from its own counts (NaN): another part's fit saw
+            # this part's held-out counts, and would carry them into its fit.
+            unscreened = np.full((count - start.shape[0], *start.shape[1:]), np.nan, dtype=start.dtype)
+            start = np.concatenate([start, unscreened])
         scored = holdout.score(base.replace(**fixed, **varied), 1, progress, common, start=start)
         fitted = np.asarray(to_numpy(scored.fits.maps), dtype=np.float32)
         for j, index in enumerate(members):
@@ -180,6 +192,31 @@ def search(
     return replace(
         early, values=values, parts=parts, diverged=diverged, finished=finished, maps=maps, calibration=calibration
     )
+
+
+def central_window(shape: tuple[int, ...], side: int | None) -> tuple[slice, slice] | None:
+    """Return the rows and columns of the central ``side`` x ``side`` pixels of an image of ``shape`` (H, W).
+
+    None when ``side`` is None or the image fits in it; an image narrower than ``side`` keeps that whole axis.
+    """
+    if side is None or (shape[-2] <= side and shape[-1] <= side):
+        return None
+    rows, cols = min(shape[-2], side), min(shape[-1], side)
+    top, left = (shape[-2] - rows) // 2, (shape[-1] - cols) // 2
+    return slice(top, top + rows), slice(left, left + cols)
+
+
+def _window_saturated(saturated: Any, holdout: HoldOut, rows: slice, cols: slice) -> Any:
+    """Return the window's share of the HAADF pixels left out: those of the whole image, found once, then cut.
+
+    The rule (``"auto"``, a level) applied to the window alone could find other pixels (``"auto"`` needs two).
+    """
+    if saturated is None or saturated is False:
+        return saturated
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=SATURATION_WARNING, category=UserWarning)
+        mask = host_saturation_mask(holdout.image, saturated)
+    return None if mask is None else convert(np.ascontiguousarray(mask[rows, cols]), holdout.xp, holdout.device)
 
 
 def survivors(screened: np.ndarray, keep: int, against: np.ndarray | None = None) -> np.ndarray:

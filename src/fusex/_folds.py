@@ -10,6 +10,7 @@ caller's library.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from scipy import ndimage
 
 from ._blur import gaussian
 from ._eager import fuse_arrays
+from ._quirks import SATURATION_WARNING
 from ._xp import convert, to_numpy
 from .params import FusionParams, PerElement
 from .result import FusionResult
@@ -52,6 +54,12 @@ class Folds:
     def first(self, count: int) -> Folds:
         """Return this hold-out on its first ``count`` folds only (scores on the same scale, noisier)."""
         return replace(self, fit=self.fit[:count], split=self.split[:count], n_folds=self.folds)
+
+    def window(self, rows: slice, cols: slice) -> Folds:
+        """Return this hold-out on the pixels ``[rows, cols]`` only (scores summed over fewer pixels)."""
+        return replace(
+            self, image=self.image[rows, cols], fit=self.fit[..., rows, cols], split=self.split[..., rows, cols]
+        )
 
     def score(
         self, params: FusionParams, axes: int, progress: bool, common: dict[str, Any], start: np.ndarray | None = None
@@ -227,6 +235,12 @@ class PixelHoldOut:
         """Return this hold-out on its first ``count`` masks only (scores on the same scale, noisier)."""
         return replace(self, masks=self.masks[:count])
 
+    def window(self, rows: slice, cols: slice) -> PixelHoldOut:
+        """Return this hold-out on the pixels ``[rows, cols]`` only (a hidden pixel at its edge: its mirror's mean)."""
+        return replace(
+            self, image=self.image[rows, cols], maps=self.maps[:, rows, cols], masks=self.masks[:, rows, cols]
+        )
+
     @cached_property
     def inputs(self) -> np.ndarray:
         """The masked maps ``(K, E, H, W)`` each fit sees, hidden pixels replaced by their neighbours' mean."""
@@ -298,14 +312,18 @@ def _fit_and_score(
     lead = (inputs.shape[0],) + (1,) * axes
     # a diverging candidate is marked, and scored NaN, rather than ending the search
     run = replace(common["run"], progress=progress, on_divergence="mark", callback=None)
-    # the search runs in the caller's library and on its device, like the final fusion
-    fits = fuse_arrays(
-        convert(np.broadcast_to(holdout.image, (*lead, *holdout.image.shape)), holdout.xp, holdout.device),
-        convert(np.reshape(inputs, lead + inputs.shape[1:]), holdout.xp, holdout.device),
-        params=params,
-        **{**common, "run": run},
-        start=None if start is None else np.reshape(start, (-1, *start.shape[-3:])),
-    )
+    with warnings.catch_warnings():
+        # the image repeats once per part and candidate, and so would its count of saturated pixels (`fusex.tune`
+        # reports the image's own)
+        warnings.filterwarnings("ignore", message=SATURATION_WARNING, category=UserWarning)
+        # the search runs in the caller's library and on its device, like the final fusion
+        fits = fuse_arrays(
+            convert(np.broadcast_to(holdout.image, (*lead, *holdout.image.shape)), holdout.xp, holdout.device),
+            convert(np.reshape(inputs, lead + inputs.shape[1:]), holdout.xp, holdout.device),
+            params=params,
+            **{**common, "run": run},
+            start=None if start is None else np.reshape(start, (-1, *start.shape[-3:])),
+        )
     estimate = np.asarray(to_numpy(fits.to_input_units()), dtype=np.float64)  # (K, *grid, E, H, W)
     diverged = np.any(np.asarray(fits.stop_reason) == "diverged", axis=0)
     calibration = holdout.calibration(estimate)

@@ -6,6 +6,7 @@ Each function works in the caller's array library, on arrays that
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 from types import ModuleType
@@ -74,13 +75,26 @@ def saturation_mask(haadf: Any, saturated: Any, xp: ModuleType) -> tuple[Any, in
             f"`haadf` has {count} saturated pixels ({what}), leaving fewer than two pixels of an image for the "
             "HAADF term; acquire with a lower detector gain, or pass saturated=None to use every pixel"
         )
+    images = math.prod(haadf.shape[:-2])
+    over = f" over its {images} images" if images > 1 else ""
     warnings.warn(
-        f"`haadf` has {count} saturated pixels ({what}); they are left out of the HAADF term. Pass "
+        f"`haadf` has {count} saturated pixels ({what}){over}; they are left out of the HAADF term. Pass "
         "saturated=None to use them anyway, or a number (the detector's maximum) or a boolean mask to choose",
         UserWarning,
         stacklevel=4,
     )
     return mask, count
+
+
+SATURATION_WARNING = "`haadf` has .* saturated pixels"
+"""The start of `saturation_mask`'s warning, for fits of an image whose saturated pixels were reported already."""
+
+
+def host_saturation_mask(haadf: np.ndarray, saturated: Any) -> np.ndarray | None:
+    """`saturation_mask` of a host image, with ``saturated`` (a rule or a mask) given in any library."""
+    if not (saturated is None or isinstance(saturated, (bool, str, numbers.Real))):
+        saturated = np.asarray(to_numpy(saturated)) if hasattr(saturated, "shape") else np.asarray(saturated)
+    return saturation_mask(haadf, saturated, np)[0]
 
 
 def _mask_array(saturated: Any, haadf: Any, xp: ModuleType) -> Any:

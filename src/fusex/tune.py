@@ -42,7 +42,8 @@ scale relative to the map's spread.
 **The choice.**  The grid (default `DEFAULT_GRID`: ``lambda_tv`` x
 ``lambda_chem`` x ``lambda_haadf`` in {default, 0}, and ``prior`` when
 `FusionParams` has it) is screened, one batched solve per prior: every candidate runs
-``screen`` iterations on part of the hold-out (``screen_folds``), and per element only the
+``screen`` iterations on part of the hold-out (``screen_folds``) and, in a larger image, on its
+central ``screen_window`` x ``screen_window`` pixels only, and per element only the
 ``keep`` best screened ones go on, on every part, to convergence.  Each element then
 takes its own best grid point: its weights, and whether the HAADF term helps
 it at all (an element whose best point has :math:`\lambda_H = 0` is left out
@@ -79,6 +80,7 @@ from . import _choice
 from ._blur import gaussian
 from ._eager import RunOptions, fuse_arrays
 from ._folds import Folds, PixelHoldOut, _signed_root, pixel_masks, simple_scores
+from ._quirks import host_saturation_mask
 from ._xp import convert, namespace_of, to_numpy
 from .inputs import stack_maps
 from .labeled import is_labeled, labeled_mask, result_to_dataset, unwrap
@@ -128,6 +130,10 @@ DEFAULT_KEEP = 2
 SCREEN_FOLDS = {"counts": 1, "masks": 2}
 """How many parts the screening runs on by default: one count split (a quarter of the counts held
 out), two pixel masks (an eighth of the pixels; one missed a fusion that won on the DyScO3 maps)."""
+
+DEFAULT_SCREEN_WINDOW = 256
+"""Side (pixels) of the central window a larger image is screened on: the screening then costs the same
+at any image size, and the survivors are solved on the whole image (see the tuning docs)."""
 
 DEFAULT_SIGMAS: tuple[float, ...] = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)
 """Widths (pixels) of the Gaussian blurs `tune` weighs against fusion; 0 is the raw map
@@ -293,6 +299,7 @@ def tune(
     screen: int | None = DEFAULT_SCREEN,
     keep: int = DEFAULT_KEEP,
     screen_folds: int | None = None,
+    screen_window: int | None = DEFAULT_SCREEN_WINDOW,
     calibrate: bool | None = None,
 ) -> TuneResult:
     r"""Choose fusion parameters from the data alone, per element, never worse than a simple filter.
@@ -380,6 +387,12 @@ def tune(
         fits on the other parts start from their own data.  Default None:
         `SCREEN_FOLDS`, one count split or two pixel masks.  ``folds``
         screens on all of them.
+    screen_window : int or None
+        Side (pixels) of the central window the screening runs on, in an
+        image larger than that (default `DEFAULT_SCREEN_WINDOW`; an image
+        narrower than it keeps that whole axis).  The screened scores then sum
+        over the window's pixels only, and every survivor is fitted on the
+        whole image from its own data.  None screens the whole image.
     calibrate : bool or None
         Count splitting with ``criterion="mse"`` only: score every candidate
         (fusion and blur) after the affine map :math:`a x + c` per element
@@ -420,6 +433,12 @@ def tune(
         isinstance(screen_folds, bool) or not isinstance(screen_folds, int) or screen_folds < 1
     ):
         raise ValueError(f"`screen_folds` must be an integer >= 1 or None (the default), got {screen_folds!r}")
+    if screen_window is not None and (
+        isinstance(screen_window, bool) or not isinstance(screen_window, int) or screen_window < 8
+    ):
+        raise ValueError(
+            f"`screen_window` must be an integer >= 8 (pixels) or None (screen the whole image), got {screen_window!r}"
+        )
     run = RunOptions(
         backend=backend,
         engine=engine,
@@ -460,6 +479,9 @@ def tune(
             f"got criterion={criterion!r}; pass counts and criterion='mse', or calibrate=False"
         )
     image = np.asarray(to_numpy(haadf))
+    if not refit:
+        # the image's saturated pixels, said once (the hold-out fits repeat the image, and do not; a refit does)
+        host_saturation_mask(image, saturated)
     rng = np.random.default_rng(seed)
     if criterion == "jinvariant":
         holdout = PixelHoldOut(
@@ -472,7 +494,7 @@ def tune(
     common = {"elements": elements, "z": z, "saturated": saturated, "negative": negative, "run": run}
     if screen_folds is None:
         screen_folds = SCREEN_FOLDS["masks" if criterion == "jinvariant" else "counts"]
-    screening = None if screen is None else _choice.Screening(screen, keep, screen_folds)
+    screening = None if screen is None else _choice.Screening(screen, keep, screen_folds, screen_window)
     # The candidates are scored with the prox's inner iterations held at n_tv: grown where an objective
     # climbs, they took `auto` on the 50 x 50 px SEM image 2.4x as long (10 -> 24 s) for maps within 2.4 %.
     scoring = base.replace(tv_growth=1)
