@@ -158,6 +158,14 @@ def test_screening_on_a_window_screens_its_pixels_and_solves_survivors_on_the_wh
     assert all(mask == "auto" for _, _, mask in finishing)
     finished = res.scores.finished.values
     assert finished.any() and np.all(np.isfinite(res.scores.mse.values[finished]))
+    # a mask of the caller's is cut to the window for the screening, and whole for the survivors
+    calls.clear()
+    mask = np.zeros(haadf.shape, dtype=bool)
+    mask[5, 6] = mask[10:12, 14:16] = True
+    with pytest.warns(UserWarning, match="5 saturated pixels"):
+        tune(haadf, sample.maps, saturated=mask, keep=1, screen_window=16, seed=5, **kwargs, **SCREENED)
+    np.testing.assert_array_equal(np.asarray(calls[0][2]), mask[8:24, 12:28])
+    assert all(saturated is mask for _, _, saturated in calls[1:])
     with pytest.raises(ValueError, match="`screen_window` must be an integer >= 8"):
         tune(haadf, sample.maps, screen_window=4, **kwargs)
     with pytest.raises(ValueError, match="`screen_window` must be an integer >= 8"):
