@@ -211,8 +211,6 @@ def _window_saturated(saturated: Any, holdout: HoldOut, rows: slice, cols: slice
 
     The rule (``"auto"``, a level) applied to the window alone could find other pixels (``"auto"`` needs two).
     """
-    if saturated is None or saturated is False:
-        return saturated
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=SATURATION_WARNING, category=UserWarning)
         mask = host_saturation_mask(holdout.image, saturated)
