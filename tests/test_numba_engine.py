@@ -79,6 +79,26 @@ def test_zero_weight_and_zero_iterations_return_the_projection():
     np.testing.assert_array_equal(NumbaEngine().tv_prox(f, 0.3, 0, nonneg=False, xp=npx), f)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("tile_rows", [None, 20], ids=["one-band", "bands"])
+def test_the_dual_projection_is_exact_at_zero_and_stays_in_the_unit_disc(monkeypatch, tile_rows, dtype):
+    """The shrink factor's estimate of 1/sqrt(q) must not turn q = 0 into NaN, nor let |p| pass 1."""
+    shape = (2, 50, 40)
+    if tile_rows is not None:
+        monkeypatch.setattr(numba_engine, "TILE_BYTES", 6 * 40 * np.dtype(dtype).itemsize * tile_rows)
+    engine = NumbaEngine()
+    flat = np.full(shape, 0.4, dtype=dtype)
+    out, dual = engine.tv_prox(flat, 0.3, 7, xp=npx, dual=np.zeros((shape[0], 2, *shape[1:]), dtype))
+    np.testing.assert_array_equal(out, flat)
+    np.testing.assert_array_equal(dual, 0)
+    steep = (np.random.default_rng(4).random(shape) * 50).astype(dtype)
+    _, dual = engine.tv_prox(steep, 5.0, 9, xp=npx, dual=np.zeros((shape[0], 2, *shape[1:]), dtype))
+    norms = np.sqrt(dual[:, 0].astype(np.float64) ** 2 + dual[:, 1].astype(np.float64) ** 2)
+    assert np.all(np.isfinite(dual))
+    assert norms.max() <= 1 + 4 * np.finfo(dtype).eps
+    assert norms.max() >= 1 - 4 * np.finfo(dtype).eps  # a weight this large saturates some duals
+
+
 def test_device_arrays_are_refused_not_copied():
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match=r"numba engine computes on NumPy arrays.*torch"):
