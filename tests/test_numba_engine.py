@@ -254,19 +254,31 @@ def test_the_step_start_and_products_match_the_generic_solver_code(dtype):
         np.testing.assert_allclose(a, b, rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
-def test_powers_and_logs_of_a_batch_match_numpy_item_by_item_across_chunks(monkeypatch):
-    monkeypatch.setattr(numba_engine, "UFUNC_CHUNK", 7)  # chunks that cut across maps and items
+@pytest.mark.parametrize("prior", ["tv", "huber", "dtv"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_powers_and_poisson_terms_of_a_batch_match_numpy_item_by_item(dtype, prior):
+    # every prior: each prior's loop runs between the maps' power loops, which must not see its values
     rng = np.random.default_rng(5)
-    x = rng.random((4, 2, 3, 5)).astype(np.float32)
+    x = rng.random((4, 2, 3, 5)).astype(dtype)
     x[x < 0.3] = 0.0
-    gm1 = np.array([0.7, 0.7, 0.0, 0.6])  # the third item has gamma = 1: x**0 = 1, also at x = 0
-    eps = np.array([0.01, 0.01, 0.01, 0.1], dtype=np.float32)
-    powers, logs = np.empty_like(x), np.empty_like(x)
-    numba_engine._powers_and_logs(x, gm1, eps, powers, logs)
+    counts = rng.poisson(2.0, x.shape).astype(dtype)
+    haadf = rng.random((4, 3, 5)).astype(dtype)
+    weights = np.ones((4, 2), dtype=dtype)
+    gamma = np.array([1.7, 1.7, 1.0, 1.6])  # the third item has gamma = 1: x**0 = 1, also at x = 0
+    eps = np.array([0.01, 0.01, 0.01, 0.1])
+    extra = {
+        "tv": {},
+        "huber": {"huber_delta": 0.1},
+        "dtv": {"strength": 0.5, "direction": rng.standard_normal((4, 2, 3, 5)).astype(dtype)},
+    }[prior]
+    ev = NumbaEngine().evaluate(x, haadf, counts, weights, gamma=gamma, eps=eps, xp=np, **extra)
+    tight = 2e-6 if dtype == np.float32 else 1e-13
     for n in range(4):
-        np.testing.assert_allclose(powers[n], np.power(x[n], np.float32(gm1[n])), rtol=2e-6)
-        np.testing.assert_allclose(logs[n], np.log(x[n] + eps[n]), rtol=2e-6)
-    assert np.all(powers[2] == 1.0)
+        g, e = dtype(gamma[n] - 1.0), dtype(eps[n])
+        np.testing.assert_allclose(ev.x_pow_m1[n], np.power(x[n], g), rtol=tight)
+        poisson = np.sum(x[n] - counts[n] * np.log(x[n] + e), axis=(-2, -1), dtype=np.float64)
+        np.testing.assert_allclose(ev.poisson[n], poisson, rtol=tight)
+    assert np.all(ev.x_pow_m1[2] == 1.0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

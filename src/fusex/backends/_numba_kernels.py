@@ -20,6 +20,7 @@ import numpy as np
 from numba import prange
 
 from ._compiled import DUAL_FLOOR
+from ._fast_math import fast_log, fast_pow
 
 _FASTMATH = {"nsz", "arcp", "contract", "reassoc"}
 _JIT = {"cache": True, "nogil": True, "fastmath": _FASTMATH, "error_model": "numpy"}
@@ -131,12 +132,14 @@ def _primal_rows(f, weight, nonneg, py, px, out, start, stop):  # pragma: no cov
 
 @nb.njit(parallel=True, **_JIT)
 def evaluate(
-    x, haadf, counts, weights, deltas, strengths, xi, directed, x_pow_m1, log_x_eps, residual, partials, mask, masked
+    x, haadf, counts, weights, gm1, eps, deltas, strengths, xi, directed, x_pow_m1, residual, partials, mask, masked
 ):  # pragma: no cover
-    r"""Cost terms and HAADF residual of each item, from :math:`x^{\gamma-1}` and :math:`\log(x+\epsilon)`.
+    r"""Cost terms and HAADF residual of each item, with :math:`x^{\gamma-1}` and :math:`\log(x+\epsilon)` inline.
 
-    ``x`` is (B, E, H, W), ``weights``, the Huber ``deltas`` and the directional ``strengths`` (B, E).
-    Writes ``residual`` (B, H, W); per-row sums go to ``partials`` (B * H, 1 + 2E) in float64:
+    ``x`` is (B, E, H, W), ``weights``, the Huber ``deltas`` and the directional ``strengths`` (B, E),
+    ``gm1`` (:math:`\gamma - 1`) and ``eps`` (B,), all in x's dtype.  Writes :math:`x^{\gamma-1}`
+    into ``x_pow_m1`` (B, E, H, W; 1 where :math:`\gamma = 1`, also at 0) and
+    ``residual`` (B, H, W); per-row sums go to ``partials`` (B * H, 1 + 2E) in float64:
     :math:`r^2`, then :math:`x_e - b_e\log(x_e+\epsilon)` and the prior
     :math:`h_\delta(\lVert P_\xi \nabla x_e\rVert)` of each map (:math:`\delta = 0`: TV).  When
     ``directed``, :math:`P_\xi = I - \gamma_d \xi\xi^\top` with the direction field ``xi`` (B, 2, H, W);
@@ -152,14 +155,20 @@ def evaluate(
         for j in range(W):
             res[j] = haadf[n, i, j]
         down = min(i + 1, H - 1)  # on the last row x[down] is x[i]: zero difference
+        exponent, offset = gm1[n], eps[n]
+        linear = exponent == 0
+        one = exponent - exponent + 1
         for e in range(E):
             w = weights[n, e]
             xe = x[n, e]
+            powers = x_pow_m1[n, e, i]
             poisson = 0.0
             for j in range(W):
                 v = xe[i, j]
-                res[j] -= w * x_pow_m1[n, e, i, j] * v
-                poisson += v - counts[n, e, i, j] * log_x_eps[n, e, i, j]
+                power = one if linear else fast_pow(v, exponent)
+                powers[j] = power
+                res[j] -= w * power * v
+                poisson += v - counts[n, e, i, j] * fast_log(v + offset)
             tv = 0.0
             delta = deltas[n, e]
             if directed:

@@ -138,9 +138,7 @@ class NumbaEngine(CompiledEngine):
         n_items = x.shape[0]
         dtype = x.dtype
         x_pow_m1 = np.empty_like(x)
-        logs = self._scratch.get("log", x.shape, dtype)
-        gm1 = item_values(gamma, n_items, np.float64) - 1.0
-        _powers_and_logs(x, gm1, item_values(eps, n_items, dtype), x_pow_m1, logs)
+        gm1 = (item_values(gamma, n_items, np.float64) - 1.0).astype(dtype)
         residual = np.empty((n_items, *x.shape[2:]), dtype=dtype)
         partials = self._scratch.get("partials", (n_items * x.shape[2], 1 + 2 * x.shape[1]), np.float64)
         directed = direction is not None and any_positive(strength)
@@ -152,12 +150,13 @@ class NumbaEngine(CompiledEngine):
                 _host(haadf, "haadf"),
                 _host(counts, "counts"),
                 _host(weights, "weights").reshape(n_items, -1),
+                gm1,
+                item_values(eps, n_items, dtype),
                 map_values(huber_delta, n_items, x.shape[1], dtype),
                 map_values(strength, n_items, x.shape[1], dtype),
                 np.ascontiguousarray(np.broadcast_to(xi, (n_items, *xi.shape[1:]))) if directed else xi,
                 directed,
                 x_pow_m1,
-                logs,
                 residual,
                 partials,
                 _stand_in(mask, dtype),
@@ -337,46 +336,6 @@ class NumbaEngine(CompiledEngine):
                 work,
             )
         return out, p
-
-
-UFUNC_CHUNK = 1 << 16
-"""Elements per NumPy call in `_powers_and_logs`: its five passes then run on a chunk held in the L2
-cache (about 0.8 MB of float32 in three arrays) instead of streaming the whole stack five times (a
-3 x 512 x 512 stack: 1.51 -> 1.20 ms; 60 x 3 x 256 x 256: 37.5 -> 23.0 ms)."""
-
-
-def _powers_and_logs(x: np.ndarray, gm1: np.ndarray, eps: np.ndarray, x_pow_m1: np.ndarray, logs: np.ndarray) -> None:
-    r"""Write :math:`x^{\gamma - 1}` and :math:`\log(x + \varepsilon)` of each item (``gm1`` is :math:`\gamma - 1`).
-
-    NumPy's SIMD log and exp outrun numba's scalar libm calls several times over, and
-    :math:`\exp((\gamma - 1) \log x)` beats ``np.power``, which leaves its fast path on the zeros
-    of sparse maps.  They stay on this thread: split over threads they ran 2x faster alone but
-    made a fusion slower, as numba's idle OpenMP threads keep spinning on the same cores for a
-    while after each kernel.  Items of equal :math:`\gamma` and :math:`\varepsilon` run together,
-    in chunks of `UFUNC_CHUNK` elements.
-    """
-    n_items = x.shape[0]
-    x, x_pow_m1, logs = (a.reshape(n_items, -1) for a in (x, x_pow_m1, logs))
-    first = 0
-    while first < n_items:
-        last = first + 1
-        while last < n_items and gm1[last] == gm1[first] and eps[last] == eps[first]:
-            last += 1
-        g, e = x.dtype.type(gm1[first]), eps[first]
-        xs, ps, ls = (a[first:last].reshape(-1) for a in (x, x_pow_m1, logs))
-        for lo in range(0, xs.size, UFUNC_CHUNK):
-            chunk = slice(lo, lo + UFUNC_CHUNK)
-            xc, pc, lc = xs[chunk], ps[chunk], ls[chunk]
-            if g == 0:
-                pc[...] = 1  # x**0 = 1, also at x = 0, where 0 * log 0 would be NaN
-            else:
-                # log 0 = -inf, and exp(-inf) = 0 = 0**(gamma-1); a negative x (a direct call) gives NaN quietly
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    np.log(xc, out=pc)
-                np.multiply(pc, g, out=pc)
-                np.exp(pc, out=pc)
-            np.log(np.add(xc, e, out=lc), out=lc)
-        first = last
 
 
 def tiling(height: int, width: int, itemsize: int) -> tuple[int, int]:
