@@ -13,7 +13,7 @@ import array_api_compat.numpy as npx
 import numba
 
 from _engine_cases import SHAPES, check_evaluate_and_step, check_per_item_tv_weights
-from fusex import tv
+from fusex import FusionParams, tv
 from fusex.backends import numba_engine
 from fusex.backends.numba_engine import NumbaEngine, tiling
 
@@ -115,6 +115,11 @@ def test_scratch_memory_is_bounded_across_batch_sizes(monkeypatch):
     workers = 1 if big.size < numba_engine.PARALLEL_MIN_PIXELS else numba.get_num_threads()
     # each worker's tile (band and halos) and the hand-over of two dual iterates of the largest stack between sweeps
     assert sizes == {"tiles": workers * 3 * 2 * (16 + 2 * 6) * 40, "sweeps": 2 * 3 * 2 * 2 * 50 * 40}
+
+
+def test_the_default_inner_iterations_run_in_one_sweep_of_a_banded_map():
+    band, depth = tiling(512, 512, 4)
+    assert band < 512 and depth >= FusionParams().n_tv
 
 
 @pytest.mark.parametrize("tile_rows", [3, 5, 9, 20, 60], ids=lambda r: f"{r}-rows")
