@@ -21,12 +21,13 @@ def test_bytes_per_item_follows_the_engine_table():
 
 
 def test_batch_size_comes_from_free_memory(monkeypatch):
-    per_item = memory.bytes_per_item("numba", 3, 256, 256, 4)
+    # maps small enough that the CPU's chunk holds more items than the free memory does
+    per_item = memory.bytes_per_item("numba", 3, 64, 64, 4)
     monkeypatch.setattr(memory, "free_bytes", lambda xp, device: 10 * per_item)
-    assert memory.plan_batch_size(64, (3, 256, 256), 4, "numba", npx, "cpu") == 8  # 80 % of 10 items
-    assert memory.plan_batch_size(5, (3, 256, 256), 4, "numba", npx, "cpu") == 5
+    assert memory.plan_batch_size(64, (3, 64, 64), 4, "numba", npx, "cpu") == 8  # 80 % of 10 items
+    assert memory.plan_batch_size(5, (3, 64, 64), 4, "numba", npx, "cpu") == 5
     monkeypatch.setattr(memory, "free_bytes", lambda xp, device: per_item)
-    assert memory.plan_batch_size(64, (3, 256, 256), 4, "numba", npx, "cpu") == 1  # fits, if not in 80 %
+    assert memory.plan_batch_size(64, (3, 64, 64), 4, "numba", npx, "cpu") == 1  # fits, if not in 80 %
 
 
 def test_cpu_chunks_are_capped(monkeypatch):
@@ -35,8 +36,9 @@ def test_cpu_chunks_are_capped(monkeypatch):
     for engine in ("generic", "numba"):
         assert memory.plan_batch_size(64, (3, 256, 256), 4, engine, npx, "cpu") == memory.CPU_CHUNK_BYTES // stack
     assert memory.plan_batch_size(64, (3, 2048, 2048), 4, "numba", npx, "cpu") == 1
-    assert memory.plan_batch_size(10**5, (3, 8, 8), 4, "cupy", npx, "cpu") == 65535 // 3
-    assert memory.plan_batch_size(10**5, (3, 8, 8), 4, "cupy", npx, "cpu", batch_size=30000) == 65535 // 3
+    # maps so small that the grid's limit of 65535 maps is below the CPU's chunk
+    assert memory.plan_batch_size(10**5, (3, 2, 2), 4, "cupy", npx, "cpu") == 65535 // 3
+    assert memory.plan_batch_size(10**5, (3, 2, 2), 4, "cupy", npx, "cpu", batch_size=30000) == 65535 // 3
 
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True, "4"])

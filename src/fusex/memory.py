@@ -47,12 +47,17 @@ ARRAYS_PER_ITEM: dict[str, tuple[float, float]] = {
 Keyed by the names engines report (``FusionResult.engine``) and by the ``engine=`` names, from
 the registry's records, which give the measurements they are rounded up from."""
 
-CPU_CHUNK_BYTES = 16 * 2**20
-"""Largest ``(n, E, H, W)`` stack solved at once on a CPU.  The generic engine's many short-lived
-temporaries are then recycled by the allocator instead of being mapped and zeroed afresh by the
-kernel on every operation (a 50 MB stack ran several times slower per item than 3 MB ones), and
-the numba engine's working set stays closer to the caches (64 items of 3 x 256 x 256 at once
-ran about 20 % slower than chunks of 4 to 16)."""
+CPU_CHUNK_BYTES = 4 * 2**20
+"""Largest ``(n, E, H, W)`` stack solved at once on a CPU: the numba engine's passes then run on maps
+that stay in the caches.  On the 2-core development machine (2 MB of L2 per core), 20 iterations per
+item of a batch of float32 phantoms took, by chunk (best of 2, one run): 3 x 128 x 128, 1.06 ms with
+16-21 items against 1.35 ms with all 64; 3 x 256 x 256, 3.9-4.0 ms with 2-5 items against 4.8 ms with
+16; 3 x 512 x 512, 14.3 ms one at a time against 21.3 ms with 4; `tune`'s screening of 20 candidates
+(10 iterations) 0.90 s in chunks of 4 against 1.46-1.50 s at once.  Small maps gain from the
+chunk's item count instead (3 x 64 x 64: 0.33 ms with 64 items, 0.64 ms with 4).  The generic
+engine's many short-lived temporaries are recycled by the allocator in such chunks instead of being
+mapped and zeroed afresh by the kernel on every operation (a 50 MB stack ran several times slower
+per item than 3 MB ones)."""
 
 _USABLE = 0.8  # leave room for the allocator's fragmentation and the caller's other arrays
 
