@@ -12,7 +12,7 @@ pytest.importorskip("numba")
 import array_api_compat.numpy as npx
 import numba
 
-from _engine_cases import SHAPES, check_evaluate_and_step, check_per_item_tv_weights
+from _engine_cases import SHAPES, check_evaluate_and_step, check_per_item_tv_weights, prior_keywords
 from fusex import FusionParams, tv
 from fusex.backends import numba_engine
 from fusex.backends.numba_engine import NumbaEngine, tiling
@@ -125,17 +125,22 @@ def test_the_default_inner_iterations_run_in_one_sweep_of_a_banded_map():
 @pytest.mark.parametrize("tile_rows", [3, 5, 9, 20, 60], ids=lambda r: f"{r}-rows")
 @pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
 @pytest.mark.parametrize("method", ["fgp", "gp"])
-def test_the_blocked_prox_matches_generic_for_any_band_and_sweep(monkeypatch, tile_rows, warm, method):
-    """Bands with halos, sweeps of several iterations and their hand-over give the row-streamed iteration."""
+@pytest.mark.parametrize("prior", ["tv", "dtv", "mixed"])
+def test_the_blocked_prox_matches_generic_for_any_band_and_sweep(monkeypatch, tile_rows, warm, method, prior):
+    """Bands with halos, sweeps of several iterations and their hand-over give the row-streamed iteration.
+
+    Directional TV on every map, or on some maps with Huber and TV on the others (``mixed``).
+    """
     monkeypatch.setattr(numba_engine, "TILE_BYTES", 6 * 37 * 8 * tile_rows)
-    shape = (2, 41, 37)
+    shape = (1, 2, 41, 37)
     assert (tiling(41, 37, 8)[0] < 41) == (tile_rows < 41)  # several bands unless the map fits
     rng = np.random.default_rng(7)
     f = rng.random(shape) - 0.3
-    start = rng.uniform(-0.5, 0.5, (2, 2, *shape[1:])) if warm else None
+    start = rng.uniform(-0.5, 0.5, (*shape[:2], 2, *shape[2:])) if warm else None
+    keywords = {} if prior == "tv" else prior_keywords(shape, prior, np.float64)
     for n_iter in (1, 2, 3, 10, 17):
-        ours = NumbaEngine().tv_prox(f, 0.2, n_iter, method=method, xp=npx, dual=start)
-        ref = tv.tv_prox(f, 0.2, n_iter, method=method, xp=npx, dual=start)
+        ours = NumbaEngine().tv_prox(f, 0.2, n_iter, method=method, xp=npx, dual=start, **keywords)
+        ref = tv.tv_prox(f, 0.2, n_iter, method=method, xp=npx, dual=start, **keywords)
         for a, b in zip(ours if warm else [ours], ref if warm else [ref], strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 

@@ -393,13 +393,16 @@ def _directed_primal_row(
 
 
 @nb.njit(**_JIT, inline="always")
-def _directed_dual(f, w, s, a, g, xi, beta, nonneg, zero_start, by, bx, cy, cx, ny, nx):  # pragma: no cover
-    r"""One Huber / directional-TV dual step of one map (`fusex.tv.tv_prox`'s Notes), rows streamed.
+def _directed_dual_rows(
+    f, w, s, a, g, xi, beta, nonneg, zero_start, by, bx, cy, cx, ny, nx, start, stop
+):  # pragma: no cover
+    r"""One Huber / directional-TV dual step of rows ``start:stop`` of one map (`fusex.tv.tv_prox`'s Notes).
 
     :math:`p_{out} = P_{\lVert\cdot\rVert\le 1}(a\,r + s\,P_\xi\nabla u)`,
     :math:`u = P_C(f + w \operatorname{div}(P_\xi r))`, :math:`r = p_{cur} + \beta(p_{cur} - p_{before})`
     (0 when ``zero_start``), with the direction field ``xi`` (2, H, W).  Each row of :math:`u` is
-    formed once and carried to the next row's step, as in `_dual_rows`.
+    formed once and carried to the next row's step, as in `_dual_rows`, which reads and writes the
+    same rows.
     """
     H, W = f.shape
     one = f.dtype.type(1)
@@ -408,8 +411,8 @@ def _directed_dual(f, w, s, a, g, xi, beta, nonneg, zero_start, by, bx, cy, cx, 
     u_cur = np.empty(W + 1, dtype=f.dtype)
     u_next = np.empty(W + 1, dtype=f.dtype)
     vx = np.empty(W, dtype=f.dtype)
-    _directed_primal_row(f, w, g, xi, beta, nonneg, zero_start, by, bx, cy, cx, 0, vx, u_cur)
-    for i in range(H):
+    _directed_primal_row(f, w, g, xi, beta, nonneg, zero_start, by, bx, cy, cx, start, vx, u_cur)
+    for i in range(start, stop):
         # On the last row u_next is u_cur itself, so the vertical difference is 0 (Neumann).
         _directed_primal_row(f, w, g, xi, beta, nonneg, zero_start, by, bx, cy, cx, min(i + 1, H - 1), vx, u_next)
         for j in range(W):
@@ -424,13 +427,13 @@ def _directed_dual(f, w, s, a, g, xi, beta, nonneg, zero_start, by, bx, cy, cx, 
 
 
 @nb.njit(**_JIT, inline="always")
-def _directed_primal(f, w, g, xi, nonneg, py, px, out):  # pragma: no cover
-    r"""Out = :math:`P_C(f + w \operatorname{div}(P_\xi p))` for one map."""
+def _directed_primal_rows(f, w, g, xi, nonneg, py, px, out, start, stop):  # pragma: no cover
+    r"""Out[start:stop] = :math:`P_C(f + w \operatorname{div}(P_\xi p))` for one (H, W) map."""
     W = f.shape[1]
     zero = f.dtype.type(0)
     row = np.empty(W + 1, dtype=f.dtype)
     vx = np.empty(W, dtype=f.dtype)
-    for i in range(f.shape[0]):
+    for i in range(start, stop):
         _directed_primal_row(f, w, g, xi, zero, nonneg, False, py, px, py, px, i, vx, row)
         out[i, :] = row[:W]
 
@@ -457,7 +460,7 @@ def prox_maps(
         fm = f[m]
         w, s = weights[m], steps[m]
         p = np.zeros((3, 2, H, W), dtype=f.dtype)
-        field = xi[m // maps_per_field]
+        field = (xi[m // maps_per_field, 0], xi[m // maps_per_field, 1])
         prev, cur, nxt = 0, 1, 2
         if warm:
             p[cur] = dual[m]
@@ -471,12 +474,14 @@ def prox_maps(
             by, bx, cy, cx, ny, nx = p[before, 0], p[before, 1], p[cur, 0], p[cur, 1], p[nxt, 0], p[nxt, 1]
             if directed:
                 zero_start = k == 0 and not warm
-                _directed_dual(fm, w, s, keep, strengths[m], field, beta, nonneg, zero_start, by, bx, cy, cx, ny, nx)
+                _directed_dual_rows(
+                    fm, w, s, keep, strengths[m], field, beta, nonneg, zero_start, by, bx, cy, cx, ny, nx, 0, H
+                )
             else:
                 _dual_rows(fm, w, s, keep, beta, nonneg, k == 0 and not warm, by, bx, cy, cx, ny, nx, 0, H)
             prev, cur, nxt = cur, nxt, prev
         if directed:
-            _directed_primal(fm, w, strengths[m], field, nonneg, p[cur, 0], p[cur, 1], out[m])
+            _directed_primal_rows(fm, w, strengths[m], field, nonneg, p[cur, 0], p[cur, 1], out[m], 0, H)
         else:
             _primal_rows(fm, w, nonneg, p[cur, 0], p[cur, 1], out[m], 0, H)
         if warm:
@@ -493,9 +498,26 @@ def _copy_rows(src, dst, lo, hi, at):  # pragma: no cover
 
 @nb.njit(parallel=True, **_JIT_PROX)
 def blocked_prox(
-    f, weights, steps, keeps, betas, nonneg, out, start, dual, warm, band, depth, state, work
+    f,
+    weights,
+    steps,
+    keeps,
+    strengths,
+    xi,
+    maps_per_field,
+    guided,
+    betas,
+    nonneg,
+    out,
+    start,
+    dual,
+    warm,
+    band,
+    depth,
+    state,
+    work,
 ):  # pragma: no cover
-    r"""TV (or Huber) prox of each map of an (M, H, W) stack, several dual iterations per tile in cache.
+    r"""TV, Huber or directional-TV prox of each map of an (M, H, W) stack, several dual iterations per tile in cache.
 
     The rows of each map are cut into bands of ``band`` rows, and the dual
     iterations into sweeps of at most ``depth``.  In a sweep every (map, band)
@@ -516,7 +538,10 @@ def blocked_prox(
     each iteration's momentum weight, with :math:`\beta_0 = \beta_1 = 0`
     (`fusex.tv.dual_momentum`), so no iteration reads a dual that was never
     written.  ``keeps[m]`` is the Huber keep :math:`a` (1 for TV), as in
-    `_dual_rows`.  Needs at least one iteration.
+    `_dual_rows`.  ``strengths``, ``xi``, ``maps_per_field`` and ``guided`` are as in
+    `prox_maps`: a map with a direction takes the directional step (`_directed_dual_rows`), which
+    reads and writes the same rows as `_dual_rows`, so the same halo keeps its band exact.
+    Needs at least one iteration.
     """
     M, H = f.shape[:2]
     n_iter = betas.shape[0]
@@ -542,6 +567,12 @@ def blocked_prox(
                 hi = min(H, e + halo)
                 n = hi - lo
                 fm = f[m, lo:hi]
+                directed = guided and strengths[m] != 0
+                k_xi = m // maps_per_field if directed else 0
+                # Two row slices, each contiguous (a slice of xi's rows axis under its first would not be, and the
+                # directional loops would not vectorize); the stand-in's when no direction is read.
+                rows_xi = slice(lo, hi) if directed else slice(0, 1)
+                field = (xi[k_xi, 0, rows_xi], xi[k_xi, 1, rows_xi])
                 if k0 == 0:
                     if warm:
                         _copy_rows(start[m], buf[1], lo, hi, 0)
@@ -556,23 +587,18 @@ def blocked_prox(
                     beta = betas[k]
                     before = cur if beta == 0.0 else prev
                     slack = k1 - 1 - k
-                    _dual_rows(
-                        fm,
-                        weights[m],
-                        steps[m],
-                        keeps[m],
-                        beta,
-                        nonneg,
-                        k == 0 and not warm,
-                        buf[before, 0, :n],
-                        buf[before, 1, :n],
-                        buf[cur, 0, :n],
-                        buf[cur, 1, :n],
-                        buf[nxt, 0, :n],
-                        buf[nxt, 1, :n],
-                        max(0, need_lo - slack),
-                        min(n, band_hi + slack),
-                    )
+                    by, bx, cy, cx = buf[before, 0, :n], buf[before, 1, :n], buf[cur, 0, :n], buf[cur, 1, :n]
+                    ny, nx = buf[nxt, 0, :n], buf[nxt, 1, :n]
+                    first, last = max(0, need_lo - slack), min(n, band_hi + slack)
+                    zero_start = k == 0 and not warm
+                    w, step, keep = weights[m], steps[m], keeps[m]
+                    if directed:
+                        g = strengths[m]
+                        _directed_dual_rows(
+                            fm, w, step, keep, g, field, beta, nonneg, zero_start, by, bx, cy, cx, ny, nx, first, last
+                        )
+                    else:
+                        _dual_rows(fm, w, step, keep, beta, nonneg, zero_start, by, bx, cy, cx, ny, nx, first, last)
                     prev, cur, nxt = cur, nxt, prev
                 if k1 < n_iter:
                     for c in range(2):
@@ -580,7 +606,12 @@ def blocked_prox(
                         dst[m, 1, c, a:e, :] = buf[cur, c, band_lo:band_hi, :]
                 else:
                     py, px = buf[cur, 0, :n], buf[cur, 1, :n]
-                    _primal_rows(fm, weights[m], nonneg, py, px, out[m, lo:hi], band_lo, band_hi)
+                    if directed:
+                        _directed_primal_rows(
+                            fm, weights[m], strengths[m], field, nonneg, py, px, out[m, lo:hi], band_lo, band_hi
+                        )
+                    else:
+                        _primal_rows(fm, weights[m], nonneg, py, px, out[m, lo:hi], band_lo, band_hi)
                     if warm:
                         for c in range(2):
                             dual[m, c, a:e, :] = buf[cur, c, band_lo:band_hi, :]
