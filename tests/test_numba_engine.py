@@ -145,6 +145,30 @@ def test_the_blocked_prox_matches_generic_for_any_band_and_sweep(monkeypatch, ti
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("whole", [True, False], ids=["whole-maps", "tiles"])
+@pytest.mark.parametrize("prior", ["dtv", "mixed"])
+def test_the_directional_prox_matches_generic_whole_or_tiled(monkeypatch, whole, prior):
+    """Both ways of running a directional prox: each map whole on one thread, or (map, band) tiles."""
+    monkeypatch.setattr(numba_engine, "whole_maps_per_thread", lambda *shape_and_threads: whole)
+    monkeypatch.setattr(numba_engine, "TILE_BYTES", 6 * 37 * 8 * 9)  # several bands of 41 rows
+    shape = (3, 3, 41, 37)
+    keywords = prior_keywords(shape, prior, np.float64)
+    rng = np.random.default_rng(11)
+    f = rng.random(shape) - 0.3
+    start = rng.uniform(-0.5, 0.5, (*shape[:2], 2, *shape[2:]))
+    for n_iter in (1, 12, 20):
+        ours = NumbaEngine().tv_prox(f, [0.1, 0.2, 0.3], n_iter, xp=npx, dual=start, **keywords)
+        ref = tv.tv_prox(f, [0.1, 0.2, 0.3], n_iter, xp=npx, dual=start, **keywords)
+        for a, b in zip(ours, ref, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_directional_maps_run_whole_only_when_many_small_ones_keep_the_threads_busy():
+    assert numba_engine.whole_maps_per_thread(60, 256, 256, 4, 2)
+    assert not numba_engine.whole_maps_per_thread(3, 256, 256, 4, 2)  # 3 maps on 2 threads: one idles half the time
+    assert not numba_engine.whole_maps_per_thread(60, 512, 512, 4, 2)  # beyond L2 whole: tiles run from cache
+
+
 _TWO_THREADS = """
 import sys, threading
 import numba
