@@ -44,11 +44,15 @@ __all__ = [
     "whole_maps_per_thread",
 ]
 
-PARALLEL_MIN_PIXELS = 256 * 256
+PARALLEL_MIN_PIXELS = 64 * 64
 """Maps with fewer pixels run on one thread: below this, waking the other threads costs about
-what they save, and far more when other processes keep the cores busy.  The TV prox counts its
-pixels once per dual iteration, since it wakes the threads once for all of them (3 x 128 x 128
-maps, 10 iterations: 0.82 ms on one thread, 0.59 ms on two)."""
+what they save, and more when other processes keep the cores busy.  A kernel counts the pixels
+of one map per item (the TV prox once per dual iteration, since it wakes the threads once for
+all of them).  It was 256 x 256 until the kernels' passes became one vectorized pass each; then
+whole default fusions on the 2-core development machine ran faster on both threads at every
+size tried (best of 7, two runs each, threshold 256 x 256 against 64 x 64): 3 x 64 x 64 41-45 ms
+against 38-40 ms, 3 x 96 x 96 77-78 against 63-64, 3 x 128 x 128 74-75 against 61-63, 3 x 192 x
+192 147-148 against 116-117, a batch of 8 x 3 x 64 x 64 186-188 against 148-153."""
 
 TILE_BYTES = 1 << 20
 """The most a worker's tile of the blocked TV prox may hold (six dual planes of its rows): half
