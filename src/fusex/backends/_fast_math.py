@@ -36,18 +36,11 @@ from numba.extending import intrinsic, overload
 
 __all__ = ["fast_log", "fast_pow"]
 
-_LOG_SERIES = {
-    # 2 / (2j + 1), highest power first, for Horner's rule in s**2
-    32: tuple(2.0 / n for n in range(9, 0, -2)),
-    64: tuple(2.0 / n for n in range(21, 0, -2)),
-}
-_EXP_SERIES = {
-    # 1 / k!, highest power first
-    32: tuple(1.0 / math.factorial(k) for k in range(7, -1, -1)),
-    64: tuple(1.0 / math.factorial(k) for k in range(13, -1, -1)),
-}
-_LOG32_SERIES, _LOG64_SERIES = _LOG_SERIES[32], _LOG_SERIES[64]
-_EXP32_SERIES, _EXP64_SERIES = _EXP_SERIES[32], _EXP_SERIES[64]
+# The artanh series' coefficients 2 / (2j + 1) and the exponential's 1 / k!, highest power first for Horner's rule
+_LOG32_SERIES = tuple(2.0 / n for n in range(9, 0, -2))
+_LOG64_SERIES = tuple(2.0 / n for n in range(21, 0, -2))
+_EXP32_SERIES = tuple(1.0 / math.factorial(k) for k in range(7, -1, -1))
+_EXP64_SERIES = tuple(1.0 / math.factorial(k) for k in range(13, -1, -1))
 _INLINE = {"inline": "always", "cache": True}
 
 

@@ -438,6 +438,38 @@ def _directed_primal_rows(f, w, g, xi, nonneg, py, px, out, start, stop):  # pra
         out[i, :] = row[:W]
 
 
+@nb.njit(**_JIT, inline="always")
+def _field_rows(xi, m, maps_per_field, directed, lo, hi):  # pragma: no cover
+    """Rows ``lo:hi`` of map ``m``'s direction field as its (y, x) pair; the stand-in's first row when not ``directed``.
+
+    Two row slices, each contiguous: a slice of the rows axis under xi's component axis would not
+    be, and the directional loops would not vectorize.
+    """
+    k = m // maps_per_field if directed else 0
+    rows = slice(lo, hi) if directed else slice(0, 1)
+    return xi[k, 0, rows], xi[k, 1, rows]
+
+
+@nb.njit(**_JIT, inline="always")
+def _map_dual_rows(
+    directed, f, w, s, a, g, field, beta, nonneg, zero_start, by, bx, cy, cx, ny, nx, start, stop
+):  # pragma: no cover
+    """One dual step of rows ``start:stop`` of a map: the directional step if it has a direction, else `_dual_rows`."""
+    if directed:
+        _directed_dual_rows(f, w, s, a, g, field, beta, nonneg, zero_start, by, bx, cy, cx, ny, nx, start, stop)
+    else:
+        _dual_rows(f, w, s, a, beta, nonneg, zero_start, by, bx, cy, cx, ny, nx, start, stop)
+
+
+@nb.njit(**_JIT, inline="always")
+def _map_primal_rows(directed, f, w, g, field, nonneg, py, px, out, start, stop):  # pragma: no cover
+    """Rows ``start:stop`` of a map's primal image from its dual, with the direction's projection if it has one."""
+    if directed:
+        _directed_primal_rows(f, w, g, field, nonneg, py, px, out, start, stop)
+    else:
+        _primal_rows(f, w, nonneg, py, px, out, start, stop)
+
+
 @nb.njit(parallel=True, **_JIT_PROX)
 def prox_maps(
     f, weights, steps, keeps, strengths, xi, maps_per_field, guided, betas, nonneg, out, dual, warm
@@ -460,30 +492,22 @@ def prox_maps(
         fm = f[m]
         w, s = weights[m], steps[m]
         p = np.zeros((3, 2, H, W), dtype=f.dtype)
-        field = (xi[m // maps_per_field, 0], xi[m // maps_per_field, 1])
         prev, cur, nxt = 0, 1, 2
         if warm:
             p[cur] = dual[m]
         # Huber differs from TV only by the keep a, so without a direction it streams rows like TV.
         directed = guided and strengths[m] != 0
-        keep = keeps[m] if guided else f.dtype.type(1)
+        field = _field_rows(xi, m, maps_per_field, directed, 0, H)
+        keep, g = (keeps[m], strengths[m]) if guided else (f.dtype.type(1), f.dtype.type(0))
         for k in range(betas.shape[0]):
             beta = betas[k]
             # Without momentum p_prev is not read: passing p_cur keeps stale memory out of the sum.
             before = cur if beta == 0.0 else prev
             by, bx, cy, cx, ny, nx = p[before, 0], p[before, 1], p[cur, 0], p[cur, 1], p[nxt, 0], p[nxt, 1]
-            if directed:
-                zero_start = k == 0 and not warm
-                _directed_dual_rows(
-                    fm, w, s, keep, strengths[m], field, beta, nonneg, zero_start, by, bx, cy, cx, ny, nx, 0, H
-                )
-            else:
-                _dual_rows(fm, w, s, keep, beta, nonneg, k == 0 and not warm, by, bx, cy, cx, ny, nx, 0, H)
+            zero_start = k == 0 and not warm
+            _map_dual_rows(directed, fm, w, s, keep, g, field, beta, nonneg, zero_start, by, bx, cy, cx, ny, nx, 0, H)
             prev, cur, nxt = cur, nxt, prev
-        if directed:
-            _directed_primal_rows(fm, w, strengths[m], field, nonneg, p[cur, 0], p[cur, 1], out[m], 0, H)
-        else:
-            _primal_rows(fm, w, nonneg, p[cur, 0], p[cur, 1], out[m], 0, H)
+        _map_primal_rows(directed, fm, w, g, field, nonneg, p[cur, 0], p[cur, 1], out[m], 0, H)
         if warm:
             dual[m] = p[cur]
 
@@ -568,11 +592,8 @@ def blocked_prox(
                 n = hi - lo
                 fm = f[m, lo:hi]
                 directed = guided and strengths[m] != 0
-                k_xi = m // maps_per_field if directed else 0
-                # Two row slices, each contiguous (a slice of xi's rows axis under its first would not be, and the
-                # directional loops would not vectorize); the stand-in's when no direction is read.
-                rows_xi = slice(lo, hi) if directed else slice(0, 1)
-                field = (xi[k_xi, 0, rows_xi], xi[k_xi, 1, rows_xi])
+                field = _field_rows(xi, m, maps_per_field, directed, lo, hi)
+                w, step, keep, g = weights[m], steps[m], keeps[m], strengths[m]
                 if k0 == 0:
                     if warm:
                         _copy_rows(start[m], buf[1], lo, hi, 0)
@@ -590,15 +611,10 @@ def blocked_prox(
                     by, bx, cy, cx = buf[before, 0, :n], buf[before, 1, :n], buf[cur, 0, :n], buf[cur, 1, :n]
                     ny, nx = buf[nxt, 0, :n], buf[nxt, 1, :n]
                     first, last = max(0, need_lo - slack), min(n, band_hi + slack)
-                    zero_start = k == 0 and not warm
-                    w, step, keep = weights[m], steps[m], keeps[m]
-                    if directed:
-                        g = strengths[m]
-                        _directed_dual_rows(
-                            fm, w, step, keep, g, field, beta, nonneg, zero_start, by, bx, cy, cx, ny, nx, first, last
-                        )
-                    else:
-                        _dual_rows(fm, w, step, keep, beta, nonneg, zero_start, by, bx, cy, cx, ny, nx, first, last)
+                    zero = k == 0 and not warm
+                    _map_dual_rows(
+                        directed, fm, w, step, keep, g, field, beta, nonneg, zero, by, bx, cy, cx, ny, nx, first, last
+                    )
                     prev, cur, nxt = cur, nxt, prev
                 if k1 < n_iter:
                     for c in range(2):
@@ -606,12 +622,7 @@ def blocked_prox(
                         dst[m, 1, c, a:e, :] = buf[cur, c, band_lo:band_hi, :]
                 else:
                     py, px = buf[cur, 0, :n], buf[cur, 1, :n]
-                    if directed:
-                        _directed_primal_rows(
-                            fm, weights[m], strengths[m], field, nonneg, py, px, out[m, lo:hi], band_lo, band_hi
-                        )
-                    else:
-                        _primal_rows(fm, weights[m], nonneg, py, px, out[m, lo:hi], band_lo, band_hi)
+                    _map_primal_rows(directed, fm, w, g, field, nonneg, py, px, out[m, lo:hi], band_lo, band_hi)
                     if warm:
                         for c in range(2):
                             dual[m, c, a:e, :] = buf[cur, c, band_lo:band_hi, :]
